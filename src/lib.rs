@@ -1,0 +1,9 @@
+//! holepunch: NAT traversal toolkit.
+//!
+//! Protocol logic is sans-IO: the modules here take datagrams and time and return datagrams to send; the
+//! binaries (`stund`, `stunclient`, `punchd`) own sockets, clocks and flags.
+
+pub mod nat;
+pub mod portmap;
+pub mod server;
+pub mod stun;
