@@ -1,0 +1,165 @@
+//! punchd: the peer daemon. This release owns the one punching socket (fixed port, never closed while it
+//! runs), learns its public endpoint from stund, keeps the NAT mapping alive and reports when it moves.
+//! Rendezvous, punching and the tunnel build on this loop in later releases.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use holepunch::nat::Retransmit;
+use holepunch::punch::{Event, KeeperConfig, ReflexiveKeeper};
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest a single blocking read waits, so a shutdown signal is noticed promptly.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "holepunch peer daemon: keeps one UDP socket's public endpoint known and its NAT mapping alive",
+    after_help = "Examples:\n  punchd --server stun.example.net:3478\n  punchd --server 203.0.113.10 --port 7000 --keepalive 5s --json\n  punchd --server 203.0.113.10 --once        # print the public endpoint and exit"
+)]
+struct Args {
+    /// STUN server (our stund or any RFC 5389 server), HOST[:PORT], default port 3478.
+    #[arg(long)]
+    server: String,
+    /// Local UDP port of the punching socket.
+    #[arg(long, default_value_t = 6666)]
+    port: u16,
+    /// Local address to bind (default: all addresses of the server's family).
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// Interval between keepalives (humantime: 3s, 500ms, 1m).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    keepalive: Duration,
+    /// Initial retransmission timeout of each request (RFC 8489 RTO).
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    rto: Duration,
+    /// Requests sent per transaction before the server counts as lost (RFC 8489 Rc).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=Retransmit::MAX_RC as i64))]
+    retries: u32,
+    /// Print the public endpoint once and exit (exit 0), or exit 2 when the server does not answer.
+    #[arg(long)]
+    once: bool,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn resolve(server: &str) -> Result<SocketAddr> {
+    let with_port = if server.parse::<SocketAddr>().is_ok()
+        || server.rsplit_once(':').is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
+    {
+        server.to_string()
+    } else if server.contains(':') && !server.starts_with('[') {
+        format!("[{server}]:3478")
+    } else {
+        format!("{server}:3478")
+    };
+    with_port
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve server {server:?}"))?
+        .next()
+        .with_context(|| format!("server {server:?} resolved to no address"))
+}
+
+fn bind(args: &Args, server: SocketAddr) -> Result<UdpSocket> {
+    let ip = args.bind.unwrap_or(match server {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    if ip.is_ipv4() != server.is_ipv4() {
+        bail!("--bind {ip} and server {server} are of different address families");
+    }
+    let local = SocketAddr::new(ip, args.port);
+    UdpSocket::bind(local).map_err(|e| match e.kind() {
+        ErrorKind::AddrInUse => anyhow::anyhow!("UDP {local} is in use (another punchd? choose --port)"),
+        ErrorKind::PermissionDenied => {
+            anyhow::anyhow!("not allowed to bind UDP {local} (ports below 1024 need privileges)")
+        }
+        _ => anyhow::anyhow!("cannot bind UDP {local}: {e}"),
+    })
+}
+
+fn report(json: bool, event: &Event, local: SocketAddr) {
+    let line = match (json, event) {
+        (true, Event::Discovered(p)) => {
+            serde_json::json!({"event": "discovered", "public": p.to_string(), "local": local.to_string()}).to_string()
+        }
+        (true, Event::Changed { old, new }) => {
+            serde_json::json!({"event": "changed", "old": old.to_string(), "public": new.to_string(), "local": local.to_string()})
+                .to_string()
+        }
+        (true, Event::ServerLost) => serde_json::json!({"event": "server-lost"}).to_string(),
+        (false, Event::Discovered(p)) => format!("public endpoint {p} (local {local})"),
+        (false, Event::Changed { old, new }) => format!("public endpoint changed: {old} -> {new} (local {local})"),
+        (false, Event::ServerLost) => "server does not answer: public endpoint unknown".to_string(),
+    };
+    println!("{line}");
+}
+
+fn run(args: Args) -> Result<i32> {
+    let server = resolve(&args.server)?;
+    let socket = bind(&args, server)?;
+    let local = socket.local_addr().context("local address of the socket")?;
+    log::info!("punching socket bound on {local}; tracking public endpoint via {server}");
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("installing signal handler")?;
+    }
+    let mut seed = [0u8; 8];
+    getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("reading OS randomness: {e}"))?;
+    let mut config = KeeperConfig::new(server);
+    config.keepalive = args.keepalive;
+    config.retransmit = Retransmit { rto: args.rto, rc: args.retries, ..Retransmit::default() };
+    let mut keeper = ReflexiveKeeper::new(config, Instant::now(), u64::from_be_bytes(seed));
+
+    let mut out = [0u8; 1500];
+    let mut inbuf = [0u8; 2048];
+    while !shutdown.load(Ordering::Relaxed) {
+        while let Some(t) = keeper.poll_transmit(&mut out) {
+            if let Err(e) = socket.send_to(&out[..t.len], t.dest) {
+                // A transient route error must not end the daemon: the retransmission schedule retries.
+                log::warn!("send to {} failed: {e}", t.dest);
+            }
+        }
+        while let Some(ev) = keeper.poll_event() {
+            report(args.json, &ev, local);
+            if args.once {
+                return Ok(if matches!(ev, Event::ServerLost) { 2 } else { 0 });
+            }
+        }
+        let now = Instant::now();
+        let wait = keeper.poll_timeout().map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now));
+        socket.set_read_timeout(Some(wait.clamp(Duration::from_millis(1), SHUTDOWN_POLL)))?;
+        match socket.recv_from(&mut inbuf) {
+            Ok((n, from)) => {
+                if !keeper.handle_datagram(Instant::now(), from, &inbuf[..n]) {
+                    log::debug!("dropped {n}-byte datagram from {from}");
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            // ICMP port unreachable surfaces here on Linux; the schedule already covers a silent server.
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => log::debug!("server port unreachable"),
+            Err(e) => log::warn!("receive failed: {e}"),
+        }
+        keeper.handle_timeout(Instant::now());
+    }
+    log::info!("shutting down");
+    Ok(0)
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("punchd: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
