@@ -1,0 +1,462 @@
+//! UPnP Internet Gateway Device client: SSDP discovery, device description, and the WANIPConnection actions
+//! GetExternalIPAddress, AddPortMapping, GetSpecificPortMappingEntry, DeletePortMapping (UPnP IGD:1/IGD:2,
+//! WANIPConnection:1/:2 service specs), over SOAP 1.1 on HTTP/1.1.
+//!
+//! The description and SOAP parts are pure functions; [`Igd`] does the (blocking, time-bounded) I/O.
+//!
+//! Trust: SSDP answers are unauthenticated LAN datagrams. The description must come from the address that
+//! answered, and the control URL must point to the same host, so a forged answer cannot steer the probe into
+//! connecting somewhere else; when a gateway is given, only its answers are used.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use super::http::{self, Url};
+use super::ssdp::{self, Search, SearchConfig};
+use super::xml;
+use super::{PortmapError, Protocol};
+
+fn perr<T>(msg: impl Into<String>) -> Result<T, PortmapError> {
+    Err(PortmapError::UpnpProtocol(msg.into()))
+}
+
+/// A port-mapping service found in a device description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgdService {
+    /// e.g. `urn:schemas-upnp-org:service:WANIPConnection:1`.
+    pub service_type: String,
+    pub control_url: Url,
+}
+
+fn service_rank(st: &str) -> Option<u8> {
+    // Newer WANIPConnection first; PPP last (DSL routers).
+    if let Some(v) = st.strip_prefix("urn:schemas-upnp-org:service:WANIPConnection:") {
+        return v.parse::<u8>().ok().filter(|v| *v >= 1).map(|v| 100u8.saturating_sub(v));
+    }
+    if let Some(v) = st.strip_prefix("urn:schemas-upnp-org:service:WANPPPConnection:") {
+        return v.parse::<u8>().ok().filter(|v| *v >= 1).map(|_| 200);
+    }
+    None
+}
+
+/// Find the WAN connection services in a device description fetched from `location`, best first.
+pub fn find_wan_services(description: &str, location: &Url) -> Result<Vec<IgdService>, PortmapError> {
+    let root = xml::parse(description).map_err(|e| PortmapError::UpnpProtocol(format!("device description: {e}")))?;
+    if root.name != "root" {
+        return perr(format!("device description root is <{}>, not <root>", root.name));
+    }
+    // UDA 1.0 URLBase; UDA 1.1 dropped it in favour of the description's own URL.
+    let base = match root.child_text("URLBase") {
+        Some(b) if !b.is_empty() => Url::parse(b)?,
+        _ => location.clone(),
+    };
+    let mut found = Vec::new();
+    for svc in root.descendants("service") {
+        let (Some(st), Some(ctl)) = (svc.child_text("serviceType"), svc.child_text("controlURL")) else { continue };
+        let Some(rank) = service_rank(st) else { continue };
+        let control_url = base.join(ctl)?;
+        found.push((rank, IgdService { service_type: st.to_string(), control_url }));
+    }
+    found.sort_by_key(|(r, _)| *r);
+    Ok(found.into_iter().map(|(_, s)| s).collect())
+}
+
+/// SOAP 1.1 request body for `action` of `service_type`.
+pub fn soap_envelope(service_type: &str, action: &str, args: &[(&str, String)]) -> String {
+    let mut body = String::from(
+        "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+         s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body>",
+    );
+    body += &format!("<u:{action} xmlns:u=\"{}\">", xml::escape(service_type));
+    for (k, v) in args {
+        body += &format!("<{k}>{}</{k}>", xml::escape(v));
+    }
+    body += &format!("</u:{action}></s:Body></s:Envelope>\r\n");
+    body
+}
+
+/// Output arguments of a SOAP reply, or the UPnP error it carries.
+pub fn parse_soap_response(
+    action: &'static str,
+    status: u16,
+    body: &str,
+) -> Result<Vec<(String, String)>, PortmapError> {
+    let parsed = xml::parse(body);
+    if status == 200 {
+        let root = parsed.map_err(|e| PortmapError::UpnpProtocol(format!("{action} reply: {e}")))?;
+        let want = format!("{action}Response");
+        let Some(resp) = root.child("Body").and_then(|b| b.child(&want)) else {
+            return perr(format!("{action} reply has no <{want}> in its SOAP body"));
+        };
+        return Ok(resp.children.iter().map(|c| (c.name.clone(), c.text.trim().to_string())).collect());
+    }
+    // UPnP errors come as HTTP 500 with a SOAP fault carrying <UPnPError> (UDA 1.1 §3.2.2).
+    if let Ok(root) = parsed {
+        if let Some(err) = root.find("UPnPError") {
+            let code = err.child_text("errorCode").and_then(|c| c.parse::<u16>().ok());
+            if let Some(code) = code {
+                let description = err.child_text("errorDescription").unwrap_or("").to_string();
+                return Err(PortmapError::UpnpFault { action, code, description });
+            }
+        }
+    }
+    Err(PortmapError::Http(format!("{action}: HTTP status {status}")))
+}
+
+fn arg<'a>(args: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    args.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn protocol_str(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Udp => "UDP",
+        Protocol::Tcp => "TCP",
+    }
+}
+
+/// A port mapping to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub protocol: Protocol,
+    pub external_port: u16,
+    pub internal_client: IpAddr,
+    pub internal_port: u16,
+    pub description: String,
+    /// Seconds; 0 asks for a permanent mapping (IGD:1 devices may only support that, error 725).
+    pub lease_duration: u32,
+}
+
+/// A mapping as the device reports it (GetSpecificPortMappingEntry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMappingEntry {
+    pub internal_port: u16,
+    pub internal_client: String,
+    pub enabled: bool,
+    pub description: String,
+    pub lease_duration: u32,
+}
+
+/// How to look for an IGD.
+#[derive(Debug, Clone)]
+pub struct DiscoverOptions {
+    /// Only this host's answers are used (normally the default gateway).
+    pub gateway: Option<IpAddr>,
+    /// Local IPv4 address to search from (its interface carries the multicast); unspecified: the OS picks.
+    pub local_ip: Option<Ipv4Addr>,
+    pub search: SearchConfig,
+    /// Bound on each HTTP exchange.
+    pub http_timeout: Duration,
+}
+
+impl Default for DiscoverOptions {
+    fn default() -> Self {
+        DiscoverOptions {
+            gateway: None,
+            local_ip: None,
+            search: SearchConfig::default(),
+            http_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A discovered Internet Gateway Device and its WAN connection service.
+#[derive(Debug, Clone)]
+pub struct Igd {
+    /// Where the device description was fetched.
+    pub location: Url,
+    pub service: IgdService,
+    /// SSDP SERVER header, when sent.
+    pub server: Option<String>,
+    pub http_timeout: Duration,
+}
+
+impl Igd {
+    /// SSDP search, then the first usable device description.
+    pub fn discover(opts: &DiscoverOptions) -> Result<Igd, PortmapError> {
+        if let Some(IpAddr::V6(_)) = opts.gateway {
+            return Err(PortmapError::Unsupported("UPnP discovery is implemented over IPv4 SSDP only"));
+        }
+        let bind = SocketAddr::new(IpAddr::V4(opts.local_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)), 0);
+        let socket = UdpSocket::bind(bind).map_err(|e| PortmapError::io("SSDP bind", &e))?;
+        // UDA 1.1 §1.1.2: TTL 2 by default. With a bound source address Linux sends the multicast out of
+        // that address's interface.
+        socket.set_multicast_ttl_v4(2).map_err(|e| PortmapError::io("SSDP set TTL", &e))?;
+        let local = socket.local_addr().map_err(|e| PortmapError::io("SSDP local address", &e))?;
+        let start = Instant::now();
+        let mut search = Search::new(start, opts.search.clone());
+        let hard_deadline = start + opts.search.wait + Duration::from_secs(1);
+        let mut tried: Vec<String> = Vec::new();
+        let mut others = 0usize;
+        let mut last_error: Option<PortmapError> = None;
+        let mut buf = [0u8; 2048];
+        loop {
+            while let Some(t) = search.poll_transmit(&mut buf) {
+                if let Err(e) = socket.send_to(&buf[..t.len], t.destination) {
+                    // No multicast route, say: report it rather than wait for nothing.
+                    return Err(PortmapError::io("SSDP send", &e));
+                }
+            }
+            while let Some(ev) = search.poll_event() {
+                match ev {
+                    ssdp::Event::Found { from, response } => {
+                        if opts.gateway.is_some_and(|g| g != from.ip()) {
+                            others += 1;
+                            continue;
+                        }
+                        if service_rank(&response.st).is_none() || tried.contains(&response.location) {
+                            continue;
+                        }
+                        tried.push(response.location.clone());
+                        match Igd::from_response(from, &response, opts.http_timeout) {
+                            Ok(igd) => return Ok(igd),
+                            Err(e) => {
+                                log::debug!("upnp: {} unusable: {e}", response.location);
+                                last_error = Some(e);
+                            }
+                        }
+                    }
+                    ssdp::Event::Finished { .. } => {
+                        return Err(
+                            last_error.unwrap_or(PortmapError::UpnpNotFound { waited: opts.search.wait, others })
+                        );
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= hard_deadline {
+                return Err(last_error.unwrap_or(PortmapError::UpnpNotFound { waited: opts.search.wait, others }));
+            }
+            let wake = search.poll_timeout().unwrap_or(hard_deadline).min(hard_deadline);
+            if wake <= now {
+                search.handle_timeout(now);
+                continue;
+            }
+            socket.set_read_timeout(Some(wake - now)).map_err(|e| PortmapError::io("SSDP set timeout", &e))?;
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => search.handle_datagram(Instant::now(), local, from, &buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    search.handle_timeout(Instant::now())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(PortmapError::io("SSDP receive", &e)),
+            }
+        }
+    }
+
+    fn from_response(
+        from: SocketAddr,
+        response: &ssdp::SearchResponse,
+        timeout: Duration,
+    ) -> Result<Igd, PortmapError> {
+        let location = Url::parse(&response.location)?;
+        if location.host != from.ip() {
+            return perr(format!("LOCATION {} is not on the answering host {}", response.location, from.ip()));
+        }
+        let mut igd = Igd::from_location(location, timeout)?;
+        igd.server = response.server.clone();
+        Ok(igd)
+    }
+
+    /// Fetch a device description and pick its best WAN connection service.
+    pub fn from_location(location: Url, timeout: Duration) -> Result<Igd, PortmapError> {
+        let resp = http::request("GET", &location, &[], &[], timeout)?;
+        if resp.status != 200 {
+            return Err(PortmapError::Http(format!("GET {}: status {}", location.path, resp.status)));
+        }
+        let services = find_wan_services(resp.body_text()?, &location)?;
+        let Some(service) = services.into_iter().find(|s| s.control_url.host == location.host) else {
+            return perr(format!(
+                "{} offers no WANIPConnection/WANPPPConnection service on its own host",
+                location.authority()
+            ));
+        };
+        log::debug!(
+            "upnp: {} at {}{}",
+            service.service_type,
+            service.control_url.authority(),
+            service.control_url.path
+        );
+        Ok(Igd { location, service, server: None, http_timeout: timeout })
+    }
+
+    fn call(&self, action: &'static str, args: &[(&str, String)]) -> Result<Vec<(String, String)>, PortmapError> {
+        let body = soap_envelope(&self.service.service_type, action, args);
+        let soap_action = format!("\"{}#{}\"", self.service.service_type, action);
+        let headers = [("Content-Type", "text/xml; charset=\"utf-8\""), ("SOAPAction", soap_action.as_str())];
+        let resp = http::request("POST", &self.service.control_url, &headers, body.as_bytes(), self.http_timeout)?;
+        parse_soap_response(action, resp.status, resp.body_text().unwrap_or(""))
+    }
+
+    /// GetExternalIPAddress.
+    pub fn external_ip(&self) -> Result<IpAddr, PortmapError> {
+        let out = self.call("GetExternalIPAddress", &[])?;
+        let text = arg(&out, "NewExternalIPAddress").unwrap_or("");
+        if text.is_empty() {
+            return perr("the IGD reports no external address (WAN not connected)");
+        }
+        text.parse().map_err(|_| PortmapError::UpnpProtocol(format!("bad external address {:?}", text)))
+    }
+
+    /// AddPortMapping (any remote host).
+    pub fn add_port_mapping(&self, m: &PortMapping) -> Result<(), PortmapError> {
+        if m.external_port == 0 || m.internal_port == 0 {
+            return Err(PortmapError::InvalidRequest("port 0"));
+        }
+        self.call(
+            "AddPortMapping",
+            &[
+                ("NewRemoteHost", String::new()),
+                ("NewExternalPort", m.external_port.to_string()),
+                ("NewProtocol", protocol_str(m.protocol).to_string()),
+                ("NewInternalPort", m.internal_port.to_string()),
+                ("NewInternalClient", m.internal_client.to_string()),
+                ("NewEnabled", "1".to_string()),
+                ("NewPortMappingDescription", m.description.clone()),
+                ("NewLeaseDuration", m.lease_duration.to_string()),
+            ],
+        )
+        .map(|_| ())
+    }
+
+    /// GetSpecificPortMappingEntry.
+    pub fn get_port_mapping(&self, protocol: Protocol, external_port: u16) -> Result<PortMappingEntry, PortmapError> {
+        let out = self.call(
+            "GetSpecificPortMappingEntry",
+            &[
+                ("NewRemoteHost", String::new()),
+                ("NewExternalPort", external_port.to_string()),
+                ("NewProtocol", protocol_str(protocol).to_string()),
+            ],
+        )?;
+        let num = |name: &str| -> Result<u32, PortmapError> {
+            arg(&out, name).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                PortmapError::UpnpProtocol(format!("GetSpecificPortMappingEntry: bad or missing {name}"))
+            })
+        };
+        Ok(PortMappingEntry {
+            internal_port: u16::try_from(num("NewInternalPort")?)
+                .map_err(|_| PortmapError::UpnpProtocol("internal port out of range".into()))?,
+            internal_client: arg(&out, "NewInternalClient").unwrap_or("").to_string(),
+            enabled: matches!(arg(&out, "NewEnabled"), Some("1") | Some("true") | Some("yes")),
+            description: arg(&out, "NewPortMappingDescription").unwrap_or("").to_string(),
+            lease_duration: num("NewLeaseDuration")?,
+        })
+    }
+
+    /// DeletePortMapping.
+    pub fn delete_port_mapping(&self, protocol: Protocol, external_port: u16) -> Result<(), PortmapError> {
+        self.call(
+            "DeletePortMapping",
+            &[
+                ("NewRemoteHost", String::new()),
+                ("NewExternalPort", external_port.to_string()),
+                ("NewProtocol", protocol_str(protocol).to_string()),
+            ],
+        )
+        .map(|_| ())
+    }
+}
+
+/// UPnP error codes the probe reacts to (IGD WANIPConnection:1 §2.4.16).
+pub const ERR_CONFLICT_IN_MAPPING_ENTRY: u16 = 718;
+pub const ERR_ONLY_PERMANENT_LEASES_SUPPORTED: u16 = 725;
+pub const ERR_NO_SUCH_ENTRY_IN_ARRAY: u16 = 714;
+
+/// Is this SOAP fault `code`?
+pub fn is_fault(e: &PortmapError, code: u16) -> bool {
+    matches!(e, PortmapError::UpnpFault { code: c, .. } if *c == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESC: &str = r#"<?xml version="1.0"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0" configId="1337">
+<specVersion><major>1</major><minor>1</minor></specVersion>
+<device><deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:1</deviceType>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:Layer3Forwarding:1</serviceType>
+<serviceId>urn:upnp-org:serviceId:L3Forwarding1</serviceId><controlURL>/ctl/L3F</controlURL></service></serviceList>
+<deviceList><device><deviceType>urn:schemas-upnp-org:device:WANDevice:1</deviceType>
+<deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:1</deviceType>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>
+<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId><controlURL>/ctl/IPConn</controlURL>
+<eventSubURL>/evt/IPConn</eventSubURL><SCPDURL>/WANIPCn.xml</SCPDURL></service></serviceList>
+</device></deviceList></device></deviceList></device></root>"#;
+
+    #[test]
+    fn finds_control_url_in_miniupnpd_description() {
+        let loc = Url::parse("http://10.0.0.1:5000/rootDesc.xml").unwrap();
+        let s = find_wan_services(DESC, &loc).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].service_type, ssdp::WAN_IP_CONNECTION_1);
+        assert_eq!(s[0].control_url, Url::parse("http://10.0.0.1:5000/ctl/IPConn").unwrap());
+    }
+
+    #[test]
+    fn prefers_v2_and_honours_urlbase() {
+        let d = "<root><URLBase>http://10.0.0.1:6000/base/</URLBase><device><serviceList>\
+                 <service><serviceType>urn:schemas-upnp-org:service:WANPPPConnection:1</serviceType><controlURL>ppp</controlURL></service>\
+                 <service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType><controlURL>ip1</controlURL></service>\
+                 <service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType><controlURL>ip2</controlURL></service>\
+                 </serviceList></device></root>";
+        let loc = Url::parse("http://10.0.0.1:5000/rootDesc.xml").unwrap();
+        let s = find_wan_services(d, &loc).unwrap();
+        let paths: Vec<&str> = s.iter().map(|s| s.control_url.path.as_str()).collect();
+        assert_eq!(paths, ["/base/ip2", "/base/ip1", "/base/ppp"]);
+        assert_eq!(s[0].control_url.port, 6000);
+    }
+
+    #[test]
+    fn malformed_descriptions() {
+        let loc = Url::parse("http://10.0.0.1:5000/rootDesc.xml").unwrap();
+        assert!(find_wan_services("", &loc).is_err());
+        assert!(find_wan_services("<html></html>", &loc).is_err());
+        assert!(find_wan_services("<root><URLBase>ftp://x</URLBase></root>", &loc).is_err());
+        assert_eq!(find_wan_services("<root/>", &loc).unwrap(), vec![]);
+        for (i, _) in DESC.char_indices() {
+            let _ = find_wan_services(&DESC[..i], &loc);
+        }
+    }
+
+    #[test]
+    fn soap_request_body() {
+        let b = soap_envelope(
+            ssdp::WAN_IP_CONNECTION_1,
+            "DeletePortMapping",
+            &[("NewRemoteHost", String::new()), ("NewExternalPort", "6666".into()), ("NewProtocol", "UDP".into())],
+        );
+        assert!(b.contains(
+            "<s:Body><u:DeletePortMapping xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:1\">\
+             <NewRemoteHost></NewRemoteHost><NewExternalPort>6666</NewExternalPort><NewProtocol>UDP</NewProtocol>\
+             </u:DeletePortMapping></s:Body>"
+        ));
+        let b = soap_envelope("x", "A", &[("D", "a<b&c".into())]);
+        assert!(b.contains("<D>a&lt;b&amp;c</D>"));
+        assert!(xml::parse(&b).is_ok());
+    }
+
+    #[test]
+    fn soap_replies() {
+        let ok = "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+                  s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body>\
+                  <u:GetExternalIPAddressResponse xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:1\">\
+                  <NewExternalIPAddress>203.0.113.1</NewExternalIPAddress></u:GetExternalIPAddressResponse></s:Body></s:Envelope>\r\n";
+        let out = parse_soap_response("GetExternalIPAddress", 200, ok).unwrap();
+        assert_eq!(out, vec![("NewExternalIPAddress".to_string(), "203.0.113.1".to_string())]);
+        assert!(parse_soap_response("AddPortMapping", 200, ok).is_err());
+        let fault = "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+                     s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body><s:Fault>\
+                     <faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail>\
+                     <UPnPError xmlns=\"urn:schemas-upnp-org:control-1-0\"><errorCode>718</errorCode>\
+                     <errorDescription>ConflictInMappingEntry</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>\r\n";
+        let e = parse_soap_response("AddPortMapping", 500, fault).unwrap_err();
+        assert!(is_fault(&e, ERR_CONFLICT_IN_MAPPING_ENTRY), "{e}");
+        assert_eq!(e.to_string(), "UPnP AddPortMapping failed: error 718 ConflictInMappingEntry");
+        assert!(matches!(parse_soap_response("X", 500, "garbage"), Err(PortmapError::Http(_))));
+        assert!(matches!(parse_soap_response("X", 401, ""), Err(PortmapError::Http(_))));
+        for (i, _) in ok.char_indices() {
+            let _ = parse_soap_response("GetExternalIPAddress", 200, &ok[..i]);
+        }
+    }
+}
