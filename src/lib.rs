@@ -5,5 +5,6 @@
 
 pub mod nat;
 pub mod portmap;
+pub mod punch;
 pub mod server;
 pub mod stun;

@@ -1,0 +1,341 @@
+//! Engine tests: every NAT type through the simulated network, with a fake clock. Deterministic.
+
+use super::sim::*;
+use super::*;
+use std::time::Duration;
+
+fn cfg(_world: &World, servers: Vec<std::net::SocketAddr>) -> Config {
+    let mut c = Config::new(servers, 7);
+    // Fast schedule so negative tests end quickly in simulated time; the logic is the same.
+    c.retransmit = Retransmit { rto: Duration::from_millis(100), rc: 4, rm: 8 };
+    c
+}
+
+fn sockets(lifetime: bool) -> usize {
+    let mut c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], 0);
+    if lifetime {
+        c.lifetime = Some(Duration::from_secs(1));
+    }
+    c.plan().count()
+}
+
+fn run_nat(spec: NatSpec) -> Report {
+    let mut w = World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(false));
+    let c = cfg(&w, vec![SimServer::rfc5780().addr()]);
+    w.run(c).0
+}
+
+fn nat(m: SimMapping, f: SimFilter) -> NatSpec {
+    NatSpec::new(m, f)
+}
+
+#[test]
+fn full_cone() {
+    let r = run_nat(nat(SimMapping::Eim, SimFilter::Eif));
+    assert_eq!(r.nat, Some(true));
+    assert_eq!(r.mapping, Mapping::EndpointIndependent, "{}", r.mapping_reason);
+    assert_eq!(r.filtering, Filtering::EndpointIndependent, "{}", r.filtering_reason);
+    assert_eq!(r.kind, NatKind::FullCone);
+    assert_eq!(r.verdict, Verdict::Direct);
+    assert_eq!(r.port_preserved, Some(true));
+    assert_eq!(r.allocation, Allocation::Preserved);
+    assert_eq!(r.public, Some("203.0.113.1:6666".parse().unwrap()));
+    assert!(r.rfc5780 && !r.legacy);
+    assert_eq!(r.alg, Some(false));
+}
+
+#[test]
+fn restricted_cone() {
+    let r = run_nat(nat(SimMapping::Eim, SimFilter::Adf));
+    assert_eq!(r.mapping, Mapping::EndpointIndependent);
+    assert_eq!(r.filtering, Filtering::AddressDependent, "{}", r.filtering_reason);
+    assert_eq!(r.kind, NatKind::RestrictedCone);
+    assert_eq!(r.verdict, Verdict::Direct);
+}
+
+#[test]
+fn port_restricted_cone() {
+    let r = run_nat(nat(SimMapping::Eim, SimFilter::Apdf));
+    assert_eq!(r.mapping, Mapping::EndpointIndependent);
+    assert_eq!(r.filtering, Filtering::AddressAndPortDependent, "{}", r.filtering_reason);
+    assert_eq!(r.kind, NatKind::PortRestrictedCone);
+    assert_eq!(r.verdict, Verdict::Direct);
+}
+
+#[test]
+fn address_dependent_mapping() {
+    let mut spec = nat(SimMapping::Adm, SimFilter::Adf);
+    spec.alloc = SimAlloc::Sequential(1);
+    let r = run_nat(spec);
+    assert_eq!(r.mapping, Mapping::AddressDependent, "{}", r.mapping_reason);
+    assert_eq!(r.kind, NatKind::Symmetric);
+    assert_eq!(r.allocation, Allocation::Sequential { delta: 1 });
+    assert_eq!(r.verdict, Verdict::PeerMustBeCone);
+}
+
+#[test]
+fn symmetric_random_ports_needs_relay() {
+    let mut spec = nat(SimMapping::Apdm, SimFilter::Apdf);
+    spec.alloc = SimAlloc::Random;
+    let r = run_nat(spec);
+    assert_eq!(r.mapping, Mapping::AddressAndPortDependent, "{}", r.mapping_reason);
+    assert_eq!(r.filtering, Filtering::AddressAndPortDependent);
+    assert_eq!(r.allocation, Allocation::Random, "{}", r.allocation_reason);
+    assert_eq!(r.port_preserved, Some(false));
+    assert_eq!(r.verdict, Verdict::Relay, "{}", r.verdict_reason);
+}
+
+#[test]
+fn symmetric_sequential_ports_needs_cone_peer() {
+    let mut spec = nat(SimMapping::Apdm, SimFilter::Apdf);
+    spec.alloc = SimAlloc::Sequential(2);
+    let r = run_nat(spec);
+    assert_eq!(r.mapping, Mapping::AddressAndPortDependent);
+    assert_eq!(r.allocation, Allocation::Sequential { delta: 2 });
+    assert_eq!(r.verdict, Verdict::PeerMustBeCone);
+    assert!(r.verdict_reason.contains("prediction"), "{}", r.verdict_reason);
+}
+
+#[test]
+fn eim_without_port_preservation() {
+    let mut spec = nat(SimMapping::Eim, SimFilter::Apdf);
+    spec.alloc = SimAlloc::Random;
+    let r = run_nat(spec);
+    assert_eq!(r.mapping, Mapping::EndpointIndependent);
+    assert_eq!(r.port_preserved, Some(false));
+    assert_eq!(r.allocation, Allocation::Random);
+    assert_eq!(r.verdict, Verdict::Direct);
+}
+
+#[test]
+fn open_internet() {
+    let mut w = World::new(Gateway::Open, vec![SimServer::rfc5780()], sockets(false));
+    let c = cfg(&w, vec![SimServer::rfc5780().addr()]);
+    let r = w.run(c).0;
+    assert_eq!(r.nat, Some(false));
+    assert_eq!(r.kind, NatKind::OpenInternet);
+    assert_eq!(r.filtering, Filtering::EndpointIndependent);
+    assert_eq!(r.hairpin, None);
+    assert_eq!(r.verdict, Verdict::Direct);
+}
+
+#[test]
+fn firewall_without_nat() {
+    for (f, want) in
+        [(SimFilter::Apdf, Filtering::AddressAndPortDependent), (SimFilter::Adf, Filtering::AddressDependent)]
+    {
+        let mut w = World::new(Gateway::Firewall(f), vec![SimServer::rfc5780()], sockets(false));
+        let c = cfg(&w, vec![SimServer::rfc5780().addr()]);
+        let r = w.run(c).0;
+        assert_eq!(r.nat, Some(false));
+        assert_eq!(r.filtering, want);
+        assert_eq!(r.kind, NatKind::FirewallWithoutNat);
+        assert_eq!(r.verdict, Verdict::Direct);
+    }
+}
+
+#[test]
+fn hairpin_on_and_off() {
+    for (hairpin, filter) in [(true, SimFilter::Apdf), (false, SimFilter::Apdf), (true, SimFilter::Eif)] {
+        let mut spec = nat(SimMapping::Eim, filter);
+        spec.hairpin = hairpin;
+        let r = run_nat(spec);
+        assert_eq!(r.hairpin, Some(hairpin), "{}", r.hairpin_reason);
+    }
+}
+
+#[test]
+fn alg_detected() {
+    let mut spec = nat(SimMapping::Eim, SimFilter::Apdf);
+    spec.alg = true;
+    let r = run_nat(spec);
+    assert_eq!(r.alg, Some(true), "{}", r.alg_reason);
+    // The XOR form survives, so the public endpoint is still right.
+    assert_eq!(r.public, Some("203.0.113.1:6666".parse().unwrap()));
+}
+
+#[test]
+fn legacy_rfc3489_server() {
+    let server = SimServer::rfc5780().with_style(ServerStyle::Legacy);
+    let mut spec = nat(SimMapping::Eim, SimFilter::Adf);
+    spec.alloc = SimAlloc::Preserve;
+    let mut w = World::new(Gateway::Nat(spec), vec![server], sockets(false));
+    let c = cfg(&w, vec![server.addr()]);
+    let r = w.run(c).0;
+    assert!(r.legacy);
+    assert!(r.notes.iter().any(|n| n.starts_with("legacy")));
+    assert_eq!(r.mapping, Mapping::EndpointIndependent);
+    assert_eq!(r.filtering, Filtering::AddressDependent);
+    assert_eq!(r.alg, None);
+    assert_eq!(r.kind, NatKind::RestrictedCone);
+}
+
+#[test]
+fn legacy_symmetric() {
+    let server = SimServer::rfc5780().with_style(ServerStyle::Legacy);
+    let mut w = World::new(Gateway::Nat(nat(SimMapping::Apdm, SimFilter::Apdf)), vec![server], sockets(false));
+    let c = cfg(&w, vec![server.addr()]);
+    let r = w.run(c).0;
+    assert!(r.legacy);
+    assert_eq!(r.mapping, Mapping::AddressAndPortDependent);
+    assert_eq!(r.kind, NatKind::Symmetric);
+}
+
+#[test]
+fn two_plain_servers_infer_mapping() {
+    let a = SimServer::plain("192.0.2.50:3478");
+    let b = SimServer::plain("198.51.100.77:19302");
+    for (m, want) in [
+        (SimMapping::Eim, Mapping::EndpointIndependent),
+        (SimMapping::Apdm, Mapping::EndpointDependent),
+        (SimMapping::Adm, Mapping::EndpointDependent),
+    ] {
+        let mut w = World::new(Gateway::Nat(nat(m, SimFilter::Apdf)), vec![a, b], sockets(false));
+        let c = cfg(&w, vec![a.addr(), b.addr()]);
+        let r = w.run(c).0;
+        assert_eq!(r.mapping, want, "{}", r.mapping_reason);
+        assert!(!r.rfc5780);
+        assert_eq!(r.filtering, Filtering::Unknown);
+        assert!(r.not_tested.iter().any(|n| n.starts_with("filtering: not tested")), "{:?}", r.not_tested);
+    }
+}
+
+#[test]
+fn plain_servers_same_ip_two_ports() {
+    let a = SimServer::plain("192.0.2.50:3478");
+    let b = SimServer::plain("192.0.2.50:3479");
+    let mut w = World::new(Gateway::Nat(nat(SimMapping::Apdm, SimFilter::Apdf)), vec![a, b], sockets(false));
+    let c = cfg(&w, vec![a.addr(), b.addr()]);
+    assert_eq!(w.run(c).0.mapping, Mapping::AddressAndPortDependent);
+    let mut w = World::new(Gateway::Nat(nat(SimMapping::Adm, SimFilter::Apdf)), vec![a, b], sockets(false));
+    let c = cfg(&w, vec![a.addr(), b.addr()]);
+    let r = w.run(c).0;
+    assert_eq!(r.mapping, Mapping::Unknown, "same IP cannot tell EIM from ADM");
+}
+
+#[test]
+fn single_plain_server_says_what_is_missing() {
+    let a = SimServer::plain("192.0.2.50:3478");
+    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![a], sockets(false));
+    let c = cfg(&w, vec![a.addr()]);
+    let r = w.run(c).0;
+    assert_eq!(r.mapping, Mapping::Unknown);
+    assert!(r.mapping_reason.contains("--server"), "{}", r.mapping_reason);
+    assert_eq!(r.verdict, Verdict::Unknown);
+    assert_eq!(r.port_preserved, Some(true));
+}
+
+#[test]
+fn no_server_answers_within_the_schedule() {
+    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Eif)), vec![], sockets(false));
+    let c = cfg(&w, vec!["192.0.2.99:3478".parse().unwrap()]);
+    let give_up = c.retransmit.give_up_after();
+    let (r, took) = w.run(c);
+    assert!(r.no_answer());
+    assert_eq!(r.verdict, Verdict::Unknown);
+    assert_eq!(took, give_up);
+    assert_eq!(w.sent, 4, "Rc requests, no more");
+}
+
+#[test]
+fn server_ignoring_change_request_gives_unknown_filtering() {
+    let server = SimServer::rfc5780().with_style(ServerStyle::IgnoresChange);
+    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![server], sockets(false));
+    let c = cfg(&w, vec![server.addr()]);
+    let r = w.run(c).0;
+    assert_eq!(r.filtering, Filtering::Unknown);
+    assert!(r.filtering_reason.contains("ignored CHANGE-REQUEST"), "{}", r.filtering_reason);
+}
+
+#[test]
+fn lossy_network_still_correct() {
+    for seed in 1..6 {
+        let mut spec = nat(SimMapping::Eim, SimFilter::Adf);
+        spec.hairpin = true;
+        let mut w = World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(false)).with_loss(20, seed);
+        let mut c = cfg(&w, vec![SimServer::rfc5780().addr()]);
+        c.retransmit.rc = 7;
+        let r = w.run(c).0;
+        assert_eq!(r.mapping, Mapping::EndpointIndependent, "seed {seed}");
+        assert_eq!(r.filtering, Filtering::AddressDependent, "seed {seed}: {}", r.filtering_reason);
+        assert_eq!(r.hairpin, Some(true), "seed {seed}");
+    }
+}
+
+#[test]
+fn lifetime_bracket() {
+    let mut spec = nat(SimMapping::Eim, SimFilter::Apdf);
+    spec.timeout = Duration::from_secs(30);
+    let mut w = World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(true));
+    let mut c = cfg(&w, vec![SimServer::rfc5780().addr()]);
+    c.lifetime = Some(Duration::from_secs(160));
+    let (r, took) = w.run(c);
+    let range = r.lifetime.expect("requested").expect("measured");
+    let expired = range.expired.expect("expires within max-wait");
+    assert!(range.alive < Duration::from_secs(30) && expired >= Duration::from_secs(30), "{range:?}");
+    assert!(expired - range.alive <= Duration::from_secs(5), "refined: {range:?}");
+    assert!(took <= Duration::from_secs(160) + Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn lifetime_longer_than_max_wait() {
+    let mut spec = nat(SimMapping::Eim, SimFilter::Apdf);
+    spec.timeout = Duration::from_secs(300);
+    let mut w = World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(true));
+    let mut c = cfg(&w, vec![SimServer::rfc5780().addr()]);
+    c.lifetime = Some(Duration::from_secs(60));
+    let r = w.run(c).0;
+    let range = r.lifetime.expect("requested").expect("measured");
+    assert_eq!(range.alive, Duration::from_secs(60));
+    assert_eq!(range.expired, None);
+}
+
+#[test]
+fn lifetime_without_response_port_is_unknown() {
+    let server = SimServer::rfc5780().with_style(ServerStyle::Legacy);
+    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![server], sockets(true));
+    let mut c = cfg(&w, vec![server.addr()]);
+    c.lifetime = Some(Duration::from_secs(60));
+    let r = w.run(c).0;
+    let e = r.lifetime.expect("requested").expect_err("cannot be measured");
+    assert!(e.contains("RESPONSE-PORT"), "{e}");
+}
+
+#[test]
+fn deterministic() {
+    let mut spec = nat(SimMapping::Apdm, SimFilter::Apdf);
+    spec.alloc = SimAlloc::Random;
+    let a = run_nat(spec);
+    let b = run_nat(spec);
+    assert_eq!(a.observations, b.observations);
+    assert_eq!(a.allocation_samples, b.allocation_samples);
+}
+
+#[test]
+fn config_errors() {
+    let locals = vec!["192.168.1.10:6666".parse().unwrap(); 3];
+    let now = std::time::Instant::now();
+    let c = Config::new(vec![], 0);
+    assert_eq!(Diagnosis::new(c, locals.clone(), now).unwrap_err(), ConfigError::NoServer);
+    let c = Config::new(vec!["[::1]:3478".parse().unwrap()], 0);
+    let n = c.plan().count();
+    let l = vec!["192.168.1.10:6666".parse().unwrap(); n];
+    assert!(matches!(Diagnosis::new(c, l, now), Err(ConfigError::MixedFamilies(_))));
+    let c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], 0);
+    assert!(matches!(Diagnosis::new(c, locals, now), Err(ConfigError::SocketCount { .. })));
+}
+
+#[test]
+fn garbage_is_ignored() {
+    let c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], 0);
+    let n = c.plan().count();
+    let locals = vec!["192.168.1.10:6666".parse().unwrap(); n];
+    let now = std::time::Instant::now();
+    let mut d = Diagnosis::new(c, locals, now).unwrap();
+    let from = "192.0.2.1:3478".parse().unwrap();
+    for data in [&b""[..], &[0xff; 40][..], &[0u8; 20][..], &[0, 1, 0, 4, 0x21, 0x12, 0xa4, 0x42][..]] {
+        d.handle_datagram(now, 0, from, data);
+    }
+    d.handle_datagram(now, 99, from, &[0u8; 20]);
+    assert!(!d.is_finished());
+}

@@ -1,0 +1,171 @@
+//! `stunclient`: the NAT diagnosis people run first. Parses flags, resolves servers, opens the sockets the
+//! engine asks for and runs one loop around `holepunch::nat::Diagnosis`; all test logic is in the library.
+//! Exit codes are documented in docs/stunclient.md and in `--help`.
+
+mod net;
+mod output;
+mod portmap;
+
+use anyhow::anyhow;
+use clap::Parser;
+use holepunch::nat::{Config, Retransmit};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Default STUN port (RFC 8489 §9).
+pub const DEFAULT_PORT: u16 = 3478;
+/// punchd's port: testing from it shows what punchd's mapping will look like.
+pub const DEFAULT_LOCAL_PORT: u16 = 6666;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  diagnosis finished (whatever the NAT type; read the verdict)
+  1  runtime error (socket error, internal failure)
+  2  usage error (bad flag, --local-port in use)
+  3  a server name could not be resolved, or has no address of the chosen family
+  4  no STUN server answered (unreachable, wrong port, or UDP blocked)
+
+See docs/stunclient.md for every verdict and the JSON schema.";
+
+/// Diagnose the NAT between this host and the Internet (RFC 5780 behaviour discovery).
+#[derive(Parser, Debug)]
+#[command(name = "stunclient", version, after_help = AFTER_HELP)]
+pub struct Args {
+    /// STUN server HOST[:PORT] (default port 3478); repeat for the multi-server mapping inference. The first
+    /// server that supports RFC 5780 (OTHER-ADDRESS) carries the filtering and RFC 5780 mapping tests.
+    #[arg(long = "server", short = 's', value_name = "HOST[:PORT]", required = true)]
+    pub servers: Vec<String>,
+
+    /// Local UDP port of the primary socket (0 = random). Default 6666, punchd's port; if that is busy it
+    /// falls back to a random port with a warning, while an explicit busy port is an error.
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<u16>,
+
+    /// Print one JSON object (schema in docs/stunclient.md) instead of the human report.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Initial retransmission timeout RTO (RFC 8489 §6.2.1); doubles after each retransmission.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// Requests sent per test before giving up (Rc, RFC 8489 §6.2.1); the last wait is 16 x RTO.
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub retries: u32,
+
+    /// Multiple of RTO waited after the last request before a test counts as unanswered (Rm, RFC 8489
+    /// §6.2.1).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub rm: u32,
+
+    /// Use IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use IPv6 only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+
+    /// Log every test step to stderr.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+
+    /// Measure how long an idle mapping lives (RFC 5780 §4.6; needs RESPONSE-PORT on the server; slow).
+    #[arg(long)]
+    pub lifetime: bool,
+
+    /// Upper bound of the lifetime test (the test ends within about this time plus one request timeout).
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = humantime::parse_duration)]
+    pub max_wait: Duration,
+
+    /// Do not query the router's port mapping services (NAT-PMP, PCP, UPnP IGD).
+    #[arg(long)]
+    pub no_portmap: bool,
+
+    /// Fresh sockets used to classify port allocation (0 skips the test).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(0..=32))]
+    pub samples: u16,
+}
+
+/// An error with the exit code that tells scripts what kind it is.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn new(code: u8, error: anyhow::Error) -> Self {
+        Failure { code, error }
+    }
+}
+
+pub const EXIT_RUNTIME: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_RESOLVE: u8 = 3;
+pub const EXIT_NO_ANSWER: u8 = 4;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = if args.verbose { "debug" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("stunclient: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn retransmit(args: &Args) -> Retransmit {
+    Retransmit { rto: args.timeout, rc: args.retries, rm: args.rm }
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
+    if args.lifetime && args.max_wait.is_zero() {
+        return Err(Failure::new(EXIT_USAGE, anyhow!("--max-wait must be longer than zero")));
+    }
+    let servers = net::resolve_all(&args.servers, args.ipv4, args.ipv6, retransmit(args).give_up_after())?;
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let mut cfg = Config::new(addrs, net::random_seed());
+    cfg.retransmit = Retransmit { rto: args.timeout, rc: args.retries, rm: Retransmit::default().rm };
+    cfg.allocation_samples = usize::from(args.samples);
+    cfg.lifetime = args.lifetime.then_some(args.max_wait);
+
+    let sockets = net::open_sockets(&cfg, servers[0].addr, args.local_port)?;
+    if !args.json && (args.verbose || std::io::stderr().is_terminal()) {
+        output::print_start(&servers, &sockets, &cfg);
+    }
+    let report = net::run_diagnosis(cfg, &sockets, args.verbose && !args.json)?;
+    drop(sockets);
+
+    let portmap = if args.no_portmap {
+        portmap::Outcome::Skipped("--no-portmap".into())
+    } else if report.no_answer() {
+        portmap::Outcome::Skipped("no STUN server answered".into())
+    } else {
+        portmap::check(report.local, report.public)
+    };
+
+    if args.json {
+        println!("{}", output::json(&report, &servers, &portmap));
+    } else if !report.no_answer() {
+        output::print_human(&report, &portmap);
+    }
+    if report.no_answer() {
+        let list = servers.iter().map(|s| s.addr.to_string()).collect::<Vec<_>>().join(", ");
+        return Err(Failure::new(
+            EXIT_NO_ANSWER,
+            anyhow!(
+                "no answer from {list} after {} requests over {:.1} s: server down, wrong port, or UDP blocked",
+                args.retries,
+                Retransmit { rto: args.timeout, rc: args.retries, rm: Retransmit::default().rm }
+                    .give_up_after()
+                    .as_secs_f64()
+            ),
+        ));
+    }
+    Ok(())
+}
