@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# holepunch demo: builds the NAT lab (network namespaces + nftables NATs, one site per preset), runs our
+# stund on the lab's public segment and stunclient behind every NAT, and prints a short report.
+# Run as root on Debian 12:   sudo ./scripts/demo.sh
+# Everything it creates is removed when it ends, fails or is interrupted (Ctrl-C).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then exec sudo -E "$0" "$@"; fi
+  echo "demo.sh: run as root (network namespaces need it): sudo ./scripts/demo.sh" >&2
+  exit 1
+fi
+
+# Debian packages the lab uses (miniupnpd-nftables gives preset 9, the port-mapping router).
+PKGS=(build-essential pkg-config ca-certificates curl iproute2 nftables conntrack iputils-ping miniupnpd-nftables)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The package may start a system-wide miniupnpd where an init system runs; the lab starts its own.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet miniupnpd 2>/dev/null; then
+    systemctl stop miniupnpd || true
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "== installing the Rust toolchain (rustup, minimal profile)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+
+echo "== cargo build --release"
+cargo build --release -p holepunch-lab
+# Later pieces are built when present; the demo says which steps it has to skip.
+for bin in stund stunclient punchd; do
+  if cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q "\"name\":\"$bin\""; then
+    cargo build --release -p "$bin" || echo "demo.sh: $bin does not build yet; the demo skips its steps"
+  fi
+done
+
+LAB=target/release/holepunch-lab
+cleanup() { "$LAB" down --name demo >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+# A lab left by an earlier run that was killed hard (kill -9) would block the name.
+cleanup
+"$LAB" sweep >/dev/null
+
+"$LAB" demo --bin-dir target/release
