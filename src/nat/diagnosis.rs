@@ -10,18 +10,30 @@
 //! - lifetime (opt-in): one prober plus fresh sockets, each idle for a different time before the probe.
 //!
 //! Every request follows the RFC 8489 §6.2.1 schedule ([`Retransmit`]); a test whose requests all go
-//! unanswered is reported as such, never guessed.
+//! unanswered is reported as such, never guessed. The RTO a transaction starts with comes from [`RtoCache`]:
+//! `retransmit.rto` until the destination IP answered once, then RFC 6298 from the measured round trips, kept
+//! between [`Config::min_rto`] and `retransmit.rto`. Two decisions beyond the RFC:
+//! - the reference server's alternate address (OTHER-ADDRESS / CHANGED-ADDRESS) starts with the estimate of
+//!   its primary address: RFC 5780 §7.4 says it is the same server, normally the same host, so the path
+//!   differs at most in the last hop; its own answers then refine its own entry;
+//! - hairpin requests go to our own public address; they use the reference server's RTO, since the NAT that
+//!   turns them around is on the path to the server, so a hairpinned packet needs at most that round trip.
+//!
+//! [`Diagnosis::handle_unreachable`] takes ICMP port-unreachable reports from the caller: a transaction sent
+//! from that socket to that address fails at once ("port unreachable (ICMP)") instead of waiting out its
+//! schedule. Hairpin requests ignore it: an ICMP error there comes from our own router and proves no more
+//! than silence does, so those tests keep judging by arrival only.
 
 use super::behaviour::{
     classify_allocation, infer_filtering, infer_mapping, Allocation, FilterOutcome, Filtering, Mapping, Observation,
     Verdict,
 };
 use super::report::{LifetimeRange, NatKind, Report, ServerReport};
-use super::retransmit::Retransmit;
+use super::retransmit::{Retransmit, RtoCache, RttEstimate, DEFAULT_MIN_RTO};
 use crate::stun::{Attribute, ChangeRequest, Class, Message, MessageType, MessageWriter, Method};
 use log::{debug, info};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -33,8 +45,12 @@ pub struct Config {
     /// STUN servers, already resolved; all of one address family. The first one that advertises an
     /// alternate address carries the RFC 5780 tests.
     pub servers: Vec<SocketAddr>,
-    /// Request retransmission (RFC 8489 §6.2.1).
+    /// Request retransmission (RFC 8489 §6.2.1). `retransmit.rto` is the RTO of the first transaction to each
+    /// address and the ceiling of every learned one.
     pub retransmit: Retransmit,
+    /// Floor of an RTO learned from measured round trips ([`DEFAULT_MIN_RTO`]); `retransmit.rto` or more
+    /// turns learning off (every transaction uses `retransmit.rto`).
+    pub min_rto: Duration,
     /// Fresh sockets used to classify port allocation (0 skips the test).
     pub allocation_samples: usize,
     /// Run the hairpinning test (RFC 5780 §4.5).
@@ -51,6 +67,7 @@ impl Config {
         Config {
             servers,
             retransmit: Retransmit::default(),
+            min_rto: DEFAULT_MIN_RTO,
             allocation_samples: 4,
             hairpin: true,
             lifetime: None,
@@ -200,8 +217,13 @@ struct Tx {
     dest: SocketAddr,
     change: Option<ChangeRequest>,
     response_port: Option<u16>,
+    /// When the first request is due; once sent, when it actually went out (the schedule counts from there).
     first_send: Instant,
     sent: u32,
+    /// The address whose RTT estimate this transaction uses and feeds.
+    rto_ip: IpAddr,
+    /// RTO of this transaction, fixed when its first request goes out.
+    rto: Duration,
     /// Where the answer (or, for hairpin, the request itself) must arrive.
     expect: usize,
     state: TxState,
@@ -217,10 +239,15 @@ impl Tx {
             _ => None,
         }
     }
+    /// The §6.2.1 schedule of this transaction: the configured one with its own RTO.
+    fn schedule(&self, rt: &Retransmit) -> Retransmit {
+        Retransmit { rto: self.rto, ..*rt }
+    }
     fn deadline(&self, rt: &Retransmit) -> Option<Instant> {
         if !self.waiting() {
             return None;
         }
+        let rt = self.schedule(rt);
         Some(match rt.send_offset(self.sent) {
             Some(off) => self.first_send + off,
             None => self.first_send + rt.give_up_after(),
@@ -233,7 +260,7 @@ impl Tx {
                 "no answer from {} after {} requests over {:.1} s",
                 self.dest,
                 self.sent,
-                rt.give_up_after().as_secs_f64()
+                self.schedule(rt).give_up_after().as_secs_f64()
             ),
             TxState::Failed(r) => r.clone(),
             TxState::Cancelled => "cancelled".into(),
@@ -286,6 +313,7 @@ pub struct Diagnosis {
     alloc_next: usize,
     life: Option<LifeState>,
     server_reported: Vec<bool>,
+    rtt: RtoCache,
     report: Option<Report>,
 }
 
@@ -321,6 +349,7 @@ impl Diagnosis {
             alloc_next: 0,
             life: None,
             server_reported: vec![false; cfg.servers.len()],
+            rtt: RtoCache::new(cfg.retransmit.rto, cfg.min_rto),
             report: None,
             cfg,
         };
@@ -378,9 +407,57 @@ impl Diagnosis {
             }
         };
         debug!(target: LOG, "{:?}: {:?}", tx.probe, new_state);
+        // Karn's algorithm: only a request sent once gives an unambiguous round trip. A hairpin arrival is
+        // one way, not a round trip.
+        if !hairpin && tx.sent == 1 {
+            let rtt = now.saturating_duration_since(tx.first_send);
+            let ip = tx.rto_ip;
+            self.rtt.sample(ip, rtt);
+            debug!(target: LOG, "rtt {ip}: {rtt:?} -> next rto {:?}", self.rtt.rto(ip));
+        }
         self.txs[idx].state = new_state;
         self.advance(now);
         self.fire(now);
+    }
+
+    /// An ICMP port unreachable (ICMPv6 code 4) arrived for a datagram that local socket `socket` sent to
+    /// `dest`: nothing listens there. Every transaction from that socket to that address that has sent a request
+    /// fails now with that reason (never read as a filtering or mapping result: a failed test is "unknown").
+    /// Hairpin requests are not affected (see the module docs). The caller should report only port
+    /// unreachable: other ICMP errors (host or network unreachable, too big) can be transient.
+    pub fn handle_unreachable(&mut self, now: Instant, socket: usize, dest: SocketAddr) {
+        if self.report.is_some() {
+            return;
+        }
+        let mut hit = false;
+        for tx in &mut self.txs {
+            if tx.socket == socket
+                && tx.dest == dest
+                && tx.waiting()
+                && tx.sent > 0
+                && !matches!(tx.probe, Probe::Hairpin(_))
+            {
+                debug!(target: LOG, "{:?}: port unreachable (ICMP) from {dest}", tx.probe);
+                tx.state = TxState::Failed(format!("nothing listens on {dest}: port unreachable (ICMP)"));
+                hit = true;
+            }
+        }
+        if !hit {
+            debug!(target: LOG, "socket {socket}: ICMP port unreachable for {dest} matches no open request");
+            return;
+        }
+        self.advance(now);
+        self.fire(now);
+    }
+
+    /// The RTT estimate learned for `ip` so far (RFC 6298 via RFC 8489 §6.2.1), if it answered.
+    pub fn rtt_estimate(&self, ip: IpAddr) -> Option<RttEstimate> {
+        self.rtt.estimate(ip)
+    }
+
+    /// The RTO the next transaction to `ip` would start with.
+    pub fn rto_for(&self, ip: IpAddr) -> Duration {
+        self.rtt.rto(ip)
     }
 
     /// Time has passed: retransmit, give up on silent transactions, start what is due.
@@ -466,6 +543,10 @@ impl Diagnosis {
     ) -> usize {
         let id = self.next_id();
         debug!(target: LOG, "start {probe:?}: socket {socket} -> {dest} change={change:?} response_port={response_port:?}");
+        let rto_ip = match (probe, self.reference) {
+            (Probe::Hairpin(_), Some(r)) => self.cfg.servers[r].ip(),
+            _ => dest.ip(),
+        };
         self.txs.push(Tx {
             id,
             probe,
@@ -475,6 +556,8 @@ impl Diagnosis {
             response_port,
             first_send: now + delay,
             sent: 0,
+            rto_ip,
+            rto: self.cfg.retransmit.rto,
             expect,
             state: TxState::Waiting,
         });
@@ -489,7 +572,15 @@ impl Diagnosis {
                 if due > now {
                     break;
                 }
-                if rt.send_offset(tx.sent).is_some() {
+                if tx.sent == 0 {
+                    // RFC 8489 §6.2.1: start from the RTO cached for this address, and count the schedule from
+                    // the moment the request really goes out.
+                    tx.rto = self.rtt.rto(tx.rto_ip);
+                    tx.first_send = now;
+                    tx.sent = 1;
+                    self.pending.push_back(idx);
+                    debug!(target: LOG, "{:?}: rto {:?}", tx.probe, tx.rto);
+                } else if tx.schedule(&rt).send_offset(tx.sent).is_some() {
                     tx.sent += 1;
                     self.pending.push_back(idx);
                 } else {
@@ -565,6 +656,7 @@ impl Diagnosis {
             if !self.started {
                 self.started = true;
                 if let Some(alt) = self.alternate() {
+                    self.rtt.seed(alt.ip(), server.ip());
                     if alt.ip() != server.ip() {
                         let d2 = SocketAddr::new(alt.ip(), server.port());
                         self.start(now, Probe::MappingII, primary, d2, None, None, primary, Duration::ZERO);
@@ -906,6 +998,8 @@ impl Diagnosis {
                         (None, Some(t)) => Some(t.describe_failure(rt)),
                         (None, None) => Some("not tried".into()),
                     },
+                    srtt: self.rtt.estimate(self.cfg.servers[i].ip()).map(|e| e.srtt),
+                    rto: self.rtt.rto(self.cfg.servers[i].ip()),
                 }
             })
             .collect();

@@ -21,6 +21,10 @@ pub struct ServerReport {
     pub software: Option<String>,
     /// Why there is no answer, if there is none.
     pub error: Option<String>,
+    /// Smoothed round-trip time to this address (RFC 6298 SRTT), if a request to it was answered at once.
+    pub srtt: Option<Duration>,
+    /// The RTO the next transaction to this address would start with (RFC 8489 §6.2.1 cache).
+    pub rto: Duration,
 }
 
 /// Lifetime bracket from RFC 5780 §4.6.

@@ -1,5 +1,6 @@
 //! A simulated network for engine tests: one client host (behind a NAT, a firewall, or nothing), STUN servers
-//! of several kinds, a fake clock, fixed delay and seeded loss. Deterministic: the same seed gives the same run.
+//! of several kinds, a fake clock, fixed delay and seeded loss, chosen client sends dropped, and ICMP port
+//! unreachable reports where a rule says so. Deterministic: the same seed gives the same run.
 
 use super::diagnosis::{Config, Diagnosis, Event};
 use super::report::Report;
@@ -134,7 +135,24 @@ struct Packet {
     src: SocketAddr,
     dst: SocketAddr,
     data: Vec<u8>,
+    /// An ICMP port unreachable for a datagram the client sent from `dst` (a local address) to `src`.
+    icmp: bool,
 }
+
+/// One datagram a client socket sent: when (from the start of the run), from which socket, to where, and the
+/// transaction id, so tests can check the exact retransmission schedule.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub at: Duration,
+    pub socket: usize,
+    pub dst: SocketAddr,
+    pub tid: [u8; 12],
+    pub change: bool,
+}
+
+/// Decides whether a client datagram (socket, destination, bytes) is answered by an ICMP port unreachable
+/// (the datagram itself is then dropped).
+pub type IcmpRule = Box<dyn Fn(usize, SocketAddr, &[u8]) -> bool>;
 
 pub struct World {
     pub now: Instant,
@@ -150,6 +168,14 @@ pub struct World {
     rng: u64,
     next_seq_port: u16,
     pub sent: usize,
+    /// Every client datagram, in order.
+    pub log: Vec<Sent>,
+    start: Instant,
+    /// Ordinals (0-based, in `log` order) of client datagrams the network loses.
+    drop_sends: Vec<usize>,
+    icmp: Option<IcmpRule>,
+    /// The engine after [`World::run`], for its RTT estimates.
+    pub diag: Option<Diagnosis>,
 }
 
 impl World {
@@ -175,7 +201,43 @@ impl World {
             rng: 0x1234_5678,
             next_seq_port: 20000,
             sent: 0,
+            log: Vec::new(),
+            start: Instant::now(),
+            drop_sends: Vec::new(),
+            icmp: None,
+            diag: None,
         }
+    }
+
+    /// One-way delay of every packet (default 10 ms).
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Lose the client datagrams with these ordinals (0 = the first one the client sends).
+    pub fn dropping_sends(mut self, ordinals: &[usize]) -> Self {
+        self.drop_sends = ordinals.to_vec();
+        self
+    }
+
+    /// Answer client datagrams that `rule` picks with an ICMP port unreachable after the usual delay.
+    pub fn with_icmp(mut self, rule: IcmpRule) -> Self {
+        self.icmp = Some(rule);
+        self
+    }
+
+    /// The datagrams sent from `socket` with CHANGE-REQUEST (or not), grouped by transaction in order of the
+    /// first send; each group lists the send times.
+    pub fn schedule(&self, socket: usize, change: bool) -> Vec<Vec<Duration>> {
+        let mut out: Vec<([u8; 12], Vec<Duration>)> = Vec::new();
+        for s in self.log.iter().filter(|s| s.socket == socket && s.change == change) {
+            match out.iter_mut().find(|(t, _)| *t == s.tid) {
+                Some((_, v)) => v.push(s.at),
+                None => out.push((s.tid, vec![s.at])),
+            }
+        }
+        out.into_iter().map(|(_, v)| v).collect()
     }
 
     pub fn with_loss(mut self, percent: u64, seed: u64) -> Self {
@@ -195,7 +257,7 @@ impl World {
         if self.loss_percent > 0 && self.rand() % 100 < self.loss_percent {
             return;
         }
-        self.queue.push(Packet { at: self.now + self.delay, src, dst, data });
+        self.queue.push(Packet { at: self.now + self.delay, src, dst, data, icmp: false });
     }
 
     fn alive(&self, m: &NatMapping, spec: &NatSpec) -> bool {
@@ -204,8 +266,24 @@ impl World {
 
     /// Client socket `socket` sends `data` to `dst`.
     pub fn client_send(&mut self, socket: usize, dst: SocketAddr, data: Vec<u8>) {
+        let ordinal = self.sent;
         self.sent += 1;
         let src = self.locals[socket];
+        let msg = Message::parse(&data).ok();
+        self.log.push(Sent {
+            at: self.now.duration_since(self.start),
+            socket,
+            dst,
+            tid: msg.as_ref().map(|m| *m.transaction_id()).unwrap_or_default(),
+            change: msg.as_ref().is_some_and(|m| m.change_request().is_some()),
+        });
+        if self.drop_sends.contains(&ordinal) {
+            return;
+        }
+        if self.icmp.as_ref().is_some_and(|rule| rule(socket, dst, &data)) {
+            self.queue.push(Packet { at: self.now + self.delay * 2, src: dst, dst: src, data: Vec::new(), icmp: true });
+            return;
+        }
         match self.gateway {
             Gateway::Open => self.push(src, dst, data),
             Gateway::Firewall(_) => {
@@ -398,6 +476,7 @@ impl World {
     /// Run the diagnosis to the end (bounded); returns the report and the simulated time it took.
     pub fn run(&mut self, cfg: Config) -> (Report, Duration) {
         let start = self.now;
+        self.start = start;
         let mut d = Diagnosis::new(cfg, self.locals.clone(), self.now).expect("config");
         let mut buf = [0u8; 1500];
         for _ in 0..200_000 {
@@ -407,6 +486,7 @@ impl World {
             while let Some(e) = d.poll_event() {
                 if e == Event::Finished {
                     let r = d.report().expect("report after Finished").clone();
+                    self.diag = Some(d);
                     return (r, self.now.duration_since(start));
                 }
             }
@@ -419,7 +499,11 @@ impl World {
             self.queue.sort_by_key(|p| p.at);
             while self.queue.first().is_some_and(|p| p.at <= self.now) {
                 let p = self.queue.remove(0);
-                if self.servers.iter().any(|s| s.listens(p.dst)) {
+                if p.icmp {
+                    if let Some(s) = self.locals.iter().position(|l| *l == p.dst) {
+                        d.handle_unreachable(self.now, s, p.src);
+                    }
+                } else if self.servers.iter().any(|s| s.listens(p.dst)) {
                     self.server_receive(p.src, p.dst, &p.data);
                 } else if let Some((s, from, data)) = self.inbound(p.src, p.dst, p.data) {
                     d.handle_datagram(self.now, s, from, &data);

@@ -339,3 +339,199 @@ fn garbage_is_ignored() {
     d.handle_datagram(now, 99, from, &[0u8; 20]);
     assert!(!d.is_finished());
 }
+
+// ---- RFC 8489 §6.2.1 RTO cache: exact schedules, Karn's rule, loss, ICMP port unreachable ----
+
+const FILTERING_SOCKET: usize = 1;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Send times of one transaction: start, then start + RTO·(2^n − 1).
+fn sends(start: Duration, rto: Duration, rc: u32) -> Vec<Duration> {
+    (0..rc).map(|n| start + rto * ((1u32 << n) - 1)).collect()
+}
+
+/// Defaults as the binary has them: RTO 500 ms, Rc 7, Rm 16, floor 100 ms.
+fn default_cfg() -> Config {
+    Config::new(vec![SimServer::rfc5780().addr()], 7)
+}
+
+fn port_restricted_world() -> World {
+    // 10 ms each way: every round trip is 20 ms.
+    World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![SimServer::rfc5780()], sockets(false))
+}
+
+#[test]
+fn learned_rto_schedule_with_floor() {
+    let mut w = port_restricted_world();
+    let (r, took) = w.run(default_cfg());
+    assert_eq!(r.kind, NatKind::PortRestrictedCone);
+    assert_eq!(r.hairpin, Some(false));
+    // Test I answers at 20 ms (RTO 20 + 4·10 = 60 ms, floored to 100 ms); filtering test I, sent at 20 ms,
+    // answers at 40 ms; tests II and III start then with RTO 100 ms and are never answered (the filter drops
+    // them): sends at 40 + 100·(2^n − 1) ms, give up 16 RTO after the last.
+    let want = sends(ms(40), ms(100), 7);
+    assert_eq!(w.schedule(FILTERING_SOCKET, true), vec![want.clone(), want.clone()]);
+    assert_eq!(*want.last().unwrap(), ms(6340));
+    // The hairpin requests (to our own public address) start at 40 ms on the reference server's RTO.
+    let hairpin: Vec<Duration> =
+        w.log.iter().filter(|s| s.dst.ip() == std::net::IpAddr::V4(PUBLIC_IP)).map(|s| s.at).collect();
+    let mut three = Vec::new();
+    for t in &want {
+        three.extend([*t; 3]);
+    }
+    assert_eq!(hairpin, three);
+    assert_eq!(took, ms(6340 + 1600), "(2^(Rc-1) - 1 + Rm) x 100 ms after the 40 ms of answers");
+    // The first transaction had the configured RTO: test I answered at once, so it was sent once.
+    assert_eq!(w.schedule(0, false)[0], vec![ms(0)]);
+}
+
+#[test]
+fn learned_rto_schedule_rfc6298_values() {
+    let mut w = port_restricted_world();
+    let mut c = default_cfg();
+    c.min_rto = ms(1); // no floor in the way: the RFC 6298 values themselves
+    let (r, took) = w.run(c);
+    assert_eq!(r.kind, NatKind::PortRestrictedCone);
+    // At 40 ms the server IP has two 20 ms samples (test I, filtering test I): SRTT 20, RTTVAR 7.5 -> RTO 50.
+    let want = sends(ms(40), ms(50), 7);
+    assert_eq!(w.schedule(FILTERING_SOCKET, true), vec![want.clone(), want]);
+    // The hairpin test starts after one more sample (the hairpin socket's mapping): RTTVAR 5.625 -> 42.5 ms.
+    let hairpin: Vec<Duration> =
+        w.log.iter().filter(|s| s.dst.ip() == std::net::IpAddr::V4(PUBLIC_IP)).map(|s| s.at).step_by(3).collect();
+    assert_eq!(hairpin, sends(ms(40), Duration::from_micros(42_500), 7));
+    assert_eq!(took, ms(3190 + 16 * 50));
+    let server = SimServer::rfc5780();
+    let d = w.diag.as_ref().unwrap();
+    assert_eq!(d.rtt_estimate(server.ip).unwrap().srtt, ms(20));
+    // The alternate address was seeded from the primary and then measured itself (mapping tests II, III).
+    assert_eq!(d.rtt_estimate(server.alt_ip).unwrap().srtt, ms(20));
+}
+
+#[test]
+fn karn_no_sample_from_a_retransmitted_request() {
+    // Lose test I's first request (send #0): its answer comes after the retransmission at 500 ms and is
+    // ambiguous, so nothing is learned. Then lose filtering test I's first request (send #4, after mapping
+    // tests II and III): it must be retransmitted after the configured 500 ms, not after a learned RTO.
+    let mut w = port_restricted_world().dropping_sends(&[0, 4]);
+    let mut c = default_cfg();
+    c.min_rto = ms(1);
+    let r = w.run(c).0;
+    assert_eq!(r.kind, NatKind::PortRestrictedCone);
+    assert_eq!(w.schedule(0, false)[0], vec![ms(0), ms(500)], "test I");
+    assert_eq!(w.schedule(FILTERING_SOCKET, false)[0], vec![ms(520), ms(1020)], "filtering test I");
+    // Had the ambiguous 520 ms been taken as a sample, SRTT could not be back at exactly 20 ms.
+    let d = w.diag.as_ref().unwrap();
+    assert_eq!(d.rtt_estimate(SimServer::rfc5780().ip).unwrap().srtt, ms(20));
+
+    // Control: test I answered at once, so the same loss of filtering test I's first request (now send #3)
+    // is repaired after the learned 60 ms.
+    let mut w = port_restricted_world().dropping_sends(&[3]);
+    let mut c = default_cfg();
+    c.min_rto = ms(1);
+    w.run(c);
+    assert_eq!(w.schedule(FILTERING_SOCKET, false)[0], vec![ms(20), ms(80)]);
+}
+
+#[test]
+fn min_rto_at_initial_keeps_the_plain_schedule() {
+    let mut w = port_restricted_world();
+    let mut c = default_cfg();
+    c.min_rto = c.retransmit.rto;
+    let took = w.run(c).1;
+    assert_eq!(w.schedule(FILTERING_SOCKET, true)[0], sends(ms(40), ms(500), 7));
+    assert_eq!(took, ms(40 + 39_500));
+}
+
+#[test]
+fn lossy_network_with_learned_rto_still_correct() {
+    // 20 % loss each way with the default schedule: fewer samples, but never a wrong verdict.
+    for seed in 1..=8u64 {
+        for (filter, hairpin, want) in [
+            (SimFilter::Apdf, false, Filtering::AddressAndPortDependent),
+            (SimFilter::Adf, true, Filtering::AddressDependent),
+            (SimFilter::Eif, false, Filtering::EndpointIndependent),
+        ] {
+            let mut spec = nat(SimMapping::Eim, filter);
+            spec.hairpin = hairpin;
+            let mut w =
+                World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(false)).with_loss(20, seed * 7919);
+            let (r, took) = w.run(default_cfg());
+            assert_eq!(r.mapping, Mapping::EndpointIndependent, "seed {seed} {filter:?}: {}", r.mapping_reason);
+            assert_eq!(r.filtering, want, "seed {seed} {filter:?}: {}", r.filtering_reason);
+            assert_eq!(r.hairpin, Some(hairpin), "seed {seed} {filter:?}: {}", r.hairpin_reason);
+            assert!(took < ms(4 * 39_500), "seed {seed}: {took:?}");
+        }
+    }
+}
+
+#[test]
+fn slow_path_learns_a_longer_rto() {
+    // 60 ms each way: RTT 120 ms -> RTO 120 + 4·60 = 360 ms after test I; the negative tests use the learned
+    // value, above the floor and below the configured 500 ms.
+    let mut w = port_restricted_world().with_delay(ms(60));
+    let r = w.run(default_cfg()).0;
+    assert_eq!(r.kind, NatKind::PortRestrictedCone);
+    // Second sample (filtering test I, 120 ms): RTTVAR 45 -> RTO 300 ms.
+    assert_eq!(w.schedule(FILTERING_SOCKET, true)[0], sends(ms(240), ms(300), 7));
+}
+
+// ---- ICMP port unreachable ----
+
+#[test]
+fn icmp_port_unreachable_fails_fast() {
+    let wrong: std::net::SocketAddr = "192.0.2.1:3999".parse().unwrap();
+    let mut w =
+        World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![SimServer::rfc5780()], sockets(false))
+            .with_icmp(Box::new(move |_, dst, _| dst == wrong));
+    let mut c = default_cfg();
+    c.servers = vec![wrong];
+    let (r, took) = w.run(c);
+    assert!(r.no_answer());
+    assert_eq!(took, ms(20), "one round trip, not 39.5 s");
+    assert_eq!(w.sent, 1);
+    let e = r.servers[0].error.as_deref().unwrap();
+    assert!(e.contains("port unreachable (ICMP)"), "{e}");
+}
+
+#[test]
+fn icmp_on_the_filtering_socket_is_unknown_not_a_filter() {
+    // Whatever produced it, an ICMP error for a changed-address request says nothing about the filter: the
+    // result must be "unknown" with the reason, never address-and-port-dependent.
+    let mut w = port_restricted_world()
+        .with_icmp(Box::new(|socket, _, data| socket == FILTERING_SOCKET && has_change_request(data)));
+    let r = w.run(default_cfg()).0;
+    assert_eq!(r.filtering, Filtering::Unknown);
+    assert!(r.filtering_reason.contains("port unreachable (ICMP)"), "{}", r.filtering_reason);
+    assert_eq!(r.mapping, Mapping::EndpointIndependent);
+    assert_eq!(r.hairpin, Some(false));
+}
+
+#[test]
+fn icmp_only_fails_requests_from_that_socket_to_that_address() {
+    // Mapping test III's destination (alternate IP and port) rejects; test I and II are unaffected, so the
+    // mapping is still known, and the filtering socket's requests to the primary address are untouched.
+    let server = SimServer::rfc5780();
+    let alt = std::net::SocketAddr::new(server.alt_ip, server.alt_port);
+    let mut w = port_restricted_world().with_icmp(Box::new(move |socket, dst, _| socket == 0 && dst == alt));
+    let r = w.run(default_cfg()).0;
+    assert_eq!(r.mapping, Mapping::EndpointIndependent, "{}", r.mapping_reason);
+    assert_eq!(r.observations.len(), 2);
+    assert_eq!(r.filtering, Filtering::AddressAndPortDependent, "{}", r.filtering_reason);
+}
+
+#[test]
+fn icmp_from_our_own_router_does_not_decide_hairpinning() {
+    // A router that rejects what it does not hairpin: the ICMP errors are ignored, the test judges by arrival
+    // and still ends with "false" after its schedule.
+    let mut w = port_restricted_world().with_icmp(Box::new(|_, dst, _| dst.ip() == std::net::IpAddr::V4(PUBLIC_IP)));
+    let (r, took) = w.run(default_cfg());
+    assert_eq!(r.hairpin, Some(false), "{}", r.hairpin_reason);
+    assert_eq!(took, ms(40 + 6300 + 1600));
+}
+
+fn has_change_request(data: &[u8]) -> bool {
+    crate::stun::Message::parse(data).is_ok_and(|m| m.change_request().is_some())
+}

@@ -2,6 +2,7 @@
 //! engine asks for and runs one loop around `holepunch::nat::Diagnosis`; all test logic is in the library.
 //! Exit codes are documented in docs/stunclient.md and in `--help`.
 
+mod icmp;
 mod net;
 mod output;
 mod portmap;
@@ -24,7 +25,8 @@ Exit codes:
   1  runtime error (socket error, internal failure)
   2  usage error (bad flag, --local-port in use)
   3  a server name could not be resolved, or has no address of the chosen family
-  4  no STUN server answered (unreachable, wrong port, or UDP blocked)
+  4  no STUN server answered (unreachable, wrong port, or UDP blocked); a wrong port on a reachable host
+     is reported at once (ICMP port unreachable), silence after the retransmission schedule
 
 See docs/stunclient.md for every verdict and the JSON schema.";
 
@@ -46,11 +48,17 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Initial retransmission timeout RTO (RFC 8489 §6.2.1); doubles after each retransmission.
+    /// Initial retransmission timeout RTO (RFC 8489 §6.2.1); doubles after each retransmission. It is the RTO
+    /// of the first request to each server address and the ceiling of the RTO learned from its answers.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
-    /// Requests sent per test before giving up (Rc, RFC 8489 §6.2.1); the last wait is 16 x RTO.
+    /// Floor of the RTO learned from measured round trips (RFC 8489 §6.2.1 / RFC 6298). The default leaves
+    /// room for scheduling delays on busy hosts; set it to --timeout to use the fixed RFC 8489 schedule.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_min_rto)]
+    pub min_rto: Duration,
+
+    /// Requests sent per test before giving up (Rc, RFC 8489 §6.2.1); the last wait is --rm x RTO.
     #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub retries: u32,
 
@@ -119,6 +127,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_min_rto(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(d)
+}
+
 fn retransmit(args: &Args) -> Retransmit {
     Retransmit { rto: args.timeout, rc: args.retries, rm: args.rm }
 }
@@ -127,10 +143,14 @@ fn run(args: &Args) -> Result<(), Failure> {
     if args.lifetime && args.max_wait.is_zero() {
         return Err(Failure::new(EXIT_USAGE, anyhow!("--max-wait must be longer than zero")));
     }
+    if args.timeout.is_zero() {
+        return Err(Failure::new(EXIT_USAGE, anyhow!("--timeout must be longer than zero")));
+    }
     let servers = net::resolve_all(&args.servers, args.ipv4, args.ipv6, retransmit(args).give_up_after())?;
     let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
     let mut cfg = Config::new(addrs, net::random_seed());
-    cfg.retransmit = Retransmit { rto: args.timeout, rc: args.retries, rm: Retransmit::default().rm };
+    cfg.retransmit = retransmit(args);
+    cfg.min_rto = args.min_rto;
     cfg.allocation_samples = usize::from(args.samples);
     cfg.lifetime = args.lifetime.then_some(args.max_wait);
 
@@ -155,17 +175,19 @@ fn run(args: &Args) -> Result<(), Failure> {
         output::print_human(&report, &portmap);
     }
     if report.no_answer() {
-        let list = servers.iter().map(|s| s.addr.to_string()).collect::<Vec<_>>().join(", ");
-        return Err(Failure::new(
-            EXIT_NO_ANSWER,
-            anyhow!(
-                "no answer from {list} after {} requests over {:.1} s: server down, wrong port, or UDP blocked",
-                args.retries,
-                Retransmit { rto: args.timeout, rc: args.retries, rm: Retransmit::default().rm }
-                    .give_up_after()
-                    .as_secs_f64()
-            ),
-        ));
+        // One line: what became of each server ("no answer from ... after N requests over T s", or
+        // "nothing listens on ...: port unreachable (ICMP)").
+        let why: Vec<String> = report
+            .servers
+            .iter()
+            .map(|s| s.error.clone().unwrap_or_else(|| format!("{}: no usable answer", s.addr)))
+            .collect();
+        let hint = if why.iter().any(|w| w.starts_with("no answer")) {
+            ": server down, wrong port, or UDP blocked"
+        } else {
+            ""
+        };
+        return Err(Failure::new(EXIT_NO_ANSWER, anyhow!("{}{hint}", why.join("; "))));
     }
     Ok(())
 }

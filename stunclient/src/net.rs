@@ -1,5 +1,6 @@
 //! The I/O edge: name resolution, socket setup, and the loop that feeds the engine.
 
+use crate::icmp::{self, IcmpError};
 use crate::{Failure, DEFAULT_LOCAL_PORT, DEFAULT_PORT, EXIT_RESOLVE, EXIT_RUNTIME, EXIT_USAGE};
 use anyhow::{anyhow, Context};
 use holepunch::nat::{Config, Diagnosis, Event, Report};
@@ -170,6 +171,13 @@ pub fn open_sockets(cfg: &Config, first_server: SocketAddr, local_port: Option<u
             .map_err(|e| Failure::new(EXIT_RUNTIME, anyhow!("cannot bind a UDP socket on {ip}: {e}")))?;
         sockets.push(s);
     }
+    // Every socket gets ICMP errors: the engine decides which transactions one concerns (same socket, same
+    // destination, not a hairpin request), so enabling it everywhere cannot blur a filtering result.
+    for s in &sockets {
+        if let Err(e) = icmp::enable(s) {
+            debug!("IP_RECVERR not available ({e}): an unreachable server is found by timeout only");
+        }
+    }
     let locals = sockets
         .iter()
         .map(|s| s.local_addr())
@@ -187,6 +195,13 @@ fn hard_limit(cfg: &Config) -> Duration {
     tx * chain + life + Duration::from_secs(5)
 }
 
+/// What the receiver threads hand to the loop.
+enum Input {
+    Datagram(usize, SocketAddr, Vec<u8>),
+    /// ICMP port unreachable for a datagram socket `.0` sent to `.1`.
+    Unreachable(usize, SocketAddr),
+}
+
 /// Run the engine over the real sockets until it reports.
 pub fn run_diagnosis(cfg: Config, sockets: &Sockets, verbose: bool) -> Result<Report, Failure> {
     let limit = hard_limit(&cfg);
@@ -197,7 +212,7 @@ pub fn run_diagnosis(cfg: Config, sockets: &Sockets, verbose: bool) -> Result<Re
     // One receiver thread per socket feeding a channel: portable, and the main loop stays a plain
     // "wait for a datagram or the next timeout".
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>();
+    let (tx, rx) = mpsc::channel::<Input>();
     let mut threads = Vec::new();
     for (i, sock) in sockets.sockets.iter().enumerate() {
         let sock = Arc::clone(sock);
@@ -210,13 +225,27 @@ pub fn run_diagnosis(cfg: Config, sockets: &Sockets, verbose: bool) -> Result<Re
             while !stop.load(Ordering::Relaxed) {
                 match sock.recv_from(&mut buf) {
                     Ok((n, from)) => {
-                        if tx.send((i, from, buf[..n].to_vec())).is_err() {
+                        if tx.send(Input::Datagram(i, from, buf[..n].to_vec())).is_err() {
                             break;
                         }
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    // ICMP errors surface here on some systems; the engine's timers handle the silence.
-                    Err(e) => debug!("socket {i}: receive error: {e}"),
+                    // With IP_RECVERR a queued ICMP error surfaces as a receive error; the details are in the
+                    // error queue. Elsewhere (or for other errors) the engine's timers handle the silence.
+                    Err(e) => {
+                        debug!("socket {i}: receive error: {e}");
+                        for err in icmp::drain(&sock) {
+                            match err {
+                                IcmpError::PortUnreachable { dest, offender } => {
+                                    debug!("socket {i}: ICMP port unreachable for {dest} (from {offender:?})");
+                                    if tx.send(Input::Unreachable(i, dest)).is_err() {
+                                        return;
+                                    }
+                                }
+                                other => debug!("socket {i}: ignoring {other:?}"),
+                            }
+                        }
+                    }
                 }
             }
         }));
@@ -226,15 +255,36 @@ pub fn run_diagnosis(cfg: Config, sockets: &Sockets, verbose: bool) -> Result<Re
     let result = (|| {
         let mut buf = [0u8; 1500];
         let mut send_errors: Vec<String> = Vec::new();
+        let mut unreachable: Vec<(usize, SocketAddr)> = Vec::new();
         loop {
+            for (i, dest) in unreachable.drain(..) {
+                diag.handle_unreachable(Instant::now(), i, dest);
+            }
             while let Some(t) = diag.poll_transmit(&mut buf) {
-                if let Err(e) = sockets.sockets[t.socket].send_to(&buf[..t.len], t.dest) {
+                let sock = &sockets.sockets[t.socket];
+                let mut sent = sock.send_to(&buf[..t.len], t.dest);
+                if sent.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused) {
+                    // With IP_RECVERR a queued ICMP error (for an earlier datagram, maybe to another address)
+                    // fails the next send and that datagram is not sent. Take the errors out of the queue,
+                    // which clears the pending error, and send again.
+                    for err in icmp::drain(sock) {
+                        if let IcmpError::PortUnreachable { dest, .. } = err {
+                            debug!("socket {}: ICMP port unreachable for {dest}", t.socket);
+                            unreachable.push((t.socket, dest));
+                        }
+                    }
+                    sent = sock.send_to(&buf[..t.len], t.dest);
+                }
+                if let Err(e) = sent {
                     let line = format!("sending to {} failed: {e}", t.dest);
                     debug!("{line}");
                     if !send_errors.contains(&line) {
                         send_errors.push(line);
                     }
                 }
+            }
+            if !unreachable.is_empty() {
+                continue; // feed them now: they may end transactions and start others
             }
             while let Some(ev) = diag.poll_event() {
                 match ev {
@@ -264,7 +314,8 @@ pub fn run_diagnosis(cfg: Config, sockets: &Sockets, verbose: bool) -> Result<Re
             let wait =
                 diag.poll_timeout().map(|t| t.saturating_duration_since(now)).unwrap_or(Duration::from_millis(100));
             match rx.recv_timeout(wait) {
-                Ok((i, from, data)) => diag.handle_datagram(Instant::now(), i, from, &data),
+                Ok(Input::Datagram(i, from, data)) => diag.handle_datagram(Instant::now(), i, from, &data),
+                Ok(Input::Unreachable(i, dest)) => diag.handle_unreachable(Instant::now(), i, dest),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(Failure::new(EXIT_RUNTIME, anyhow!("internal: receiver threads ended")))

@@ -3,7 +3,7 @@
 
 use crate::net::{Server, Sockets};
 use crate::portmap;
-use holepunch::nat::{Allocation, Config, Report};
+use holepunch::nat::{Allocation, Config, Report, Retransmit};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
@@ -49,6 +49,8 @@ pub fn json(r: &Report, servers: &[Server], pm: &portmap::Outcome) -> Value {
             "legacy": s.legacy,
             "software": s.software,
             "error": s.error,
+            "rtt_ms": s.srtt.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0),
+            "rto_ms": (s.rto.as_secs_f64() * 1e4).round() / 10.0,
         })).collect::<Vec<_>>(),
         "reference_server": opt(r.reference),
         "rfc5780": r.rfc5780,
@@ -92,9 +94,12 @@ pub fn print_start(servers: &[Server], sockets: &Sockets, cfg: &Config) {
         .collect::<Vec<_>>()
         .join(", ");
     eprintln!("stunclient: testing from {} against {list}", sockets.locals[0]);
+    let learned = Retransmit { rto: cfg.min_rto.min(cfg.retransmit.rto), ..cfg.retransmit };
     eprintln!(
-        "  (a test with no answer gives up after {:.1} s; --timeout and --retries shorten that)",
-        cfg.retransmit.give_up_after().as_secs_f64()
+        "  (a test with no answer gives up after {:.1} s at most, after as little as {:.1} s once the server's \
+         round trip is measured; --timeout, --retries, --rm and --min-rto change that)",
+        cfg.retransmit.give_up_after().as_secs_f64(),
+        learned.give_up_after().as_secs_f64()
     );
     if let Some(note) = &sockets.fallback_note {
         eprintln!("  note: {note}");
@@ -117,6 +122,9 @@ pub fn print_human(r: &Report, pm: &portmap::Outcome) {
         let what = match (&s.mapped, &s.error) {
             (Some(m), _) => {
                 let mut t = format!("answered, saw {m}");
+                if let Some(rtt) = s.srtt {
+                    t.push_str(&format!(" (rtt {:.1} ms)", rtt.as_secs_f64() * 1e3));
+                }
                 if let Some(a) = s.alternate {
                     t.push_str(&format!(", alternate {a}"));
                 }

@@ -50,6 +50,16 @@ fn diagnose(lab: &Lab, host: &str, portmap: bool, extra: &[&str]) -> Value {
     v
 }
 
+/// Run stunclient on `host` with exactly `args` (no schedule flags: the defaults), timed.
+fn run_timed(lab: &Lab, host: &str, args: &[&str]) -> (std::process::Output, Duration) {
+    let bin = stunclient_bin();
+    let mut argv = vec![bin.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    let started = std::time::Instant::now();
+    let out = lab.host(host).output(&argv).expect("run stunclient");
+    (out, started.elapsed())
+}
+
 fn check(v: &Value, want: &[(&str, Value)]) {
     let mut wrong = Vec::new();
     for (k, w) in want {
@@ -268,4 +278,56 @@ fn mapping_lifetime_in_a_real_nat() {
     // conntrack's garbage collection and our timing add slack around the configured 4 s.
     assert!(alive < 4.5 && (3.5..=8.0).contains(&expired), "{l}");
     assert!(expired - alive <= 2.5, "refined: {l}");
+}
+
+#[test]
+fn port_restricted_with_the_default_schedule() {
+    // RTO 500 ms, Rc 7, Rm 16 as a user runs it. The negative tests (filtering II/III, hairpin) start after the
+    // server answered, so they use the learned RTO (floored at 100 ms): (63 + 16) x 100 ms = 7.9 s instead of
+    // 39.5 s with the fixed schedule.
+    holepunch_lab::require_lab!();
+    let lab = lab_with(Preset::PortRestricted.into());
+    let (primary, _) = lab.server_ips();
+    let server = format!("{primary}:3478");
+    let (out, took) = run_timed(&lab, "a1", &["--json", "--no-portmap", "--server", &server]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"));
+    check(
+        &v,
+        &[
+            ("type", str_("port-restricted-cone")),
+            ("filtering", str_(APD)),
+            ("hairpin", Value::Bool(false)),
+            ("verdict", str_(DIRECT)),
+        ],
+    );
+    // The learned RTO follows the measured round trips; on a loaded machine (other labs being built) answers
+    // can be slow, and then the RTO rightly rises towards 500 ms. On a quiet path it is the floor, and the whole
+    // run takes the 7.9 s of the negative tests plus a few round trips.
+    let rto = v["servers"][0]["rto_ms"].as_f64().expect("rto_ms");
+    let rtt = v["servers"][0]["rtt_ms"].as_f64().expect("rtt_ms");
+    let seen = format!("took {took:?}, rtt {rtt} ms, rto {rto} ms");
+    eprintln!("default schedule: {seen}");
+    assert!(took >= Duration::from_millis(7900), "a negative test cannot end before its schedule: {seen}");
+    assert!(took < Duration::from_millis(39_500), "not faster than the fixed schedule: {seen}");
+    if rto <= 100.0 {
+        assert!(took < Duration::from_secs(12), "RTO at the floor, yet: {seen}");
+    }
+}
+
+#[test]
+fn wrong_port_through_the_nat_fails_fast() {
+    // The server host answers a closed port with ICMP port unreachable; the NAT translates it back (conntrack
+    // RELATED) and IP_RECVERR hands it to the engine: exit 4 at once, not after 39.5 s.
+    holepunch_lab::require_lab!();
+    let lab = lab_with(Preset::PortRestricted.into());
+    let (primary, _) = lab.server_ips();
+    let wrong = format!("{primary}:3999");
+    let (out, took) = run_timed(&lab, "a1", &["--no-portmap", "--server", &wrong]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("port unreachable (ICMP)"), "{stderr}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
 }
