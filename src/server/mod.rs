@@ -1,0 +1,17 @@
+//! STUN server engine (sans-IO): Binding responses (RFC 8489/5389, RFC 3489 legacy form), RFC 5780 NAT
+//! behaviour discovery, the amplification bound, per-source rate limiting and counters.
+//!
+//! The caller (the `stund` binary, or a test) owns sockets and clocks: it hands [`Responder::handle`] one
+//! received datagram or TCP frame, which of its (up to four) local sockets it arrived on and from whom, and gets
+//! back either "send these bytes from this local socket to this address" or "drop".
+
+mod counters;
+mod ratelimit;
+mod responder;
+
+pub use counters::{Counters, SharedCounters};
+pub use ratelimit::{RateLimitConfig, RateLimitError, RateLimiter, MAX_BURST, MAX_SLOTS, SLOT_BYTES, WAYS};
+pub use responder::{
+    Action, ConfigError, Dropped, LocalSocket, Received, Responder, ServerConfig, Transport, MAX_REQUEST_LEN,
+    MAX_RESPONSE_LEN, MAX_SOFTWARE_LEN, MAX_UNKNOWN_LISTED,
+};

@@ -1,0 +1,235 @@
+//! `stund`: the STUN server binary. Flags, logging, sockets and threads live here; every protocol decision
+//! is in `holepunch::server` (see docs/stund.md).
+
+mod config;
+mod metrics;
+mod net;
+mod tcp;
+mod udp;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use config::{Cli, Settings};
+use holepunch::server::{LocalSocket, Responder, SharedCounters};
+use metrics::Stats;
+use net::Proto;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// After a stop signal, how long workers get to finish before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+fn main() {
+    let cli = Cli::parse();
+    let settings = match Settings::from_cli(cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("stund: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(settings.log_level.as_deref());
+    if let Err(e) = run(settings) {
+        eprintln!("stund: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// `--log-level` (or the config file's `log_level`) wins; else RUST_LOG; else info.
+fn init_logging(level: Option<&str>) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(l) = level {
+        b.parse_filters(l);
+    }
+    b.format_timestamp_millis().init();
+}
+
+/// A random key for the rate limiter's hash, from std's per-process random state.
+fn random_seed(i: usize) -> u64 {
+    RandomState::new().hash_one(i)
+}
+
+fn run(s: Settings) -> Result<()> {
+    let cfg = &s.server;
+    let locals = cfg.local_sockets();
+    if cfg.behavior_discovery() {
+        log::info!(
+            "RFC 5780 NAT behaviour discovery on: {} / {} / {} / {} (advertised OTHER-ADDRESS of primary: {})",
+            cfg.bind_addr(LocalSocket::ALL[0]),
+            cfg.bind_addr(LocalSocket::ALL[1]),
+            cfg.bind_addr(LocalSocket::ALL[2]),
+            cfg.bind_addr(LocalSocket::ALL[3]),
+            cfg.advertised_addr(LocalSocket::ALL[3]),
+        );
+    } else {
+        log::info!(
+            "plain RFC 5389/8489 STUN server on {} (no --alternate: RFC 5780 behaviour discovery off, \
+             CHANGE-REQUEST answered with 420)",
+            cfg.bind_addr(LocalSocket::PRIMARY)
+        );
+    }
+    if let Some(p) = cfg.public_primary {
+        log::info!("advertising public primary address {p}");
+    }
+    match &s.rate_limit {
+        Some(rl) => log::info!(
+            "rate limit {} req/s, burst {} per source IP (IPv6 /64) per worker; table {} slots ({} KiB) per worker",
+            rl.rate_per_sec,
+            rl.burst,
+            rl.slots.max(holepunch::server::WAYS).next_power_of_two(),
+            rl.slots.max(holepunch::server::WAYS).next_power_of_two() * holepunch::server::SLOT_BYTES / 1024
+        ),
+        None => log::warn!("rate limit off (--rate-limit 0)"),
+    }
+
+    // Fail fast with one clear line if any address is unusable, before starting anything.
+    for &l in locals {
+        net::probe_free(Proto::Udp, cfg.bind_addr(l))?;
+        if s.tcp {
+            net::probe_free(Proto::Tcp, cfg.bind_addr(l))?;
+        }
+    }
+    let metrics_listener = match s.metrics {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| net::bind_error(Proto::Tcp, addr, &e))?),
+        None => None,
+    };
+    if let Some(l) = &metrics_listener {
+        l.set_nonblocking(true).context("metrics listener")?;
+    }
+
+    // UDP: for each worker, one SO_REUSEPORT socket per local address, one thread per socket.
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut blocks = Vec::new();
+    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    for t in 0..s.threads {
+        let mut set: [Option<UdpSocket>; 4] = [None, None, None, None];
+        for &l in locals {
+            set[l.index()] = Some(net::udp_worker_socket(cfg.bind_addr(l), s.threads > 1)?);
+        }
+        let set = Arc::new(set);
+        for &l in locals {
+            let responder = Responder::new(cfg.clone(), s.rate_limit, random_seed(t * 4 + l.index()), start)?;
+            let shared = Arc::new(SharedCounters::new());
+            blocks.push(shared.clone());
+            let worker = udp::Worker { responder, local: l, sockets: set.clone(), shared, stop: stop.clone() };
+            let h = std::thread::Builder::new()
+                .name(format!("stund-udp-{t}-{}", l.index()))
+                .spawn(move || worker.run())
+                .context("cannot start a worker thread")?;
+            handles.push(h);
+        }
+    }
+    log::info!(
+        "UDP: {} worker thread(s) x {} socket(s), recvmmsg/sendmmsg batches of {}",
+        s.threads,
+        locals.len(),
+        udp::BATCH
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
+    let result = rt.block_on(async_main(&s, metrics_listener, blocks, handles.len(), start, &handles));
+
+    stop.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while handles.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if handles.iter().any(|h| !h.is_finished()) {
+        log::warn!("some workers did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    } else {
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+    drop(rt);
+    result
+}
+
+async fn async_main(
+    s: &Settings,
+    metrics_listener: Option<std::net::TcpListener>,
+    mut blocks: Vec<Arc<SharedCounters>>,
+    workers: usize,
+    start: Instant,
+    handles: &[JoinHandle<()>],
+) -> Result<()> {
+    let cfg = &s.server;
+    let tcp = if s.tcp {
+        let counters = Arc::new(SharedCounters::new());
+        blocks.push(counters.clone());
+        let shared = Arc::new(tcp::TcpShared {
+            responder: Mutex::new(Responder::new(cfg.clone(), s.rate_limit, random_seed(usize::MAX), start)?),
+            counters,
+            slots: Arc::new(tokio::sync::Semaphore::new(s.tcp_max_connections)),
+            idle: s.tcp_idle_timeout,
+            open: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        });
+        for &l in cfg.local_sockets() {
+            let addr = cfg.bind_addr(l);
+            let std_listener = net::tcp_listener(addr)?;
+            let listener = tokio::net::TcpListener::from_std(std_listener).context("TCP listener")?;
+            tokio::spawn(tcp::serve(listener, l, shared.clone()));
+        }
+        log::info!("TCP: listening on the same address(es), at most {} connections", s.tcp_max_connections);
+        Some(shared)
+    } else {
+        None
+    };
+
+    let stats = Arc::new(Stats {
+        blocks,
+        tcp,
+        start,
+        mode: if cfg.behavior_discovery() { "rfc5780" } else { "rfc5389" },
+        workers,
+    });
+    if let Some(l) = metrics_listener {
+        let addr = l.local_addr().context("metrics listener")?;
+        let listener = tokio::net::TcpListener::from_std(l).context("metrics listener")?;
+        tokio::spawn(metrics::serve(listener, stats.clone()));
+        log::info!("metrics: http://{addr}/metrics");
+    }
+    // Handlers first, so a signal right after "ready" is never lost.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot install the SIGINT handler")?;
+    log::info!("stund {} ready", env!("CARGO_PKG_VERSION"));
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut last_summary = Instant::now();
+    let mut prev = stats.totals();
+    let outcome = loop {
+        tokio::select! {
+            _ = sigint.recv() => break Ok("SIGINT"),
+            _ = sigterm.recv() => break Ok("SIGTERM"),
+            _ = check.tick() => {
+                if handles.iter().any(|h| h.is_finished()) {
+                    break Err(anyhow::anyhow!("a UDP worker stopped unexpectedly"));
+                }
+                if let Some(every) = s.stats_interval {
+                    let elapsed = last_summary.elapsed();
+                    if elapsed >= every {
+                        let (line, now) = stats.summary(&prev, elapsed);
+                        log::info!("{line}");
+                        prev = now;
+                        last_summary = Instant::now();
+                    }
+                }
+            }
+        }
+    };
+    let (line, _) = stats.summary(&prev, last_summary.elapsed());
+    match &outcome {
+        Ok(sig) => log::info!("{sig}: shutting down; totals: {line}"),
+        Err(_) => log::error!("totals: {line}"),
+    }
+    outcome.map(|_| ())
+}

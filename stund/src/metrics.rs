@@ -1,0 +1,167 @@
+//! Counter totals: the Prometheus text endpoint (`--metrics ADDR`) and the periodic log summary.
+
+use holepunch::server::{Counters, SharedCounters};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::tcp::TcpShared;
+
+/// Everything the reports read.
+pub struct Stats {
+    pub blocks: Vec<Arc<SharedCounters>>,
+    pub tcp: Option<Arc<TcpShared>>,
+    pub start: Instant,
+    pub mode: &'static str,
+    pub workers: usize,
+}
+
+impl Stats {
+    pub fn totals(&self) -> Counters {
+        SharedCounters::sum(self.blocks.iter().map(|b| &**b))
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let c = self.totals();
+        let mut s = String::with_capacity(2048);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(s, "{name}{labels} {v}");
+            }
+        };
+        family(
+            "stund_requests_total",
+            "counter",
+            "Binding requests received, by form (rfc5389: with magic cookie; rfc3489: classic).",
+            &[("{form=\"rfc5389\"}", c.requests_binding), ("{form=\"rfc3489\"}", c.requests_rfc3489)],
+        );
+        family("stund_requests_tcp_total", "counter", "Binding requests received over TCP.", &[("", c.requests_tcp)]);
+        family(
+            "stund_requests_with_attribute_total",
+            "counter",
+            "Requests using an RFC 5780 attribute (change_request counts only requests with a flag set).",
+            &[
+                ("{attribute=\"change_request\"}", c.requests_change_request),
+                ("{attribute=\"response_port\"}", c.requests_response_port),
+                ("{attribute=\"padding\"}", c.requests_padding),
+            ],
+        );
+        family(
+            "stund_responses_total",
+            "counter",
+            "Responses produced, by class.",
+            &[("{class=\"success\"}", c.responses_success), ("{class=\"error\"}", c.responses_error)],
+        );
+        family(
+            "stund_dropped_total",
+            "counter",
+            "Messages not answered, by reason.",
+            &[
+                ("{reason=\"rate_limited\"}", c.dropped_rate_limited),
+                ("{reason=\"malformed\"}", c.dropped_malformed),
+                ("{reason=\"not_request\"}", c.dropped_not_request),
+            ],
+        );
+        family("stund_send_errors_total", "counter", "Responses the kernel refused to send.", &[("", c.send_errors)]);
+        if let Some(t) = &self.tcp {
+            family(
+                "stund_tcp_connections_open",
+                "gauge",
+                "TCP connections open now.",
+                &[("", t.open.load(Ordering::Relaxed))],
+            );
+            family(
+                "stund_tcp_connections_total",
+                "counter",
+                "TCP connections, by outcome (refused: over --tcp-max-connections).",
+                &[
+                    ("{outcome=\"accepted\"}", t.accepted.load(Ordering::Relaxed)),
+                    ("{outcome=\"refused\"}", t.refused.load(Ordering::Relaxed)),
+                ],
+            );
+        }
+        family(
+            "stund_udp_workers",
+            "gauge",
+            "UDP worker threads (threads x local sockets).",
+            &[("", self.workers as u64)],
+        );
+        let mode = format!("{{mode=\"{}\",version=\"{}\"}}", self.mode, env!("CARGO_PKG_VERSION"));
+        family("stund_info", "gauge", "Server mode and version.", &[(&mode, 1)]);
+        family("stund_uptime_seconds", "gauge", "Seconds since start.", &[("", self.start.elapsed().as_secs())]);
+        s
+    }
+
+    /// One log line of totals, with the request rate since `prev`.
+    pub fn summary(&self, prev: &Counters, interval: Duration) -> (String, Counters) {
+        let c = self.totals();
+        let reqs = c.requests_binding + c.requests_rfc3489;
+        let prev_reqs = prev.requests_binding + prev.requests_rfc3489;
+        let rate = reqs.saturating_sub(prev_reqs) as f64 / interval.as_secs_f64().max(0.001);
+        let line = format!(
+            "requests {reqs} ({:.0}/s; rfc3489 {}, tcp {}), responses {} ok / {} error, dropped {} rate-limited / \
+             {} malformed / {} not-request, send errors {}",
+            rate,
+            c.requests_rfc3489,
+            c.requests_tcp,
+            c.responses_success,
+            c.responses_error,
+            c.dropped_rate_limited,
+            c.dropped_malformed,
+            c.dropped_not_request,
+            c.send_errors
+        );
+        (line, c)
+    }
+}
+
+/// Serves `GET /metrics` (any other path: 404) until the runtime stops.
+pub async fn serve(listener: TcpListener, stats: Arc<Stats>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut req = [0u8; 1024];
+            let mut n = 0;
+            // Read the request head (bounded in size and time), then answer and close.
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < req.len() {
+                    match stream.read(&mut req[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                    if req[..n].windows(4).any(|w| w == b"\r\n\r\n") || req[..n].windows(2).any(|w| w == b"\n\n") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&req[..n]);
+            let mut parts = head.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let response = if method == "GET" && (path == "/metrics" || path == "/") {
+                let body = stats.render();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(response.as_bytes())).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
