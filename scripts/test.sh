@@ -13,6 +13,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== Windows type-check (x86_64-pc-windows-gnu)"
+scripts/check-windows.sh
 echo "== cargo test"
 cargo build --workspace --locked --bins
 cargo test --workspace --locked --no-fail-fast

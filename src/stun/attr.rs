@@ -311,7 +311,10 @@ pub enum Attribute<'a> {
     ResponseOrigin(SocketAddr),
     OtherAddress(SocketAddr),
     /// A type this codec does not know; the caller decides whether that matters.
-    Unknown { kind: u16, value: &'a [u8] },
+    Unknown {
+        kind: u16,
+        value: &'a [u8],
+    },
 }
 
 fn exact<const N: usize>(kind: u16, v: &[u8]) -> Result<[u8; N], Error> {
@@ -389,7 +392,9 @@ impl<'a> Attribute<'a> {
             NONCE => Attribute::Nonce(text(kind, v, MAX_TEXT_LEN)?),
             SOFTWARE => Attribute::Software(text(kind, v, MAX_TEXT_LEN)?),
             ALTERNATE_DOMAIN => Attribute::AlternateDomain(text(kind, v, MAX_TEXT_LEN)?),
-            REQUESTED_ADDRESS_FAMILY => Attribute::RequestedAddressFamily(Family::from_byte(kind, exact::<4>(kind, v)?[0])?),
+            REQUESTED_ADDRESS_FAMILY => {
+                Attribute::RequestedAddressFamily(Family::from_byte(kind, exact::<4>(kind, v)?[0])?)
+            }
             ADDITIONAL_ADDRESS_FAMILY => {
                 Attribute::AdditionalAddressFamily(Family::from_byte(kind, exact::<4>(kind, v)?[0])?)
             }
@@ -419,10 +424,8 @@ impl<'a> Attribute<'a> {
             PASSWORD_ALGORITHMS => {
                 let mut rest = v;
                 while !rest.is_empty() {
-                    let (_, used) = split_algorithm(rest).ok_or(Error::BadAttributeValue {
-                        kind,
-                        what: "truncated algorithm entry",
-                    })?;
+                    let (_, used) = split_algorithm(rest)
+                        .ok_or(Error::BadAttributeValue { kind, what: "truncated algorithm entry" })?;
                     rest = &rest[used..];
                 }
                 Attribute::PasswordAlgorithms(PasswordAlgorithms(v))
@@ -437,8 +440,13 @@ impl<'a> Attribute<'a> {
                 Attribute::Padding(len)
             }
             RESPONSE_PORT => {
-                let b = exact::<4>(kind, v)?;
-                Attribute::ResponsePort(u16::from_be_bytes([b[0], b[1]]))
+                // RFC 5780 §7.5: "a 16-bit unsigned integer followed by 2 bytes of padding". We send a 4-byte
+                // value; some implementations (stun-rs) send a 2-byte value and leave the 2 bytes to the TLV
+                // padding. Both readings are accepted.
+                if v.len() != 4 && v.len() != 2 {
+                    return Err(Error::BadAttributeLength { kind, len: v.len() });
+                }
+                Attribute::ResponsePort(u16::from_be_bytes([v[0], v[1]]))
             }
             CONNECTION_ID => Attribute::ConnectionId(u32::from_be_bytes(exact(kind, v)?)),
             ICMP => {
@@ -455,6 +463,37 @@ impl<'a> Attribute<'a> {
             ICE_CONTROLLING => Attribute::IceControlling(u64::from_be_bytes(exact(kind, v)?)),
             _ => Attribute::Unknown { kind, value: v },
         })
+    }
+
+    /// Check that this value can be written and read back: the limits [`Attribute::decode`] enforces on
+    /// receipt (text lengths of RFC 8489 §14, ERROR-CODE range of §14.8, MESSAGE-INTEGRITY-SHA256 length of
+    /// §14.6) are enforced on sending too.
+    pub fn validate(&self) -> Result<(), Error> {
+        let kind = self.kind();
+        let too_long = |len: usize, max: usize| {
+            if len > max {
+                Err(Error::BadAttributeLength { kind, len })
+            } else {
+                Ok(())
+            }
+        };
+        let code = |e: &ErrorCode<'_>| {
+            if !(300..=699).contains(&e.code) {
+                return Err(Error::BadAttributeValue { kind, what: "error code must be 300-699" });
+            }
+            too_long(e.reason.len(), MAX_TEXT_LEN)
+        };
+        match self {
+            Attribute::Username(s) => too_long(s.len(), MAX_USERNAME_LEN),
+            Attribute::Realm(s) | Attribute::Nonce(s) | Attribute::Software(s) | Attribute::AlternateDomain(s) => {
+                too_long(s.len(), MAX_TEXT_LEN)
+            }
+            Attribute::ErrorCode(e) | Attribute::AddressErrorCode(_, e) => code(e),
+            Attribute::MessageIntegritySha256(m) if m.len() < 16 || m.len() > 32 || m.len() % 4 != 0 => {
+                Err(Error::BadAttributeLength { kind, len: m.len() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The attribute's type number.

@@ -18,7 +18,7 @@ pub fn looks_like_stun(buf: &[u8]) -> bool {
 }
 
 /// For stream transports (RFC 8489 §6.2.2): the total size of the message that starts `buf`, once the
-/// header is there. `None` until 20 bytes have arrived or when the first bits say it is not STUN.
+/// length field is there. `None` until 4 bytes have arrived or when the first bits say it is not STUN.
 pub fn frame_len(buf: &[u8]) -> Option<usize> {
     if buf.len() < 4 || buf[0] & 0xC0 != 0 {
         return None;

@@ -1,15 +1,35 @@
 //! STUN wire format (RFC 8489, RFC 5389, RFC 3489 framing, RFC 5780 and RFC 8656 attributes): parse by
 //! borrowing, build into a caller's buffer. No policy lives here; see `crate::server` and `crate::nat`.
+//! docs/stun-codec.md describes what is validated, the RFC sections, and how the codec is tested.
 //!
 //! ```
 //! use holepunch::stun::{Attribute, Class, Message, MessageType, MessageWriter, Method};
-//! let mut buf = [0u8; 64];
-//! let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), &[7; 12]).unwrap();
+//! use std::net::SocketAddr;
+//!
+//! // A client's Binding request.
+//! let mut req = [0u8; 64];
+//! let mut w = MessageWriter::new(&mut req, MessageType::new(Method::BINDING, Class::Request), &[7; 12]).unwrap();
 //! w.add_fingerprint().unwrap();
 //! let n = w.finish();
-//! let m = Message::parse(&buf[..n]).unwrap();
-//! assert_eq!(m.method(), Method::BINDING);
+//!
+//! // The server: parse without copying, check, answer into its own buffer.
+//! let from: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+//! let m = Message::parse(&req[..n]).unwrap();
+//! assert_eq!((m.method(), m.class()), (Method::BINDING, Class::Request));
+//! assert_eq!(m.unknown_comprehension_required().count(), 0); // otherwise: 420 + UNKNOWN-ATTRIBUTES
 //! assert!(m.check_fingerprint().unwrap());
+//! let mut resp = [0u8; 128];
+//! let mut w = MessageWriter::new(&mut resp, MessageType::new(Method::BINDING, Class::Success), m.transaction_id())
+//!     .unwrap();
+//! w.add(&Attribute::XorMappedAddress(from)).unwrap();
+//! w.add(&Attribute::Software("holepunch")).unwrap();
+//! w.add_fingerprint().unwrap();
+//! let len = w.finish();
+//!
+//! // The client reads its reflexive address.
+//! let r = Message::parse(&resp[..len]).unwrap();
+//! assert_eq!(r.xor_mapped_address(), Some(from));
+//! assert_eq!(r.software(), Some("holepunch"));
 //! ```
 
 mod address;
@@ -21,8 +41,7 @@ mod message;
 mod writer;
 
 pub use attr::{
-    Attribute, ChangeRequest, ErrorCode, Family, Icmp, PasswordAlgorithm, PasswordAlgorithms, RawAttribute,
-    TypeList,
+    Attribute, ChangeRequest, ErrorCode, Family, Icmp, PasswordAlgorithm, PasswordAlgorithms, RawAttribute, TypeList,
 };
 pub use error::Error;
 pub use header::{Class, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};

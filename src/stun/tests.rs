@@ -123,10 +123,17 @@ fn rfc5769_sample_ipv6_response() {
     let mut w = MessageWriter::new(&mut out, MessageType::new(Method::BINDING, Class::Success), &TID).unwrap();
     w.add(&Attribute::Software("test vector")).unwrap();
     w.add(&Attribute::XorMappedAddress(expect)).unwrap();
-    let n = w.len();
+    w.add_message_integrity(PASSWORD.as_bytes()).unwrap();
+    w.add_fingerprint().unwrap();
+    let n = w.finish();
     let mut expect = buf.clone();
     expect[35] = 0; // SOFTWARE padding: the RFC uses a space, we write zero
-    assert_eq!(&out[..n], &expect[..n]);
+                    // Byte-exact up to MESSAGE-INTEGRITY (which covers the padding byte, so it differs from the RFC's).
+    assert_eq!(n, expect.len());
+    assert_eq!(&out[..60], &expect[..60]);
+    let m = Message::parse(&out[..n]).unwrap();
+    m.check_integrity(PASSWORD.as_bytes()).unwrap();
+    assert!(m.check_fingerprint().unwrap());
 }
 
 const LT_USERNAME: &str = "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}";
@@ -164,10 +171,7 @@ fn rfc8489_b1_sample_request_sha256() {
     let m = Message::parse(&buf).unwrap();
     let userhash: [u8; 32] = Sha256::digest(format!("{LT_USERNAME}:{LT_REALM}")).into();
     assert_eq!(m.get(attr::USERHASH).unwrap(), Some(Attribute::Userhash(&userhash)));
-    assert_eq!(
-        m.get(attr::NONCE).unwrap(),
-        Some(Attribute::Nonce("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA"))
-    );
+    assert_eq!(m.get(attr::NONCE).unwrap(), Some(Attribute::Nonce("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA")));
     // No PASSWORD-ALGORITHM in the request, so the default (MD5) long-term key applies (RFC 8489 §9.2.2);
     // the SHA-256 key must not verify.
     let md5 = long_term_key_md5(LT_USERNAME, LT_REALM, LT_PASSWORD);
@@ -287,4 +291,40 @@ fn writer_reports_full_buffer() {
     assert_eq!(w.add(&Attribute::Padding(0)), Ok(()));
     assert_eq!(w.add(&Attribute::Padding(1)), Err(Error::BufferFull));
     assert_eq!(w.finish(), 24);
+}
+
+#[test]
+fn writer_refuses_attributes_after_fingerprint() {
+    let mut out = [0u8; 128];
+    let mut w = MessageWriter::new(&mut out, MessageType::new(Method::BINDING, Class::Request), &TID).unwrap();
+    w.add_fingerprint().unwrap();
+    let n = w.len();
+    assert_eq!(w.add(&Attribute::Software("late")), Err(Error::AfterFingerprint { kind: attr::SOFTWARE }));
+    assert_eq!(w.add_raw(0x8030, b"x"), Err(Error::AfterFingerprint { kind: 0x8030 }));
+    assert_eq!(w.add_message_integrity(b"k"), Err(Error::AfterFingerprint { kind: attr::MESSAGE_INTEGRITY }));
+    assert_eq!(w.add_fingerprint(), Err(Error::AfterFingerprint { kind: attr::FINGERPRINT }));
+    assert_eq!(w.finish(), n);
+    assert!(Message::parse(&out[..n]).unwrap().check_fingerprint().unwrap());
+}
+
+#[test]
+fn response_port_accepts_both_readings_of_rfc5780() {
+    let mut out = [0u8; 64];
+    let mut w = MessageWriter::new(&mut out, MessageType::new(Method::BINDING, Class::Request), &TID).unwrap();
+    w.add_raw(attr::RESPONSE_PORT, &[0x9c, 0x40]).unwrap(); // 2-byte value, TLV padding after it
+    let n = w.finish();
+    assert_eq!(Message::parse(&out[..n]).unwrap().response_port(), Some(40000));
+
+    let mut w = MessageWriter::new(&mut out, MessageType::new(Method::BINDING, Class::Request), &TID).unwrap();
+    w.add(&Attribute::ResponsePort(40000)).unwrap();
+    assert_eq!(w.finish(), 28);
+    assert_eq!(&out[20..28], &[0x00, 0x27, 0x00, 0x04, 0x9c, 0x40, 0x00, 0x00], "we send the 4-byte form");
+
+    let mut w = MessageWriter::new(&mut out, MessageType::new(Method::BINDING, Class::Request), &TID).unwrap();
+    w.add_raw(attr::RESPONSE_PORT, &[0x9c, 0x40, 0]).unwrap();
+    let n3 = w.finish();
+    assert!(matches!(
+        Message::parse(&out[..n3]).unwrap().get(attr::RESPONSE_PORT),
+        Err(Error::BadAttributeLength { len: 3, .. })
+    ));
 }

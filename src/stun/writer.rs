@@ -11,6 +11,9 @@ use super::Error;
 pub struct MessageWriter<'b> {
     buf: &'b mut [u8],
     len: usize,
+    /// FINGERPRINT has been written: RFC 8489 §14.7 makes it the last attribute, and `Message::parse`
+    /// rejects anything after it, so the writer refuses to append more.
+    sealed: bool,
 }
 
 impl<'b> MessageWriter<'b> {
@@ -29,7 +32,7 @@ impl<'b> MessageWriter<'b> {
         header[..2].copy_from_slice(&ty.to_u16().to_be_bytes());
         header[2..4].fill(0);
         header[4..20].copy_from_slice(raw_id);
-        Ok(MessageWriter { buf, len: HEADER_LEN })
+        Ok(MessageWriter { buf, len: HEADER_LEN, sealed: false })
     }
 
     fn key(&self) -> [u8; 16] {
@@ -38,6 +41,9 @@ impl<'b> MessageWriter<'b> {
 
     /// Reserve a TLV of `value_len` bytes (padding zeroed), fix the length field, return the value slice.
     fn reserve(&mut self, kind: u16, value_len: usize) -> Result<&mut [u8], Error> {
+        if self.sealed {
+            return Err(Error::AfterFingerprint { kind });
+        }
         let wire_len = u16::try_from(value_len).map_err(|_| Error::ValueTooLong(value_len))?;
         let padded = (value_len + 3) & !3;
         let start = self.len;
@@ -49,20 +55,25 @@ impl<'b> MessageWriter<'b> {
         self.buf[start + 2..start + 4].copy_from_slice(&wire_len.to_be_bytes());
         self.buf[start + 4 + value_len..end].fill(0);
         self.len = end;
+        self.sealed = kind == attr::FINGERPRINT;
         let body = (end - HEADER_LEN) as u16;
         self.buf[2..4].copy_from_slice(&body.to_be_bytes());
         Ok(&mut self.buf[start + 4..start + 4 + value_len])
     }
 
-    /// Append a typed attribute.
+    /// Append a typed attribute. Values that [`Attribute::decode`] would reject (text over its RFC limit,
+    /// an error code outside 300–699, a MESSAGE-INTEGRITY-SHA256 of invalid length) are refused, so what
+    /// we write we can also read.
     pub fn add(&mut self, a: &Attribute<'_>) -> Result<(), Error> {
+        a.validate()?;
         let key = self.key();
         let out = self.reserve(a.kind(), a.value_len())?;
         a.encode_value(out, &key);
         Ok(())
     }
 
-    /// Append an attribute from its raw value bytes.
+    /// Append an attribute from its raw value bytes (not validated: this is the escape hatch for types the
+    /// codec does not know, and for tests that need malformed values).
     pub fn add_raw(&mut self, kind: u16, value: &[u8]) -> Result<(), Error> {
         self.reserve(kind, value.len())?.copy_from_slice(value);
         Ok(())
@@ -119,4 +130,3 @@ impl<'b> MessageWriter<'b> {
         self.len
     }
 }
-

@@ -1,0 +1,117 @@
+//! The STUN codec's hot path does not touch the heap: parsing a Binding request, checking it, and writing
+//! the success response (XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT) into a caller's buffer is zero
+//! allocations; so are parsing and verifying a signed message. Counted with a per-thread counting allocator
+//! (tests run on several threads; only this thread's allocations are counted).
+
+use holepunch::stun::attr;
+use holepunch::stun::{Attribute, Class, Message, MessageType, MessageWriter, Method};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddr;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: the thread-local may already be gone while a thread shuts down.
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_in(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+fn respond(req: &[u8], from: SocketAddr, out: &mut [u8]) -> Option<usize> {
+    let m = Message::parse(req).ok()?;
+    if m.class() != Class::Request || m.method() != Method::BINDING {
+        return None;
+    }
+    if m.unknown_comprehension_required().next().is_some() {
+        return None;
+    }
+    if m.raw(attr::FINGERPRINT).is_some() && m.check_fingerprint() != Ok(true) {
+        return None;
+    }
+    let mut w = MessageWriter::new(out, MessageType::new(Method::BINDING, Class::Success), m.transaction_id()).ok()?;
+    w.add(&Attribute::XorMappedAddress(from)).ok()?;
+    w.add(&Attribute::Software("holepunch stund")).ok()?;
+    w.add_fingerprint().ok()?;
+    Some(w.finish())
+}
+
+#[test]
+fn binding_parse_and_respond_allocates_nothing() {
+    let mut req = [0u8; 64];
+    let mut w = MessageWriter::new(&mut req, MessageType::new(Method::BINDING, Class::Request), &[9; 12]).unwrap();
+    w.add_fingerprint().unwrap();
+    let n = w.finish();
+    let mut out = [0u8; 512];
+    for from in ["198.51.100.1:3478", "[2001:db8::1]:40000"] {
+        let from: SocketAddr = from.parse().unwrap();
+        let mut len = None;
+        let allocs = allocations_in(|| len = respond(&req[..n], from, &mut out));
+        let len = len.expect("a response");
+        assert_eq!(allocs, 0, "parse + respond allocated");
+        let m = Message::parse(&out[..len]).unwrap();
+        assert_eq!(m.xor_mapped_address(), Some(from));
+        assert_eq!(m.check_fingerprint(), Ok(true));
+    }
+}
+
+#[test]
+fn parse_and_verify_signed_message_allocates_nothing() {
+    let mut buf = [0u8; 256];
+    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), &[1; 12]).unwrap();
+    w.add(&Attribute::Username("evtj:h6vY")).unwrap();
+    w.add(&Attribute::Software("STUN test client")).unwrap();
+    w.add(&Attribute::Priority(0x6e0001ff)).unwrap();
+    w.add_message_integrity(b"VOkJxbRl1RmTxUk/WvJxBt").unwrap();
+    w.add_message_integrity_sha256(b"VOkJxbRl1RmTxUk/WvJxBt").unwrap();
+    w.add_fingerprint().unwrap();
+    let n = w.finish();
+    let mut ok = false;
+    let allocs = allocations_in(|| {
+        let m = Message::parse(&buf[..n]).unwrap();
+        ok = m.attributes().all(|r| Attribute::decode(r, m.raw_id()).is_ok())
+            && m.check_integrity(b"VOkJxbRl1RmTxUk/WvJxBt").is_ok()
+            && m.check_integrity_sha256(b"VOkJxbRl1RmTxUk/WvJxBt").is_ok()
+            && m.check_fingerprint() == Ok(true);
+    });
+    assert!(ok);
+    assert_eq!(allocs, 0, "parse + verify allocated");
+}
+
+/// The counter itself works (otherwise the tests above would pass vacuously).
+#[test]
+fn counter_sees_allocations() {
+    let allocs = allocations_in(|| {
+        std::hint::black_box(vec![1u8; 100]);
+    });
+    assert!(allocs >= 1);
+}
