@@ -13,7 +13,7 @@
 //!   source port (`sport ^ 0x0101`), so it is the same towards every destination but never the local port.
 //!
 //! Every router drops unsolicited packets to its own public address in its `input` hook (see
-//! /work/shared/FACTS.md: a real home router does, and without it a peer's early punch packet leaves a
+//! FACTS.md (shared project facts): a real home router does, and without it a peer's early punch packet leaves a
 //! conntrack entry on the router that makes the router's next mapping for that pair clash).
 
 use std::fmt::Write as _;
