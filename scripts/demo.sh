@@ -29,15 +29,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if ! command -v cargo >/dev/null; then
-  if [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-  else
-    echo "== installing the Rust toolchain (rustup, minimal profile)"
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-    export PATH="$HOME/.cargo/bin:$PATH"
-  fi
-fi
+# shellcheck source=scripts/ensure-rust.sh
+. scripts/ensure-rust.sh
 
 echo "== cargo build --release"
 cargo build --release -p holepunch-lab

@@ -21,24 +21,24 @@ pub fn short_term_key(password: &str) -> Vec<u8> {
 
 /// Long-term credential key with PASSWORD-ALGORITHM MD5 (and RFC 5389): MD5(username ":" realm ":" password).
 pub fn long_term_key_md5(username: &str, realm: &str, password: &str) -> [u8; 16] {
-    let mut h = Md5::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    h.finalize().into()
+    long_term_key::<Md5>(username, realm, password).into()
 }
 
 /// Long-term credential key with PASSWORD-ALGORITHM SHA-256 (RFC 8489 §9.2.2).
 pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    h.finalize().into()
+    long_term_key::<Sha256>(username, realm, password).into()
+}
+
+/// H(username ":" realm ":" password), the one shape both algorithms of §9.2.2 share.
+fn long_term_key<H: Digest>(username: &str, realm: &str, password: &str) -> sha2::digest::Output<H> {
+    let mut h = H::new();
+    for (i, part) in [username, realm, password].into_iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(part.as_bytes());
+    }
+    h.finalize()
 }
 
 /// CRC-32 of `bytes` XOR 0x5354554e.
