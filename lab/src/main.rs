@@ -528,40 +528,13 @@ fn demo(bin_dir: Option<PathBuf>, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Picks the mapping and filtering verdicts out of stunclient's JSON (keys `mapping` and `filtering`
-/// at the top level or one level down; docs/stunclient.md has the schema).
+/// The short form of stunclient's `--json` report (schema in docs/stunclient.md) that the report compares with
+/// the lab's expectation, then hairpinning, port mapping services and the plain-words verdict.
 fn summarize_stunclient(out: &str) -> String {
-    let Some(v) = out
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .or_else(|| serde_json::from_str(out).ok())
-    else {
+    let Some(v) = out.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) else {
         let first = out.lines().next().unwrap_or("no output");
         return format!("unparsed: {first}");
     };
-    let mut found: Vec<String> = Vec::new();
-    let mut visit = |map: &serde_json::Map<String, serde_json::Value>| {
-        for (k, val) in map {
-            if k == "mapping" || k == "filtering" {
-                if let Some(s) = val.as_str() {
-                    found.push(format!("{k}={s}"));
-                }
-            }
-        }
-    };
-    if let Some(map) = v.as_object() {
-        visit(map);
-        for val in map.values() {
-            if let Some(inner) = val.as_object() {
-                visit(inner);
-            }
-        }
-    }
-    if found.is_empty() {
-        return v.to_string().chars().take(80).collect();
-    }
-    // The short form the report compares with the lab's expectation.
     let abbrev = |key: &str, suffix: &str| {
         let s = match v.get(key).and_then(|x| x.as_str()) {
             Some("endpoint-independent") => "EI",
@@ -581,12 +554,20 @@ fn summarize_stunclient(out: &str) -> String {
         Some(false) => s.push_str(", port changed"),
         None => {}
     }
+    match v.get("hairpin").and_then(|x| x.as_bool()) {
+        Some(true) => s.push_str(", hairpin"),
+        Some(false) => s.push_str(", no hairpin"),
+        None => {}
+    }
     let answered: Vec<&str> = ["natpmp", "pcp", "upnp"]
         .into_iter()
         .filter(|k| v.pointer(&format!("/portmap/{k}/answered")).and_then(|x| x.as_bool()) == Some(true))
         .collect();
     if !answered.is_empty() {
         s.push_str(&format!(", portmap: {}", answered.join("+")));
+    }
+    if let Some(verdict) = v.get("verdict").and_then(|x| x.as_str()) {
+        s.push_str(&format!(" => {verdict}"));
     }
     s
 }
