@@ -59,6 +59,20 @@ fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// SIGTERM (miniupnpd removes its rules on it), up to 3 s to exit, then SIGKILL; reaped either way.
+fn terminate(c: &mut Child) {
+    if let Ok(pid) = libc::pid_t::try_from(c.id()) {
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 /// Namespaces and processes of one test run; removed on drop.
 struct Lab {
     prefix: String,
@@ -182,16 +196,7 @@ impl Lab {
     /// Stop miniupnpd (the last process started) and wait for it.
     fn stop_miniupnpd(&mut self) {
         if let Some(mut c) = self.children.pop() {
-            if let Ok(pid) = libc::pid_t::try_from(c.id()) {
-                // SAFETY: signalling our own child, not yet reaped.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            terminate(&mut c);
         }
     }
 
@@ -236,16 +241,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         // miniupnpd last started, stopped first: SIGTERM lets it remove its rules; SIGKILL if it lingers.
         for c in self.children.iter_mut().rev() {
-            if let Ok(pid) = libc::pid_t::try_from(c.id()) {
-                // SAFETY: signalling our own child, not yet reaped.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            terminate(c);
         }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();

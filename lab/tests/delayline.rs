@@ -7,11 +7,14 @@
 //!
 //! Needs root (namespaces, raw sockets). Without root each test prints one line and passes, unless CI=true.
 
+mod common;
+
+use common::{run, udp_in, Netns};
 use holepunch_lab::delayline::{DelayLine, Impairment, Stats};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,39 +32,15 @@ fn lab_ready(test: &str) -> bool {
     !holepunch_lab::skip_unless_available(test)
 }
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
-    assert!(out.status.success(), "`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-}
-
-/// A network namespace deleted on drop (also while a failing test unwinds).
-struct Netns(String);
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("hpdl-{}-{}-{role}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        // No IPv6 chatter (router solicitations, DAD) in the measurements.
-        for key in ["all", "default"] {
-            ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=1")]);
-        }
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
+/// A namespace for the chain, without IPv6.
+fn netns(role: &str) -> Netns {
+    let ns = Netns::add("hpdl", role);
+    // No IPv6 chatter (router solicitations, DAD) in the measurements.
+    for key in ["all", "default"] {
+        ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=1")]);
     }
-
-    fn exec(&self, args: &[&str]) {
-        let mut all = vec!["ip", "netns", "exec", &self.0];
-        all.extend_from_slice(args);
-        run(&all);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+    ns.exec(&["ip", "link", "set", "lo", "up"]);
+    ns
 }
 
 /// host:h0 <-> dl:dla, dl:dlb <-> router:r0, with 10.77.0.1 and .2 on the two ends.
@@ -73,7 +52,7 @@ struct Chain {
 
 impl Chain {
     fn new() -> Chain {
-        let chain = Chain { host: Netns::new("h"), dl: Netns::new("d"), router: Netns::new("r") };
+        let chain = Chain { host: netns("h"), dl: netns("d"), router: netns("r") };
         let (h, d, r) = (&chain.host.0, &chain.dl.0, &chain.router.0);
         run(&["ip", "-n", h, "link", "add", "h0", "type", "veth", "peer", "name", "dla", "netns", d]);
         run(&["ip", "-n", r, "link", "add", "r0", "type", "veth", "peer", "name", "dlb", "netns", d]);
@@ -88,21 +67,6 @@ impl Chain {
     fn names(&self) -> [String; 3] {
         [self.host.0.clone(), self.dl.0.clone(), self.router.0.clone()]
     }
-}
-
-/// Opens a UDP socket inside namespace `ns` (the socket stays there; the calling thread does not move).
-fn udp_in(ns: &str, addr: SocketAddrV4) -> UdpSocket {
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: plain syscall on a valid descriptor; only this scoped thread changes namespace.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"))
-        })
-        .join()
-        .expect("socket thread panicked")
-    })
 }
 
 #[derive(Debug)]

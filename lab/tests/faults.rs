@@ -5,25 +5,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::probe_bin;
+use common::{probe_bin, probe_send};
 use holepunch_lab::check::{query, responder_addrs, start_responder};
 use holepunch_lab::{require_lab, Lab, Preset};
 
 /// Sends 1 unsolicited datagram from the alternate server address to `to`.
 fn send_from_alternate(lab: &Lab, to: SocketAddr) {
-    lab.server()
-        .run(&[
-            probe_bin().to_str().unwrap(),
-            "probe",
-            "send",
-            "--bind",
-            "203.0.113.11:4100",
-            "--to",
-            &to.to_string(),
-            "--count",
-            "1",
-        ])
-        .unwrap();
+    probe_send(lab.server(), "203.0.113.11:4100", &to.to_string(), 1);
 }
 
 #[test]

@@ -6,11 +6,12 @@
 //!
 //! Needs root. Without root each test prints one line and passes, unless CI=true.
 
+mod common;
+
+use common::{run, udp_in, Netns};
 use holepunch_lab::portmap::{PortMapConfig, PortMapper, FILTER_TABLE, NAT_TABLE};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -34,36 +35,11 @@ fn lab_ready(test: &str) -> bool {
     true
 }
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
-    assert!(out.status.success(), "`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace deleted on drop (also while a failing test unwinds).
-struct Netns(String);
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("hppm-{}-{}-{role}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        ns.exec(&["ip", "link", "set", "dev", "lo", "up"]);
-        ns
-    }
-
-    fn exec(&self, args: &[&str]) -> String {
-        let mut all = vec!["ip", "netns", "exec", &self.0];
-        all.extend_from_slice(args);
-        run(&all)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// A namespace of the site, `lo` up.
+fn netns(role: &str) -> Netns {
+    let ns = Netns::add("hppm", role);
+    ns.exec(&["ip", "link", "set", "dev", "lo", "up"]);
+    ns
 }
 
 struct Site {
@@ -93,7 +69,7 @@ table ip lab {
 
 impl Site {
     fn new() -> Site {
-        let site = Site { host: Netns::new("h"), router: Netns::new("r"), public: Netns::new("p") };
+        let site = Site { host: netns("h"), router: netns("r"), public: netns("p") };
         let (h, r, p) = (&site.host.0, &site.router.0, &site.public.0);
         run(&["ip", "-n", h, "link", "add", "eth0", "type", "veth", "peer", "name", "lan", "netns", r]);
         run(&["ip", "-n", p, "link", "add", "up0", "type", "veth", "peer", "name", "wan", "netns", r]);
@@ -117,21 +93,6 @@ impl Site {
         let cfg = PortMapConfig::new(&self.router.0, "wan", WAN, "lan", LAN_ROUTER, 24);
         PortMapper::start(&cfg).unwrap_or_else(|e| panic!("start miniupnpd: {e}"))
     }
-}
-
-/// Opens a UDP socket inside namespace `ns` (the socket stays there; the calling thread does not move).
-fn udp_in(ns: &str, addr: SocketAddrV4) -> UdpSocket {
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: plain syscall on a valid descriptor; only this scoped thread changes namespace.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"))
-        })
-        .join()
-        .expect("socket thread panicked")
-    })
 }
 
 /// Sends a NAT-PMP request and waits for the answer with the RFC 6886 §3.1 schedule (250 ms, doubling),

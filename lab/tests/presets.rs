@@ -5,7 +5,7 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr};
 
-use common::probe_bin;
+use common::{probe_bin, probe_send};
 use holepunch_lab::check::{self, hairpin_works, observe, start_responder};
 use holepunch_lab::preset::PORT_SHIFT_XOR;
 use holepunch_lab::{require_lab, Filtering, Lab, Mapping, Preset, SiteSpec};
@@ -126,19 +126,7 @@ fn strict_router_drops_unsolicited_packets_permissive_router_tracks_them() {
         .unwrap();
     for (site, expect_entry) in [("a", false), ("b", true)] {
         let to = format!("{}:7777", lab.public_ip(site));
-        lab.server()
-            .run(&[
-                probe_bin().to_str().unwrap(),
-                "probe",
-                "send",
-                "--bind",
-                "203.0.113.10:7000",
-                "--to",
-                &to,
-                "--count",
-                "2",
-            ])
-            .unwrap();
+        probe_send(lab.server(), "203.0.113.10:7000", &to, 2);
         let ct = lab.router(site).run(&["conntrack", "-L", "-p", "udp", "--dport", "7777"]).unwrap();
         assert_eq!(ct.contains("dport=7777"), expect_entry, "site {site}: conntrack {ct:?}");
     }
@@ -186,9 +174,7 @@ fn preset9_port_mapping_service_opens_an_inbound_mapping() {
     let to = |port: u16| format!("{}:{port}", lab.public_ip("a"));
 
     // Without a mapping the stranger is filtered.
-    lab.server()
-        .run(&[bin, "probe", "send", "--bind", "203.0.113.11:4100", "--to", &to(9000), "--count", "1"])
-        .unwrap();
+    probe_send(lab.server(), "203.0.113.11:4100", &to(9000), 1);
     assert!(listener.wait_for_line(std::time::Duration::from_millis(500), |l| l.starts_with("got ")).is_err());
 
     let out = a1
@@ -207,6 +193,6 @@ fn preset9_port_mapping_service_opens_an_inbound_mapping() {
         ])
         .unwrap();
     let ext: u16 = out.split_whitespace().find_map(|w| w.strip_prefix("external=")).unwrap().parse().unwrap();
-    lab.server().run(&[bin, "probe", "send", "--bind", "203.0.113.11:4100", "--to", &to(ext), "--count", "1"]).unwrap();
+    probe_send(lab.server(), "203.0.113.11:4100", &to(ext), 1);
     listener.wait_for_line(std::time::Duration::from_secs(2), |l| l.starts_with("got 203.0.113.11:4100")).unwrap();
 }

@@ -6,45 +6,60 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use super::retransmit::Retransmit;
-use super::{natpmp, pcp, PortmapError, Protocol, Transmit};
+use super::{natpmp, pcp, PortmapError, Protocol, RequestId, Transmit};
 
 /// What the driver loop needs from an engine.
 trait Engine {
+    type Request;
+    type Response;
+    type Event;
+    fn request(&mut self, now: Instant, request: Self::Request) -> RequestId;
     fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn handle_timeout(&mut self, now: Instant);
     fn handle_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]);
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// The request id and result when `event` completes a request.
+    fn completed(event: Self::Event) -> Option<(RequestId, Result<Self::Response, PortmapError>)>;
 }
 
-impl Engine for natpmp::Client {
-    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        natpmp::Client::poll_transmit(self, buf)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        natpmp::Client::poll_timeout(self)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        natpmp::Client::handle_timeout(self, now)
-    }
-    fn handle_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        natpmp::Client::handle_datagram(self, now, local, from, data)
-    }
+/// The NAT-PMP and PCP clients have the same inherent API; forward to it.
+macro_rules! impl_engine {
+    ($m:ident) => {
+        impl Engine for $m::Client {
+            type Request = $m::Request;
+            type Response = $m::Response;
+            type Event = $m::Event;
+            fn request(&mut self, now: Instant, request: $m::Request) -> RequestId {
+                $m::Client::request(self, now, request)
+            }
+            fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+                $m::Client::poll_transmit(self, buf)
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                $m::Client::poll_timeout(self)
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                $m::Client::handle_timeout(self, now)
+            }
+            fn handle_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+                $m::Client::handle_datagram(self, now, local, from, data)
+            }
+            fn poll_event(&mut self) -> Option<$m::Event> {
+                $m::Client::poll_event(self)
+            }
+            fn completed(event: $m::Event) -> Option<(RequestId, Result<$m::Response, PortmapError>)> {
+                match event {
+                    $m::Event::Completed { id, result, .. } => Some((id, result)),
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl Engine for pcp::Client {
-    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        pcp::Client::poll_transmit(self, buf)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        pcp::Client::poll_timeout(self)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        pcp::Client::handle_timeout(self, now)
-    }
-    fn handle_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        pcp::Client::handle_datagram(self, now, local, from, data)
-    }
-}
+impl_engine!(natpmp);
+impl_engine!(pcp);
 
 /// Run `engine` over `socket` until `done` yields a value. `limit` bounds the whole call even if the engine
 /// misbehaves.
@@ -110,6 +125,40 @@ pub fn local_address_toward(gateway: IpAddr) -> Result<IpAddr, PortmapError> {
     connect(SocketAddr::new(gateway, natpmp::SERVER_PORT)).map(|(_, local)| local.ip())
 }
 
+/// An engine on a connected socket, run one blocking request at a time.
+#[derive(Debug)]
+struct Exchange<E> {
+    socket: UdpSocket,
+    local: SocketAddr,
+    client: E,
+    limit: Duration,
+}
+
+impl<E: Engine> Exchange<E> {
+    /// `client` gets this socket's local address (PCP puts it in requests).
+    fn connect(
+        server: SocketAddr,
+        retransmit: Retransmit,
+        client: impl FnOnce(SocketAddr) -> E,
+    ) -> Result<Self, PortmapError> {
+        let (socket, local) = connect(server)?;
+        Ok(Exchange { socket, local, client: client(local), limit: retransmit.total() + Duration::from_secs(1) })
+    }
+
+    fn run(&mut self, request: E::Request) -> Result<E::Response, PortmapError> {
+        let id = self.client.request(Instant::now(), request);
+        drive(&self.socket, self.local, &mut self.client, self.limit, |c| {
+            while let Some(ev) = c.poll_event() {
+                match E::completed(ev) {
+                    Some((got, result)) if got == id => return Some(result),
+                    _ => {}
+                }
+            }
+            None
+        })?
+    }
+}
+
 /// A NAT-PMP mapping the gateway granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatPmpMapping {
@@ -124,10 +173,7 @@ pub struct NatPmpMapping {
 /// Blocking NAT-PMP client for one gateway.
 #[derive(Debug)]
 pub struct NatPmpSession {
-    socket: UdpSocket,
-    local: SocketAddr,
-    client: natpmp::Client,
-    limit: Duration,
+    exchange: Exchange<natpmp::Client>,
 }
 
 impl NatPmpSession {
@@ -138,40 +184,21 @@ impl NatPmpSession {
 
     /// Client of a server at any address and port (tests, non-standard set-ups).
     pub fn connect(server: SocketAddr, retransmit: Retransmit) -> Result<Self, PortmapError> {
-        let (socket, local) = connect(server)?;
-        Ok(NatPmpSession {
-            socket,
-            local,
-            client: natpmp::Client::new(server, retransmit),
-            limit: retransmit.total() + Duration::from_secs(1),
-        })
+        let exchange = Exchange::connect(server, retransmit, |_| natpmp::Client::new(server, retransmit))?;
+        Ok(NatPmpSession { exchange })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.exchange.local
     }
 
     pub fn epoch(&self) -> Option<u32> {
-        self.client.epoch()
-    }
-
-    fn run(&mut self, request: natpmp::Request) -> Result<natpmp::Response, PortmapError> {
-        let id = self.client.request(Instant::now(), request);
-        let local = self.local;
-        drive(&self.socket, local, &mut self.client, self.limit, |c| {
-            while let Some(ev) = c.poll_event() {
-                match ev {
-                    natpmp::Event::Completed { id: got, result, .. } if got == id => return Some(result),
-                    _ => {}
-                }
-            }
-            None
-        })?
+        self.exchange.client.epoch()
     }
 
     /// External address request (RFC 6886 §3.2): the address and the server's epoch.
     pub fn external_address(&mut self) -> Result<(Ipv4Addr, u32), PortmapError> {
-        match self.run(natpmp::Request::ExternalAddress)? {
+        match self.exchange.run(natpmp::Request::ExternalAddress)? {
             natpmp::Response::ExternalAddress { epoch, address } => Ok((address, epoch)),
             other => Err(PortmapError::BadReply(format!("NAT-PMP {other:?}"))),
         }
@@ -189,7 +216,7 @@ impl NatPmpSession {
             return Err(PortmapError::InvalidRequest("lifetime 0 deletes; use delete()"));
         }
         let req = natpmp::Request::Map { protocol, internal_port, suggested_external_port, lifetime };
-        match self.run(req)? {
+        match self.exchange.run(req)? {
             natpmp::Response::Mapping { epoch, protocol, internal_port, external_port, lifetime } => {
                 Ok(NatPmpMapping { protocol, internal_port, external_port, lifetime, epoch })
             }
@@ -199,7 +226,7 @@ impl NatPmpSession {
 
     /// Delete the mapping of `internal_port` (§3.4).
     pub fn delete(&mut self, protocol: Protocol, internal_port: u16) -> Result<(), PortmapError> {
-        self.run(natpmp::Request::delete(protocol, internal_port)).map(|_| ())
+        self.exchange.run(natpmp::Request::delete(protocol, internal_port)).map(|_| ())
     }
 }
 
@@ -228,10 +255,7 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 /// Blocking PCP client for one server.
 #[derive(Debug)]
 pub struct PcpSession {
-    socket: UdpSocket,
-    local: SocketAddr,
-    client: pcp::Client,
-    limit: Duration,
+    exchange: Exchange<pcp::Client>,
 }
 
 impl PcpSession {
@@ -242,40 +266,23 @@ impl PcpSession {
 
     /// Client of a server at any address and port (tests, non-standard set-ups).
     pub fn connect(server: SocketAddr, retransmit: Retransmit) -> Result<Self, PortmapError> {
-        let (socket, local) = connect(server)?;
-        Ok(PcpSession {
-            socket,
-            local,
-            client: pcp::Client::new(server, local.ip(), retransmit),
-            limit: retransmit.total() + Duration::from_secs(1),
-        })
+        let exchange = Exchange::connect(server, retransmit, |local: SocketAddr| {
+            pcp::Client::new(server, local.ip(), retransmit)
+        })?;
+        Ok(PcpSession { exchange })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.exchange.local
     }
 
     pub fn epoch(&self) -> Option<u32> {
-        self.client.epoch()
-    }
-
-    fn run(&mut self, request: pcp::Request) -> Result<pcp::Response, PortmapError> {
-        let id = self.client.request(Instant::now(), request);
-        let local = self.local;
-        drive(&self.socket, local, &mut self.client, self.limit, |c| {
-            while let Some(ev) = c.poll_event() {
-                match ev {
-                    pcp::Event::Completed { id: got, result, .. } if got == id => return Some(result),
-                    _ => {}
-                }
-            }
-            None
-        })?
+        self.exchange.client.epoch()
     }
 
     /// ANNOUNCE (RFC 6887 §14.1): is a PCP server there; returns its epoch.
     pub fn announce(&mut self) -> Result<u32, PortmapError> {
-        match self.run(pcp::Request::Announce)? {
+        match self.exchange.run(pcp::Request::Announce)? {
             pcp::Response::Announce { epoch } => Ok(epoch),
             other => Err(PortmapError::BadReply(format!("PCP {other:?}"))),
         }
@@ -298,7 +305,7 @@ impl PcpSession {
 
     /// Send a prepared MAP request (renewals reuse the mapping's nonce).
     pub fn map_request(&mut self, req: pcp::MapRequest) -> Result<pcp::Mapping, PortmapError> {
-        match self.run(pcp::Request::Map(req))? {
+        match self.exchange.run(pcp::Request::Map(req))? {
             pcp::Response::Map(m) => Ok(m),
             other => Err(PortmapError::BadReply(format!("PCP {other:?}"))),
         }
@@ -306,6 +313,6 @@ impl PcpSession {
 
     /// Delete a mapping (MAP with its nonce and lifetime 0, §15).
     pub fn delete(&mut self, mapping: &pcp::Mapping) -> Result<(), PortmapError> {
-        self.run(mapping.delete_request()).map(|_| ())
+        self.exchange.run(mapping.delete_request()).map(|_| ())
     }
 }

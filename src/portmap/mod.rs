@@ -62,6 +62,7 @@ pub mod http;
 pub mod natpmp;
 pub mod pcp;
 mod probe;
+mod queue;
 mod retransmit;
 pub mod ssdp;
 pub mod upnp;

@@ -4,13 +4,13 @@
 //! NAT-PMP has no transaction id: a response is matched to the request by its opcode (request + 128) and, for
 //! mappings, the internal port. The engine therefore keeps one request on the wire at a time and queues the rest.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use super::epoch::{EpochRule, EpochTracker};
-use super::retransmit::{Retransmit, Tick, Timer};
+use super::queue::{Completion, RequestQueue};
+use super::retransmit::Retransmit;
 use super::{PortmapError, Protocol, RequestId, Transmit};
 
 /// UDP port of the NAT-PMP (and PCP) server on the gateway (RFC 6886 §3.1).
@@ -248,11 +248,12 @@ pub enum Event {
     ServerReset { epoch: u32 },
 }
 
-#[derive(Debug)]
-struct Pending {
-    id: RequestId,
-    request: Request,
-    timer: Timer,
+impl Completion for Event {
+    type Request = Request;
+    type Response = Response;
+    fn completed(id: RequestId, request: Request, result: Result<Response, PortmapError>) -> Self {
+        Event::Completed { id, request, result }
+    }
 }
 
 /// Sans-IO NAT-PMP client for one gateway.
@@ -261,33 +262,18 @@ struct Pending {
 /// time the engine was given (through `request`, `handle_datagram` or `handle_timeout`).
 #[derive(Debug)]
 pub struct Client {
-    server: SocketAddr,
-    retransmit: Retransmit,
-    queue: VecDeque<Pending>,
-    events: VecDeque<Event>,
+    queue: RequestQueue<Event, ParseError>,
     epoch: EpochTracker,
-    next_id: u64,
-    now: Option<Instant>,
-    last_malformed: Option<ParseError>,
 }
 
 impl Client {
     /// `server` is the gateway's address, port [`SERVER_PORT`].
     pub fn new(server: SocketAddr, retransmit: Retransmit) -> Self {
-        Client {
-            server,
-            retransmit,
-            queue: VecDeque::new(),
-            events: VecDeque::new(),
-            epoch: EpochTracker::new(EpochRule::NatPmp),
-            next_id: 0,
-            now: None,
-            last_malformed: None,
-        }
+        Client { queue: RequestQueue::new(server, retransmit), epoch: EpochTracker::new(EpochRule::NatPmp) }
     }
 
     pub fn server(&self) -> SocketAddr {
-        self.server
+        self.queue.server()
     }
 
     /// Last epoch (seconds since start of epoch) the server reported.
@@ -297,94 +283,63 @@ impl Client {
 
     /// Queue a request; it goes out when it reaches the head of the queue.
     pub fn request(&mut self, now: Instant, request: Request) -> RequestId {
-        self.now = Some(now);
-        self.next_id += 1;
-        let id = RequestId(self.next_id);
-        self.queue.push_back(Pending { id, request, timer: Timer::new(self.retransmit) });
-        id
+        self.queue.request(now, request)
     }
 
     /// Number of requests not yet completed.
     pub fn pending(&self) -> usize {
-        self.queue.len()
+        self.queue.pending()
     }
 
     pub fn handle_datagram(&mut self, now: Instant, _local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        self.now = Some(now);
-        if from != self.server {
-            log::debug!("natpmp: ignoring {} bytes from {from}, not the gateway {}", data.len(), self.server);
+        self.queue.set_now(now);
+        let server = self.queue.server();
+        if from != server {
+            log::debug!("natpmp: ignoring {} bytes from {from}, not the gateway {server}", data.len());
             return;
         }
         let reply = match parse_response(data) {
             Ok(r) => r,
             Err(e) => {
                 log::debug!("natpmp: malformed reply from {from}: {e}");
-                self.last_malformed = Some(e);
+                self.queue.malformed(e);
                 return;
             }
         };
         if self.epoch.observe(reply.epoch, now) {
-            log::info!("natpmp: gateway {} lost its mapping state (epoch {})", self.server, reply.epoch);
-            self.events.push_back(Event::ServerReset { epoch: reply.epoch });
+            log::info!("natpmp: gateway {server} lost its mapping state (epoch {})", reply.epoch);
+            self.queue.push_event(Event::ServerReset { epoch: reply.epoch });
         }
-        let Some(head) = self.queue.front() else {
+        let Some(head) = self.queue.head() else {
             log::debug!("natpmp: unsolicited reply (opcode {}) from {from}", reply.opcode);
             return;
         };
-        if !matches(&head.request, &reply) {
+        if !matches(head, &reply) {
             log::debug!("natpmp: reply (opcode {}) does not match the request in flight", reply.opcode);
             return;
         }
-        let Some(head) = self.queue.pop_front() else { return };
         let result = match reply.response {
             Some(r) => Ok(r),
             None => Err(PortmapError::NatPmp(reply.result)),
         };
-        self.last_malformed = None;
-        self.events.push_back(Event::Completed { id: head.id, request: head.request, result });
+        self.queue.answer(result);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = Some(now);
-        let Some(head) = self.queue.front_mut() else { return };
-        if let Tick::GiveUp { sends, waited } = head.timer.handle_timeout(now) {
-            let malformed = self.last_malformed.take().map(|e| e.to_string());
-            if let Some(head) = self.queue.pop_front() {
-                let error = PortmapError::Timeout { server: self.server, sends, waited, malformed };
-                self.events.push_back(Event::Completed { id: head.id, request: head.request, result: Err(error) });
-            }
-        }
+        self.queue.handle_timeout(now);
     }
 
     /// Next datagram to send, written into `buf` (at least [`MAX_REQUEST_LEN`] bytes).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let now = self.now?;
-        loop {
-            let head = self.queue.front_mut()?;
-            if !head.timer.wants_send() {
-                return None;
-            }
-            match head.request.encode(buf) {
-                Ok(len) => {
-                    head.timer.sent(now);
-                    return Some(Transmit { destination: self.server, len });
-                }
-                Err(e) => {
-                    // An unencodable request fails on its own instead of blocking the queue.
-                    if let Some(bad) = self.queue.pop_front() {
-                        self.events.push_back(Event::Completed { id: bad.id, request: bad.request, result: Err(e) });
-                    }
-                }
-            }
-        }
+        self.queue.poll_transmit(buf, |request, buf| request.encode(buf))
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.queue.front().and_then(|p| p.timer.deadline())
+        self.queue.poll_timeout()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.queue.poll_event()
     }
 }
 

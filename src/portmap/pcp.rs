@@ -5,13 +5,13 @@
 //! server answers a PCP request with a NAT-PMP "unsupported version" reply (version 0, result 1, §9); the engine
 //! turns that into [`PortmapError::PcpUnsupportedVersion`] with `server_version: 0`.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use super::epoch::{EpochRule, EpochTracker};
-use super::retransmit::{Retransmit, Tick, Timer};
+use super::queue::{Completion, RequestQueue};
+use super::retransmit::Retransmit;
 use super::{natpmp, PortmapError, Protocol, RequestId, Transmit};
 
 /// PCP server port (same as NAT-PMP).
@@ -381,47 +381,32 @@ pub enum Event {
     },
 }
 
-#[derive(Debug)]
-struct Pending {
-    id: RequestId,
-    request: Request,
-    timer: Timer,
+impl Completion for Event {
+    type Request = Request;
+    type Response = Response;
+    fn completed(id: RequestId, request: Request, result: Result<Response, PortmapError>) -> Self {
+        Event::Completed { id, request, result }
+    }
 }
 
 /// Sans-IO PCP client for one server. Same driving contract as [`natpmp::Client`]: one request on the wire at a
 /// time, the rest queued; sends are stamped with the latest time the engine was given.
 #[derive(Debug)]
 pub struct Client {
-    server: SocketAddr,
     client_ip: IpAddr,
-    retransmit: Retransmit,
-    queue: VecDeque<Pending>,
-    events: VecDeque<Event>,
+    queue: RequestQueue<Event, ParseError>,
     epoch: EpochTracker,
-    next_id: u64,
-    now: Option<Instant>,
-    last_malformed: Option<ParseError>,
 }
 
 impl Client {
     /// `server` is the PCP server (the gateway, port [`SERVER_PORT`]); `client_ip` is this host's source
     /// address toward it (the server answers ADDRESS_MISMATCH when they differ).
     pub fn new(server: SocketAddr, client_ip: IpAddr, retransmit: Retransmit) -> Self {
-        Client {
-            server,
-            client_ip,
-            retransmit,
-            queue: VecDeque::new(),
-            events: VecDeque::new(),
-            epoch: EpochTracker::new(EpochRule::Pcp),
-            next_id: 0,
-            now: None,
-            last_malformed: None,
-        }
+        Client { client_ip, queue: RequestQueue::new(server, retransmit), epoch: EpochTracker::new(EpochRule::Pcp) }
     }
 
     pub fn server(&self) -> SocketAddr {
-        self.server
+        self.queue.server()
     }
 
     pub fn epoch(&self) -> Option<u32> {
@@ -429,21 +414,18 @@ impl Client {
     }
 
     pub fn request(&mut self, now: Instant, request: Request) -> RequestId {
-        self.now = Some(now);
-        self.next_id += 1;
-        let id = RequestId(self.next_id);
-        self.queue.push_back(Pending { id, request, timer: Timer::new(self.retransmit) });
-        id
+        self.queue.request(now, request)
     }
 
     pub fn pending(&self) -> usize {
-        self.queue.len()
+        self.queue.pending()
     }
 
     pub fn handle_datagram(&mut self, now: Instant, _local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        self.now = Some(now);
-        if from != self.server {
-            log::debug!("pcp: ignoring {} bytes from {from}, not the server {}", data.len(), self.server);
+        self.queue.set_now(now);
+        let server = self.queue.server();
+        if from != server {
+            log::debug!("pcp: ignoring {} bytes from {from}, not the server {server}", data.len());
             return;
         }
         if data.first() == Some(&natpmp::VERSION) {
@@ -454,39 +436,34 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 log::debug!("pcp: malformed reply from {from}: {e}");
-                self.last_malformed = Some(e);
+                self.queue.malformed(e);
                 return;
             }
         };
         if reply.version == VERSION && self.epoch.observe(reply.epoch, now) {
-            log::info!("pcp: server {} lost its mapping state (epoch {})", self.server, reply.epoch);
-            self.events.push_back(Event::ServerReset { epoch: reply.epoch });
+            log::info!("pcp: server {server} lost its mapping state (epoch {})", reply.epoch);
+            self.queue.push_event(Event::ServerReset { epoch: reply.epoch });
         }
-        let Some(head) = self.queue.front() else {
+        let Some(head) = self.queue.head() else {
             log::debug!("pcp: unsolicited reply (opcode {}) from {from}", reply.opcode);
             return;
         };
-        let result = match check(&head.request, &reply) {
+        let result = match check(head, &reply) {
             Ok(r) => r,
             Err(why) => {
                 log::debug!("pcp: reply does not match the request in flight: {why}");
                 return;
             }
         };
-        if let Some(head) = self.queue.pop_front() {
-            self.last_malformed = None;
-            self.events.push_back(Event::Completed { id: head.id, request: head.request, result });
-        }
+        self.queue.answer(result);
     }
 
     /// A NAT-PMP-only server answers any PCP request with version 0, result "unsupported version" (§9).
     fn handle_natpmp_reply(&mut self, data: &[u8]) {
         match natpmp::parse_response(data) {
             Ok(r) if r.result == natpmp::ResultCode::UnsupportedVersion => {
-                if let Some(head) = self.queue.pop_front() {
-                    log::debug!("pcp: {} speaks NAT-PMP only", self.server);
-                    let result = Err(PortmapError::PcpUnsupportedVersion { server_version: 0 });
-                    self.events.push_back(Event::Completed { id: head.id, request: head.request, result });
+                if self.queue.fail(PortmapError::PcpUnsupportedVersion { server_version: 0 }) {
+                    log::debug!("pcp: {} speaks NAT-PMP only", self.queue.server());
                 }
             }
             _ => log::debug!("pcp: ignoring a NAT-PMP datagram that is not an unsupported-version reply"),
@@ -494,45 +471,21 @@ impl Client {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = Some(now);
-        let Some(head) = self.queue.front_mut() else { return };
-        if let Tick::GiveUp { sends, waited } = head.timer.handle_timeout(now) {
-            let malformed = self.last_malformed.take().map(|e| e.to_string());
-            if let Some(head) = self.queue.pop_front() {
-                let error = PortmapError::Timeout { server: self.server, sends, waited, malformed };
-                self.events.push_back(Event::Completed { id: head.id, request: head.request, result: Err(error) });
-            }
-        }
+        self.queue.handle_timeout(now);
     }
 
     /// Next datagram to send, written into `buf` (at least 60 bytes).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let now = self.now?;
-        loop {
-            let head = self.queue.front_mut()?;
-            if !head.timer.wants_send() {
-                return None;
-            }
-            match head.request.encode(self.client_ip, buf) {
-                Ok(len) => {
-                    head.timer.sent(now);
-                    return Some(Transmit { destination: self.server, len });
-                }
-                Err(e) => {
-                    if let Some(bad) = self.queue.pop_front() {
-                        self.events.push_back(Event::Completed { id: bad.id, request: bad.request, result: Err(e) });
-                    }
-                }
-            }
-        }
+        let client_ip = self.client_ip;
+        self.queue.poll_transmit(buf, |request, buf| request.encode(client_ip, buf))
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.queue.front().and_then(|p| p.timer.deadline())
+        self.queue.poll_timeout()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.queue.poll_event()
     }
 }
 
@@ -588,6 +541,16 @@ mod tests {
     fn me() -> IpAddr {
         "192.168.1.20".parse().unwrap()
     }
+    /// UDP 6666, no suggestion, 120 s, nonce [`NONCE`].
+    fn map_request() -> MapRequest {
+        MapRequest {
+            nonce: NONCE,
+            protocol: Protocol::Udp,
+            internal_port: 6666,
+            suggested_external: None,
+            lifetime: 120,
+        }
+    }
 
     #[test]
     fn ipv4_mapped_wire_form() {
@@ -611,13 +574,7 @@ mod tests {
     #[test]
     fn rfc6887_map_request_bytes() {
         let mut b = [0xaau8; 64];
-        let r = Request::Map(MapRequest {
-            nonce: NONCE,
-            protocol: Protocol::Udp,
-            internal_port: 6666,
-            suggested_external: None,
-            lifetime: 120,
-        });
+        let r = Request::Map(map_request());
         assert_eq!(r.encode(me(), &mut b).unwrap(), 60);
         #[rustfmt::skip]
         let want: [u8; 60] = [
@@ -746,26 +703,26 @@ mod tests {
         buf[..t.len].to_vec()
     }
 
+    const LOCAL: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20)), 40000);
+
+    /// A client at `t0` with `request` queued and its first send drained.
+    fn in_flight(t0: Instant, request: Request) -> (Client, RequestId, Vec<u8>) {
+        let mut c = Client::new(gw(), me(), Retransmit::diagnostic());
+        let id = c.request(t0, request);
+        let sent = drive_one(&mut c, t0);
+        (c, id, sent)
+    }
+
     #[test]
     fn engine_map_matches_nonce() {
         let t0 = Instant::now();
-        let mut c = Client::new(gw(), me(), Retransmit::diagnostic());
-        let req = MapRequest {
-            nonce: NONCE,
-            protocol: Protocol::Udp,
-            internal_port: 6666,
-            suggested_external: None,
-            lifetime: 120,
-        };
-        let id = c.request(t0, Request::Map(req));
-        let sent = drive_one(&mut c, t0);
+        let (mut c, id, sent) = in_flight(t0, Request::Map(map_request()));
         assert_eq!(sent.len(), 60);
-        let local: SocketAddr = "192.168.1.20:40000".parse().unwrap();
         let mut wrong = map_reply(0, 120, [203, 0, 113, 9], 6666);
         wrong[24] ^= 0xff;
-        c.handle_datagram(t0, local, gw(), &wrong);
+        c.handle_datagram(t0, LOCAL, gw(), &wrong);
         assert!(c.poll_event().is_none());
-        c.handle_datagram(t0, local, gw(), &map_reply(0, 120, [203, 0, 113, 9], 6666));
+        c.handle_datagram(t0, LOCAL, gw(), &map_reply(0, 120, [203, 0, 113, 9], 6666));
         match c.poll_event() {
             Some(Event::Completed { id: got, result: Ok(Response::Map(m)), .. }) => {
                 assert_eq!(got, id);
@@ -779,12 +736,9 @@ mod tests {
     #[test]
     fn engine_natpmp_only_server() {
         let t0 = Instant::now();
-        let mut c = Client::new(gw(), me(), Retransmit::diagnostic());
-        c.request(t0, Request::Announce);
-        drive_one(&mut c, t0);
-        let local: SocketAddr = "192.168.1.20:40000".parse().unwrap();
+        let (mut c, _, _) = in_flight(t0, Request::Announce);
         // What miniupnpd (NAT-PMP side) sends back for version != 0: 8 bytes, opcode + 128, result 1.
-        c.handle_datagram(t0 + Duration::from_millis(3), local, gw(), &[0, 128, 0, 1, 0, 0, 0, 9]);
+        c.handle_datagram(t0 + Duration::from_millis(3), LOCAL, gw(), &[0, 128, 0, 1, 0, 0, 0, 9]);
         match c.poll_event() {
             Some(Event::Completed {
                 result: Err(PortmapError::PcpUnsupportedVersion { server_version: 0 }), ..
@@ -796,13 +750,10 @@ mod tests {
     #[test]
     fn engine_error_result_and_reset() {
         let t0 = Instant::now();
-        let mut c = Client::new(gw(), me(), Retransmit::diagnostic());
-        c.request(t0, Request::Announce);
-        drive_one(&mut c, t0);
-        let local: SocketAddr = "192.168.1.20:40000".parse().unwrap();
+        let (mut c, _, _) = in_flight(t0, Request::Announce);
         let mut d = vec![2, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0];
         d.extend_from_slice(&[0; 12]);
-        c.handle_datagram(t0, local, gw(), &d);
+        c.handle_datagram(t0, LOCAL, gw(), &d);
         assert!(matches!(
             c.poll_event(),
             Some(Event::Completed { result: Ok(Response::Announce { epoch: 4096 }), .. })
@@ -810,19 +761,12 @@ mod tests {
         // Unsolicited announce from a rebooted server (epoch back at 1).
         d[10] = 0;
         d[11] = 1;
-        c.handle_datagram(t0 + Duration::from_secs(1), local, gw(), &d);
+        c.handle_datagram(t0 + Duration::from_secs(1), LOCAL, gw(), &d);
         assert_eq!(c.poll_event(), Some(Event::ServerReset { epoch: 1 }));
         // An error result completes the request with the code.
-        let req = MapRequest {
-            nonce: NONCE,
-            protocol: Protocol::Udp,
-            internal_port: 6666,
-            suggested_external: None,
-            lifetime: 120,
-        };
-        c.request(t0 + Duration::from_secs(2), Request::Map(req));
+        c.request(t0 + Duration::from_secs(2), Request::Map(map_request()));
         drive_one(&mut c, t0);
-        c.handle_datagram(t0 + Duration::from_secs(2), local, gw(), &map_reply(2, 0, [0; 4], 0));
+        c.handle_datagram(t0 + Duration::from_secs(2), LOCAL, gw(), &map_reply(2, 0, [0; 4], 0));
         // Epoch 77 one second after epoch 1 is another jump the §8.5 check reports.
         assert_eq!(c.poll_event(), Some(Event::ServerReset { epoch: 77 }));
         assert!(matches!(

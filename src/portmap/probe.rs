@@ -152,6 +152,32 @@ fn answered(e: &PortmapError) -> bool {
     matches!(e, PortmapError::NatPmp(_) | PortmapError::Pcp { .. } | PortmapError::UpnpFault { .. })
 }
 
+/// Report of a NAT-PMP or PCP discovery exchange started at `start`: `found` is the external address (when the
+/// exchange tells it) and epoch, `epoch_after` the session's epoch once it ended. True when the server
+/// answered, even with an error, so the session is worth keeping for the test mapping.
+fn discovery_report(
+    found: Result<(Option<IpAddr>, u32), PortmapError>,
+    epoch_after: Option<u32>,
+    start: Instant,
+) -> (ServiceReport, bool) {
+    let (mut report, keep) = match found {
+        Ok((external_address, epoch)) => {
+            let mut r = ServiceReport::new(ServiceStatus::Answered);
+            r.external_address = external_address;
+            r.epoch = Some(epoch);
+            (r, true)
+        }
+        Err(e) => {
+            let keep = answered(&e);
+            let mut r = ServiceReport::failed(e);
+            r.epoch = epoch_after;
+            (r, keep)
+        }
+    };
+    report.elapsed = start.elapsed();
+    (report, keep)
+}
+
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
 }
@@ -225,21 +251,8 @@ fn natpmp_discover(gateway: IpAddr, opts: &ProbeOptions) -> (ServiceReport, Opti
         Ok(s) => s,
         Err(e) => return (ServiceReport::failed(e), None),
     };
-    let (mut report, keep) = match session.external_address() {
-        Ok((addr, epoch)) => {
-            let mut r = ServiceReport::new(ServiceStatus::Answered);
-            r.external_address = Some(IpAddr::V4(addr));
-            r.epoch = Some(epoch);
-            (r, true)
-        }
-        Err(e) => {
-            let keep = answered(&e);
-            let mut r = ServiceReport::failed(e);
-            r.epoch = session.epoch();
-            (r, keep)
-        }
-    };
-    report.elapsed = start.elapsed();
+    let found = session.external_address().map(|(addr, epoch)| (Some(IpAddr::V4(addr)), epoch));
+    let (report, keep) = discovery_report(found, session.epoch(), start);
     (report, keep.then_some(session))
 }
 
@@ -271,21 +284,8 @@ fn pcp_discover(gateway: IpAddr, opts: &ProbeOptions) -> (ServiceReport, Option<
         Ok(s) => s,
         Err(e) => return (ServiceReport::failed(e), None),
     };
-    let (mut report, keep) = match session.announce() {
-        Ok(epoch) => {
-            let mut r = ServiceReport::new(ServiceStatus::Answered);
-            r.epoch = Some(epoch);
-            (r, true)
-        }
-        // A server without ANNOUNCE still speaks PCP; MAP may work.
-        Err(e) => {
-            let keep = answered(&e);
-            let mut r = ServiceReport::failed(e);
-            r.epoch = session.epoch();
-            (r, keep)
-        }
-    };
-    report.elapsed = start.elapsed();
+    // A server without ANNOUNCE still speaks PCP (an error answer keeps the session); MAP may work.
+    let (report, keep) = discovery_report(session.announce().map(|epoch| (None, epoch)), session.epoch(), start);
     (report, keep.then_some(session))
 }
 
