@@ -78,6 +78,14 @@ fn punchd(args: &[&str]) -> Daemon {
     )
 }
 
+/// punchd bound to 127.0.0.1:`port`, tracking `server`, with `extra` flags.
+fn on_loopback(server: SocketAddr, port: u16, extra: &[&str]) -> Daemon {
+    let (server, port) = (server.to_string(), port.to_string());
+    let mut args = vec!["--server", &server, "--port", &port, "--bind", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    punchd(&args)
+}
+
 fn wait_exit(d: &mut Daemon, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
@@ -93,16 +101,7 @@ fn wait_exit(d: &mut Daemon, limit: Duration) -> std::process::ExitStatus {
 fn once_prints_the_public_endpoint() {
     let r = responder(u32::MAX, 0);
     let port = free_udp_port();
-    let mut d = punchd(&[
-        "--server",
-        &r.addr.to_string(),
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--once",
-        "--json",
-    ]);
+    let mut d = on_loopback(r.addr, port, &["--once", "--json"]);
     assert!(wait_exit(&mut d, Duration::from_secs(10)).success());
     let line = BufReader::new(d.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -115,17 +114,7 @@ fn once_prints_the_public_endpoint() {
 fn keepalives_continue_and_a_moved_mapping_is_reported() {
     let r = responder(2, 1000);
     let port = free_udp_port();
-    let mut d = punchd(&[
-        "--server",
-        &r.addr.to_string(),
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--keepalive",
-        "100ms",
-        "--json",
-    ]);
+    let mut d = on_loopback(r.addr, port, &["--keepalive", "100ms", "--json"]);
     let mut lines = BufReader::new(d.0.stdout.take().unwrap()).lines();
     let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(first["event"], "discovered");
@@ -140,20 +129,8 @@ fn keepalives_continue_and_a_moved_mapping_is_reported() {
 fn silent_server_is_reported_not_hung() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap(); // bound, never answers
     let port = free_udp_port();
-    let mut d = punchd(&[
-        "--server",
-        &silent.local_addr().unwrap().to_string(),
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--rto",
-        "50ms",
-        "--retries",
-        "2",
-        "--once",
-        "--json",
-    ]);
+    let mut d =
+        on_loopback(silent.local_addr().unwrap(), port, &["--rto", "50ms", "--retries", "2", "--once", "--json"]);
     let st = wait_exit(&mut d, Duration::from_secs(10));
     assert_eq!(st.code(), Some(2));
     let line = BufReader::new(d.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
@@ -163,8 +140,8 @@ fn silent_server_is_reported_not_hung() {
 #[test]
 fn port_in_use_is_a_one_line_error() {
     let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port().to_string();
-    let mut d = punchd(&["--server", "127.0.0.1:3478", "--port", &port, "--bind", "127.0.0.1", "--once"]);
+    let port = taken.local_addr().unwrap().port();
+    let mut d = on_loopback("127.0.0.1:3478".parse().unwrap(), port, &["--once"]);
     let st = wait_exit(&mut d, Duration::from_secs(10));
     assert_eq!(st.code(), Some(1));
     let mut err = String::new();
@@ -177,7 +154,7 @@ fn port_in_use_is_a_one_line_error() {
 fn sigterm_stops_it_cleanly() {
     let r = responder(u32::MAX, 0);
     let port = free_udp_port();
-    let mut d = punchd(&["--server", &r.addr.to_string(), "--port", &port.to_string(), "--bind", "127.0.0.1"]);
+    let mut d = on_loopback(r.addr, port, &[]);
     let mut lines = BufReader::new(d.0.stdout.take().unwrap()).lines();
     assert!(lines.next().unwrap().unwrap().contains("public endpoint"));
     let pid = d.0.id().to_string();
