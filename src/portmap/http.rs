@@ -78,7 +78,7 @@ impl Url {
         };
         let path = strip_fragment(path);
         let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-        check_path(&path)?;
+        let path = request_target(&path)?;
         Ok(Url { host, port, path })
     }
 
@@ -105,7 +105,7 @@ impl Url {
             let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
             format!("{}{}", if dir.is_empty() { "/" } else { dir }, r)
         };
-        check_path(&path)?;
+        let path = request_target(&path)?;
         Ok(Url { host: self.host, port: self.port, path })
     }
 }
@@ -114,12 +114,23 @@ fn strip_fragment(s: &str) -> &str {
     s.split('#').next().unwrap_or("")
 }
 
-fn check_path(p: &str) -> Result<(), PortmapError> {
-    // The path goes into a request line verbatim: no whitespace or control bytes may reach it.
+/// The path goes into a request line verbatim: no whitespace or control bytes may reach it. Non-ASCII, fine in
+/// an IRI from a description but not in a request-target (RFC 9112 §3.2), is percent-encoded the way RFC 3987
+/// §3.1 maps an IRI to a URI; sent raw it broke the request line (U+00A0 is whitespace to `trim`).
+fn request_target(p: &str) -> Result<String, PortmapError> {
     if p.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return herr("URL path contains spaces or control characters");
     }
-    Ok(())
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(p.len());
+    for b in p.bytes() {
+        if b.is_ascii() {
+            out.push(char::from(b));
+        } else {
+            out.extend(['%', char::from(HEX[usize::from(b >> 4)]), char::from(HEX[usize::from(b & 0xf)])]);
+        }
+    }
+    Ok(out)
 }
 
 fn clip(s: &str) -> String {
@@ -388,6 +399,22 @@ mod tests {
         assert!(base.join("https://1.2.3.4/").is_err());
         let root = Url::parse("http://192.168.1.1:5000").unwrap();
         assert_eq!(root.join("ctl").unwrap().path, "/ctl");
+    }
+
+    /// Found by `fuzz/fuzz_targets/portmap_http.rs`: non-ASCII path bytes went raw into the request line, and
+    /// a path ending in U+00A0 did not survive printing and parsing again.
+    #[test]
+    fn url_non_ascii_path_is_percent_encoded() {
+        let base = Url::parse("http://[fe60::1]/2rD1").unwrap();
+        let joined = base.join("c\u{fffd}j0n\u{a0}\u{a0}#\u{a0}").unwrap();
+        assert_eq!(joined.path, "/c%EF%BF%BDj0n%C2%A0%C2%A0");
+        let again = Url::parse(&format!("http://{}{}", joined.authority(), joined.path)).unwrap();
+        assert_eq!(again, joined);
+        let u = Url::parse("http://10.0.0.1/caf\u{e9}?q=\u{e9}").unwrap();
+        assert_eq!(u.path, "/caf%C3%A9?q=%C3%A9");
+        let req = build_request("GET", &u, &[], b"");
+        assert!(req.is_ascii());
+        assert!(Url::parse("http://10.0.0.1/a\u{a0}b").unwrap().path.is_ascii());
     }
 
     #[test]
