@@ -11,6 +11,7 @@ if ! rustup toolchain list | grep -q '^debian-1\.'; then
     exit 0
   fi
   export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
   apt-get install -y -q --no-install-recommends rustc-web cargo-web rust-web-src rust-web-clippy gcc-mingw-w64-x86-64
   mkdir -p /opt/rust-debian/bin /opt/rust-debian/lib
   for b in rustc rustdoc cargo cargo-clippy clippy-driver; do ln -sf "/usr/bin/$b" "/opt/rust-debian/bin/$b"; done
