@@ -1,9 +1,9 @@
 //! Criterion benchmarks of the STUN codec on the stund hot path, next to the same work done with `stun-rs`
 //! in the same run (compare the ratio, not the absolute figures: machines here are noisy).
 //!
-//! - `binding/parse+respond`: parse a Binding request (with FINGERPRINT, as most clients send), check for
-//!   unknown comprehension-required attributes and the fingerprint, and build the success response with
-//!   XOR-MAPPED-ADDRESS, SOFTWARE and FINGERPRINT into a caller's buffer.
+//! - `binding/parse+respond`: stund's `Responder::handle` on a Binding request (with FINGERPRINT, as most
+//!   clients send): parse, checks, and the success response with XOR-MAPPED-ADDRESS, SOFTWARE and FINGERPRINT
+//!   into a caller's buffer; stun-rs does the same parse and build.
 //! - `rfc5769/parse`: parse RFC 5769 §2.1 (header + framing validation; typed decoding is lazy).
 //! - `rfc5769/parse+verify`: the same, decoding every attribute and verifying MESSAGE-INTEGRITY and
 //!   FINGERPRINT (stun-rs with a key and validation does the same work).
@@ -13,11 +13,12 @@
 //! Run: `cargo bench -p holepunch --bench codec`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use holepunch::stun::attr;
+use holepunch::server::{Action, LocalSocket, Received, Responder, ServerConfig, Transport};
 use holepunch::stun::{Attribute, Class, Message, MessageType, MessageWriter, Method};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 use stun_rs::attributes::stun::{Fingerprint, Software, XorMappedAddress};
 use stun_rs::{
     DecoderContextBuilder, HMACKey, MessageClass, MessageDecoder, MessageDecoderBuilder, MessageEncoder,
@@ -64,23 +65,19 @@ fn rfc5769_request() -> Vec<u8> {
     hex::decode(hex.split_whitespace().collect::<String>()).unwrap()
 }
 
-/// Ours: what stund does per Binding request.
-fn ours_respond(req: &[u8], from: SocketAddr, out: &mut [u8]) -> Option<usize> {
-    let m = Message::parse(req).ok()?;
-    if m.class() != Class::Request || m.method() != Method::BINDING || m.is_rfc3489() {
-        return None;
+/// Ours: stund's own responder (plain RFC 8489 mode; rate limiting off, since the bench is one source).
+fn responder() -> Responder {
+    let mut config = ServerConfig::plain("192.0.2.10".parse().unwrap(), 3478);
+    config.software = Some(SOFTWARE.into());
+    Responder::new(config, None, 7, Instant::now()).unwrap()
+}
+
+fn ours_respond(r: &mut Responder, req: &[u8], from: SocketAddr, out: &mut [u8]) -> Option<usize> {
+    let rx = Received { transport: Transport::Udp, local: LocalSocket::PRIMARY, from };
+    match r.handle(Instant::now(), rx, req, out) {
+        Action::Reply { len, .. } => Some(len),
+        Action::Drop(_) => None,
     }
-    if m.unknown_comprehension_required().next().is_some() {
-        return None;
-    }
-    if m.raw(attr::FINGERPRINT).is_some() && m.check_fingerprint() != Ok(true) {
-        return None;
-    }
-    let mut w = MessageWriter::new(out, MessageType::new(Method::BINDING, Class::Success), m.transaction_id()).ok()?;
-    w.add(&Attribute::XorMappedAddress(from)).ok()?;
-    w.add(&Attribute::Software(SOFTWARE)).ok()?;
-    w.add_fingerprint().ok()?;
-    Some(w.finish())
 }
 
 /// The same with stun-rs (decoder validates FINGERPRINT when asked to).
@@ -142,9 +139,10 @@ fn bench(c: &mut Criterion) {
     let dec_plain = MessageDecoderBuilder::default().build();
     let enc = MessageEncoderBuilder::default().build();
     let mut out = [0u8; 1500];
+    let mut ours = responder();
 
     // Both implementations must produce the same response before they are timed.
-    let n = ours_respond(&req, from, &mut out).unwrap();
+    let n = ours_respond(&mut ours, &req, from, &mut out).unwrap();
     let ours_bytes = out[..n].to_vec();
     let n = theirs_respond(&dec, &enc, &req, from, &mut out).unwrap();
     assert_eq!(ours_bytes, out[..n], "ours and stun-rs build different responses");
@@ -155,7 +153,7 @@ fn bench(c: &mut Criterion) {
         "allocations per op: binding parse+respond ours {} stun-rs {}; rfc5769 parse ours {} stun-rs {}; \
          rfc5769 parse+verify ours {} stun-rs {}",
         allocations(|| {
-            black_box(ours_respond(black_box(&req), from, &mut out));
+            black_box(ours_respond(&mut ours, black_box(&req), from, &mut out));
         }),
         allocations(|| {
             black_box(theirs_respond(&dec, &enc, black_box(&req), from, &mut out));
@@ -176,7 +174,7 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("binding");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("parse+respond/ours", |b| b.iter(|| ours_respond(black_box(&req), from, &mut out)));
+    g.bench_function("parse+respond/ours", |b| b.iter(|| ours_respond(&mut ours, black_box(&req), from, &mut out)));
     g.bench_function("parse+respond/stun-rs", |b| {
         b.iter(|| theirs_respond(&dec, &enc, black_box(&req), from, &mut out))
     });

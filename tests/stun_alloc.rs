@@ -1,13 +1,14 @@
-//! The STUN codec's hot path does not touch the heap: parsing a Binding request, checking it, and writing
-//! the success response (XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT) into a caller's buffer is zero
-//! allocations; so are parsing and verifying a signed message. Counted with a per-thread counting allocator
+//! stund's hot path does not touch the heap: `Responder::handle` (rate limiter, parse, checks, and the success
+//! response with XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT, plus the RFC 5780 attributes) into a caller's buffer
+//! is zero allocations; so are parsing and verifying a signed message. Counted with a per-thread counting allocator
 //! (tests run on several threads; only this thread's allocations are counted).
 
-use holepunch::stun::attr;
+use holepunch::server::{Action, LocalSocket, RateLimitConfig, Received, Responder, ServerConfig, Transport};
 use holepunch::stun::{Attribute, Class, Message, MessageType, MessageWriter, Method};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 struct Counting;
 
@@ -47,22 +48,12 @@ fn allocations_in(f: impl FnOnce()) -> usize {
     ALLOCATIONS.with(Cell::get) - before
 }
 
-fn respond(req: &[u8], from: SocketAddr, out: &mut [u8]) -> Option<usize> {
-    let m = Message::parse(req).ok()?;
-    if m.class() != Class::Request || m.method() != Method::BINDING {
-        return None;
-    }
-    if m.unknown_comprehension_required().next().is_some() {
-        return None;
-    }
-    if m.raw(attr::FINGERPRINT).is_some() && m.check_fingerprint() != Ok(true) {
-        return None;
-    }
-    let mut w = MessageWriter::new(out, MessageType::new(Method::BINDING, Class::Success), m.transaction_id()).ok()?;
-    w.add(&Attribute::XorMappedAddress(from)).ok()?;
-    w.add(&Attribute::Software("holepunch stund")).ok()?;
-    w.add_fingerprint().ok()?;
-    Some(w.finish())
+/// stund's real responder, rate limiter on as stund runs it; `alternate` turns on RFC 5780 mode.
+fn responder(alternate: Option<&str>) -> Responder {
+    let mut config = ServerConfig::plain("192.0.2.10".parse().unwrap(), 3478);
+    config.alternate = alternate.map(|a| a.parse().unwrap());
+    config.software = Some("holepunch stund".into());
+    Responder::new(config, Some(RateLimitConfig::default()), 7, Instant::now()).unwrap()
 }
 
 #[test]
@@ -72,15 +63,20 @@ fn binding_parse_and_respond_allocates_nothing() {
     w.add_fingerprint().unwrap();
     let n = w.finish();
     let mut out = [0u8; 512];
-    for from in ["198.51.100.1:3478", "[2001:db8::1]:40000"] {
-        let from: SocketAddr = from.parse().unwrap();
-        let mut len = None;
-        let allocs = allocations_in(|| len = respond(&req[..n], from, &mut out));
-        let len = len.expect("a response");
-        assert_eq!(allocs, 0, "parse + respond allocated");
-        let m = Message::parse(&out[..len]).unwrap();
-        assert_eq!(m.xor_mapped_address(), Some(from));
-        assert_eq!(m.check_fingerprint(), Ok(true));
+    for alternate in [None, Some("192.0.2.11")] {
+        let mut r = responder(alternate);
+        for from in ["198.51.100.1:3478", "[2001:db8::1]:40000"] {
+            let from: SocketAddr = from.parse().unwrap();
+            let rx = Received { transport: Transport::Udp, local: LocalSocket::PRIMARY, from };
+            let mut action = None;
+            let allocs = allocations_in(|| action = Some(r.handle(Instant::now(), rx, &req[..n], &mut out)));
+            let Some(Action::Reply { len, to, .. }) = action else { panic!("no response: {action:?}") };
+            assert_eq!(allocs, 0, "parse + respond allocated ({alternate:?}, {from})");
+            assert_eq!(to, from);
+            let m = Message::parse(&out[..len]).unwrap();
+            assert_eq!(m.xor_mapped_address(), Some(from));
+            assert_eq!(m.check_fingerprint(), Ok(true));
+        }
     }
 }
 
