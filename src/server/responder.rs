@@ -373,6 +373,10 @@ impl Responder {
         let mut scan = Scan::default();
         for a in msg.effective_attributes() {
             match a.kind {
+                // RFC 5780 §6: a server without an alternate address answers 420 to a CHANGE-REQUEST, whatever
+                // its value. RFC 3489 clients (Vovida's) send one with no flag on every request, so that form is
+                // kept and judged by its flags below.
+                attr::CHANGE_REQUEST if !rfc3489 && !self.config.behavior_discovery() => scan.add_unknown(a.kind),
                 attr::CHANGE_REQUEST => {
                     scan.change_request.get_or_insert(a);
                 }
@@ -461,7 +465,7 @@ impl Responder {
         if wants_change {
             self.counters.requests_change_request += 1;
         }
-        if !self.config.behavior_discovery() && change.is_some() && (wants_change || !msg.is_rfc3489()) {
+        if !self.config.behavior_discovery() && wants_change {
             scan.add_unknown(attr::CHANGE_REQUEST);
         }
         if scan.unknown_len > 0 {

@@ -233,8 +233,10 @@ fn public_addresses_are_advertised() {
 #[test]
 fn plain_server_refuses_change_request_with_420() {
     let mut r = responder(plain());
-    for flags in [change(false, false), change(true, true), change(false, true)] {
-        let (action, out) = run(&mut r, udp(LocalSocket::PRIMARY), &request(&[(0x0003, &flags)]));
+    // Any value, a malformed one included (RFC 5780 §6: 420 to any request with a CHANGE-REQUEST).
+    let (ff, tt, ft) = (change(false, false), change(true, true), change(false, true));
+    for flags in [&ff[..], &tt[..], &ft[..], &[0, 0, 6][..]] {
+        let (action, out) = run(&mut r, udp(LocalSocket::PRIMARY), &request(&[(0x0003, flags)]));
         let expect = msg(
             0x0111,
             &id5389(),
@@ -244,7 +246,7 @@ fn plain_server_refuses_change_request_with_420() {
         assert_eq!(out, expect);
         assert_eq!(action, reply(LocalSocket::PRIMARY, client(), expect.len()));
     }
-    assert_eq!(r.counters().responses_error, 3);
+    assert_eq!(r.counters().responses_error, 4);
 }
 
 #[test]
