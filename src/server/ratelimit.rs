@@ -38,6 +38,27 @@ impl Default for RateLimitConfig {
     }
 }
 
+impl RateLimitConfig {
+    /// The checks [`RateLimiter::new`] makes, without building the table (which may be hundreds of MiB).
+    pub fn validate(&self) -> Result<(), RateLimitError> {
+        if self.rate_per_sec == 0 {
+            return Err(RateLimitError::ZeroRate);
+        }
+        if self.burst == 0 || self.burst > MAX_BURST {
+            return Err(RateLimitError::BadBurst);
+        }
+        if self.slots > MAX_SLOTS {
+            return Err(RateLimitError::TooManySlots);
+        }
+        Ok(())
+    }
+
+    /// Slots the table really has: `slots` rounded up to a power of two, at least [`WAYS`].
+    pub fn table_slots(&self) -> usize {
+        self.slots.max(WAYS).next_power_of_two()
+    }
+}
+
 /// Tokens are counted in thousandths so refill per millisecond is an integer: `rate_per_sec` milli-tokens/ms.
 const TOKEN: u32 = 1000;
 /// Upper bound on `burst` so `burst × TOKEN` fits a u32.
@@ -84,16 +105,8 @@ impl RateLimiter {
     /// A limiter whose clock starts at `now`. `seed` keys the hash: pass a random value so outsiders cannot
     /// predict which sources share a set.
     pub fn new(config: RateLimitConfig, seed: u64, now: Instant) -> Result<Self, RateLimitError> {
-        if config.rate_per_sec == 0 {
-            return Err(RateLimitError::ZeroRate);
-        }
-        if config.burst == 0 || config.burst > MAX_BURST {
-            return Err(RateLimitError::BadBurst);
-        }
-        if config.slots > MAX_SLOTS {
-            return Err(RateLimitError::TooManySlots);
-        }
-        let slots = config.slots.max(WAYS).next_power_of_two();
+        config.validate()?;
+        let slots = config.table_slots();
         Ok(RateLimiter {
             slots: vec![Slot::default(); slots].into_boxed_slice(),
             set_mask: slots / WAYS - 1,

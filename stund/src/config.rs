@@ -10,9 +10,6 @@ use std::time::Duration;
 
 pub const DEFAULT_PORT: u16 = 3478;
 pub const DEFAULT_ALT_PORT: u16 = 3479;
-pub const DEFAULT_RATE: u32 = 100;
-pub const DEFAULT_BURST: u32 = 200;
-pub const DEFAULT_SLOTS: usize = 65536;
 pub const DEFAULT_STATS_SECS: u64 = 60;
 pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_TCP_IDLE_SECS: u64 = 60;
@@ -182,15 +179,16 @@ impl Settings {
             n if n > 1024 => bail!("--threads {n} is more than 1024"),
             n => n,
         };
-        let rate = cli.rate_limit.or(file.rate_limit).unwrap_or(DEFAULT_RATE);
+        let defaults = RateLimitConfig::default();
+        let rate = cli.rate_limit.or(file.rate_limit).unwrap_or(defaults.rate_per_sec);
         let rate_limit = (rate > 0).then(|| RateLimitConfig {
             rate_per_sec: rate,
-            burst: cli.rate_burst.or(file.rate_burst).unwrap_or(DEFAULT_BURST.max(rate)),
-            slots: cli.rate_limit_slots.or(file.rate_limit_slots).unwrap_or(DEFAULT_SLOTS),
+            burst: cli.rate_burst.or(file.rate_burst).unwrap_or(defaults.burst.max(rate)),
+            slots: cli.rate_limit_slots.or(file.rate_limit_slots).unwrap_or(defaults.slots),
         });
         if let Some(rl) = &rate_limit {
-            // Same checks the library makes, reported before any socket is opened.
-            holepunch::server::RateLimiter::new(*rl, 0, std::time::Instant::now())?;
+            // Reported before any socket is opened.
+            rl.validate()?;
         }
         let stats = cli.stats_interval.or(file.stats_interval).unwrap_or(DEFAULT_STATS_SECS);
         let tcp_max_connections =

@@ -81,8 +81,8 @@ fn run(s: Settings) -> Result<()> {
             "rate limit {} req/s, burst {} per source IP (IPv6 /64) per worker; table {} slots ({} KiB) per worker",
             rl.rate_per_sec,
             rl.burst,
-            rl.slots.max(holepunch::server::WAYS).next_power_of_two(),
-            rl.slots.max(holepunch::server::WAYS).next_power_of_two() * holepunch::server::SLOT_BYTES / 1024
+            rl.table_slots(),
+            rl.table_slots() * holepunch::server::SLOT_BYTES / 1024
         ),
         None => log::warn!("rate limit off (--rate-limit 0)"),
     }
