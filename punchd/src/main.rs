@@ -48,7 +48,9 @@ struct Args {
     json: bool,
 }
 
-fn resolve(server: &str) -> Result<SocketAddr> {
+/// The server's address: of `--bind`'s family when given, else IPv4 first (as stunclient prefers), so the
+/// endpoint punchd keeps is the one stunclient diagnosed.
+fn resolve(server: &str, family_of: Option<IpAddr>) -> Result<SocketAddr> {
     let with_port = if server.parse::<SocketAddr>().is_ok()
         || server.rsplit_once(':').is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
     {
@@ -58,11 +60,15 @@ fn resolve(server: &str) -> Result<SocketAddr> {
     } else {
         format!("{server}:3478")
     };
-    with_port
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve server {server:?}"))?
-        .next()
-        .with_context(|| format!("server {server:?} resolved to no address"))
+    let addrs: Vec<SocketAddr> =
+        with_port.to_socket_addrs().with_context(|| format!("cannot resolve server {server:?}"))?.collect();
+    let wanted = |a: &&SocketAddr| family_of.map_or(a.is_ipv4(), |ip| ip.is_ipv4() == a.is_ipv4());
+    addrs.iter().find(wanted).or(if family_of.is_none() { addrs.first() } else { None }).copied().with_context(|| {
+        match family_of {
+            Some(ip) => format!("server {server:?} has no address of the family of --bind {ip}"),
+            None => format!("server {server:?} resolved to no address"),
+        }
+    })
 }
 
 fn bind(args: &Args, server: SocketAddr) -> Result<UdpSocket> {
@@ -101,7 +107,7 @@ fn report(json: bool, event: &Event, local: SocketAddr) {
 }
 
 fn run(args: Args) -> Result<i32> {
-    let server = resolve(&args.server)?;
+    let server = resolve(&args.server, args.bind)?;
     let socket = bind(&args, server)?;
     let local = socket.local_addr().context("local address of the socket")?;
     log::info!("punching socket bound on {local}; tracking public endpoint via {server}");
@@ -142,8 +148,6 @@ fn run(args: Args) -> Result<i32> {
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-            // ICMP port unreachable surfaces here on Linux; the schedule already covers a silent server.
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => log::debug!("server port unreachable"),
             Err(e) => log::warn!("receive failed: {e}"),
         }
         keeper.handle_timeout(Instant::now());

@@ -166,9 +166,8 @@ impl ReflexiveKeeper {
         let keepalive = self.next_keepalive;
         let Some(tx) = &self.tx else { return Some(keepalive) };
         let r = &self.config.retransmit;
-        let give_up = tx.started + r.give_up_after();
-        let resend = r.send_offset(tx.sent).map(|d| tx.started + d).unwrap_or(give_up);
-        Some(resend.min(give_up))
+        // The next resend, or giving up once every request is out (a resend always comes before giving up).
+        Some(tx.started + r.send_offset(tx.sent).unwrap_or_else(|| r.give_up_after()))
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
