@@ -100,6 +100,8 @@ impl<Ev: Completion, M: fmt::Display> RequestQueue<Ev, M> {
     pub(crate) fn fail(&mut self, error: PortmapError) -> bool {
         match self.queue.pop_front() {
             Some(head) => {
+                // A malformed datagram seen for this request must not be quoted in the next one's timeout.
+                self.last_malformed = None;
                 self.events.push_back(Ev::completed(head.id, head.request, Err(error)));
                 true
             }
