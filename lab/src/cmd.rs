@@ -145,6 +145,20 @@ impl Process {
         out
     }
 
+    /// Lines not yet consumed, up to the end of stdout (waiting at most `timeout` for it): after the process
+    /// has exited its reader thread may still be passing on the last lines, which `drain_lines` would miss.
+    pub fn lines_until_eof(&mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        if let Some(rx) = &self.lines {
+            while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                self.seen.push(line.clone());
+                out.push(line);
+            }
+        }
+        out
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -487,9 +487,11 @@ fn demo(bin_dir: Option<PathBuf>, timeout: Duration) -> Result<()> {
                 while p.is_running() && Instant::now() < deadline && !interrupted() {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                let lines = p.drain_lines();
-                row.stunclient =
-                    if p.is_running() { "no answer in time".into() } else { summarize_stunclient(&lines.join("\n")) };
+                row.stunclient = if p.is_running() {
+                    "no answer in time".into()
+                } else {
+                    summarize_stunclient(&p.lines_until_eof(Duration::from_secs(2)).join("\n"))
+                };
             }
         }
     }

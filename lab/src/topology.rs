@@ -561,6 +561,14 @@ impl Lab {
                 site.name
             )));
         }
+        if site.natpmp.is_some() && site.router == site.uplink_router {
+            // miniupnpd, its nft tables and its STUN responder are set up for the WAN address at start: after a
+            // renumbering NAT-PMP/PCP/UPnP would report the old address. Refused rather than left stale.
+            return Err(Error::Unsupported(format!(
+                "site {}: its router runs miniupnpd, which keeps the WAN address it started with",
+                site.name
+            )));
+        }
         let new = {
             let mut next = self.next_renumber.lock().unwrap_or_else(|e| e.into_inner());
             if *next > RENUMBER_LAST {
