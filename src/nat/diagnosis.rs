@@ -29,7 +29,7 @@ use super::behaviour::{
     Verdict,
 };
 use super::report::{LifetimeRange, NatKind, Report, ServerReport};
-use super::retransmit::{Retransmit, RtoCache, RttEstimate, DEFAULT_MIN_RTO};
+use super::retransmit::{Retransmit, RtoCache, RttEstimate, TransactionIds, DEFAULT_MIN_RTO};
 use crate::stun::{Attribute, ChangeRequest, Class, Message, MessageType, MessageWriter, Method};
 use log::{debug, info};
 use std::collections::VecDeque;
@@ -301,7 +301,7 @@ pub struct Diagnosis {
     cfg: Config,
     plan: SocketPlan,
     locals: Vec<SocketAddr>,
-    rng: u64,
+    ids: TransactionIds,
     txs: Vec<Tx>,
     pending: VecDeque<usize>,
     events: VecDeque<Event>,
@@ -335,7 +335,7 @@ impl Diagnosis {
             return Err(ConfigError::ZeroLifetime);
         }
         let mut d = Diagnosis {
-            rng: cfg.seed ^ 0x9E37_79B9_7F4A_7C15,
+            ids: TransactionIds::new(cfg.seed),
             plan,
             locals,
             txs: Vec::new(),
@@ -515,20 +515,6 @@ impl Diagnosis {
 
     // ---- internals ----
 
-    fn next_id(&mut self) -> [u8; 12] {
-        let mut id = [0u8; 12];
-        for chunk in id.chunks_mut(4) {
-            // splitmix64: ids only need to be distinct and unguessable from outside the seed.
-            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_be_bytes()[..4]);
-        }
-        id
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -541,7 +527,7 @@ impl Diagnosis {
         expect: usize,
         delay: Duration,
     ) -> usize {
-        let id = self.next_id();
+        let id = self.ids.next_id();
         debug!(target: LOG, "start {probe:?}: socket {socket} -> {dest} change={change:?} response_port={response_port:?}");
         let rto_ip = match (probe, self.reference) {
             (Probe::Hairpin(_), Some(r)) => self.cfg.servers[r].ip(),

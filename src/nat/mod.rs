@@ -19,4 +19,4 @@ mod tests;
 pub use behaviour::{Allocation, Filtering, Mapping, Observation, Verdict};
 pub use diagnosis::{Config, ConfigError, Diagnosis, Event, SocketPlan, Transmit};
 pub use report::{LifetimeRange, NatKind, Report, ServerReport};
-pub use retransmit::{Retransmit, RtoCache, RttEstimate, DEFAULT_MIN_RTO};
+pub use retransmit::{Retransmit, RtoCache, RttEstimate, TransactionIds, DEFAULT_MIN_RTO};

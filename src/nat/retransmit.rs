@@ -137,6 +137,30 @@ impl RtoCache {
     }
 }
 
+/// Transaction ids for a client's requests (RFC 8489 §5: 96 bits, random). splitmix64 over a seed: ids only
+/// need to be distinct and unguessable without the seed (pass OS randomness), while tests stay deterministic.
+#[derive(Clone, Debug)]
+pub struct TransactionIds(u64);
+
+impl TransactionIds {
+    pub fn new(seed: u64) -> TransactionIds {
+        TransactionIds(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_id(&mut self) -> [u8; 12] {
+        let mut id = [0u8; 12];
+        for chunk in id.chunks_mut(4) {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_be_bytes()[..4]);
+        }
+        id
+    }
+}
+
 fn mul(d: Duration, factor: u64) -> Duration {
     let nanos = d.as_nanos().saturating_mul(u128::from(factor));
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))

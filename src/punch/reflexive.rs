@@ -5,7 +5,7 @@
 //! mapping moved: a NAT that rebooted or timed the mapping out hands out a new public port, which is exactly
 //! what the peer needs to learn to re-punch.
 
-use crate::nat::Retransmit;
+use crate::nat::{Retransmit, TransactionIds};
 use crate::stun::{Class, Message, MessageType, MessageWriter, Method};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -63,7 +63,7 @@ pub struct ReflexiveKeeper {
     tx: Option<Transaction>,
     next_keepalive: Instant,
     send_due: bool,
-    rng: u64,
+    ids: TransactionIds,
     events: VecDeque<Event>,
 }
 
@@ -78,7 +78,7 @@ impl ReflexiveKeeper {
             tx: None,
             next_keepalive: now,
             send_due: false,
-            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            ids: TransactionIds::new(seed),
             events: VecDeque::new(),
         };
         k.handle_timeout(now);
@@ -141,7 +141,7 @@ impl ReflexiveKeeper {
             }
         }
         if self.tx.is_none() && now >= self.next_keepalive {
-            let id = self.next_id();
+            let id = self.ids.next_id();
             self.tx = Some(Transaction { id, started: now, sent: 1 });
             self.send_due = true;
             self.next_keepalive = now + self.config.keepalive;
@@ -172,20 +172,6 @@ impl ReflexiveKeeper {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
-    }
-
-    /// splitmix64: cheap, and unpredictable enough once seeded from the OS.
-    fn next_id(&mut self) -> [u8; 12] {
-        let mut out = [0u8; 12];
-        for chunk in out.chunks_mut(6) {
-            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_be_bytes()[..6]);
-        }
-        out
     }
 }
 
