@@ -4,7 +4,7 @@
 use holepunch::nat::behaviour::double_nat;
 use holepunch::portmap::{self, PortmapReport, ProbeOptions, ServiceReport, ServiceStatus};
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// What the port mapping check found.
 pub enum Outcome {
@@ -30,11 +30,10 @@ pub fn check(local: SocketAddr, public: Option<SocketAddr>) -> Outcome {
     if !local.is_ipv4() {
         return Outcome::Skipped("NAT-PMP, PCP and UPnP IGD are checked over IPv4 only".into());
     }
-    let route = match portmap::default_gateway() {
+    let report = match portmap::probe_default_gateway(local.port(), &ProbeOptions::default()) {
         Ok(r) => r,
         Err(e) => return Outcome::NoGateway(format!("no default gateway: {e}")),
     };
-    let report = portmap::probe(IpAddr::V4(route.gateway), local.port(), &ProbeOptions::default());
     let external = [&report.natpmp, &report.pcp, &report.upnp].into_iter().find_map(|s| s.external_address);
     let (double_nat, double_nat_reason) = match (external, public) {
         (Some(ext), Some(p)) => double_nat(ext, p.ip()),
