@@ -3,7 +3,10 @@
 //! Protocol logic is sans-IO: the modules here take datagrams and time and return datagrams to send; the
 //! binaries (`stund`, `stunclient`, `punchd`) own sockets, clocks and flags.
 
+#[cfg(feature = "io")]
+pub mod io;
 pub mod nat;
+pub mod net;
 pub mod portmap;
 pub mod punch;
 pub mod server;

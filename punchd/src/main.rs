@@ -116,12 +116,11 @@ fn run(args: Args) -> Result<i32> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("installing signal handler")?;
     }
-    let mut seed = [0u8; 8];
-    getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("reading OS randomness: {e}"))?;
+    let seed = holepunch::io::os_seed()?;
     let mut config = KeeperConfig::new(server);
     config.keepalive = args.keepalive;
     config.retransmit = Retransmit { rto: args.rto, rc: args.retries, ..Retransmit::default() };
-    let mut keeper = ReflexiveKeeper::new(config, Instant::now(), u64::from_be_bytes(seed));
+    let mut keeper = ReflexiveKeeper::new(config, Instant::now(), seed);
 
     let mut out = [0u8; 1500];
     let mut inbuf = [0u8; 2048];

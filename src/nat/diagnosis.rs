@@ -29,7 +29,7 @@ use super::behaviour::{
     Verdict,
 };
 use super::report::{LifetimeRange, NatKind, Report, ServerReport};
-use super::retransmit::{Retransmit, RtoCache, RttEstimate, TransactionIds, DEFAULT_MIN_RTO};
+use crate::net::{Retransmit, Rng, RtoCache, RttEstimate, Seed, DEFAULT_MIN_RTO};
 use crate::stun::{Attribute, ChangeRequest, Class, Message, MessageType, MessageWriter, Method};
 use log::{debug, info};
 use std::collections::VecDeque;
@@ -58,12 +58,12 @@ pub struct Config {
     /// Run the lifetime test (RFC 5780 §4.6) bounded by this wait.
     pub lifetime: Option<Duration>,
     /// Seed for transaction ids; the caller supplies randomness so the engine stays deterministic.
-    pub seed: u64,
+    pub seed: Seed,
 }
 
 impl Config {
     /// Defaults for `servers`: RFC 8489 retransmission, 4 allocation samples, hairpin on, no lifetime.
-    pub fn new(servers: Vec<SocketAddr>, seed: u64) -> Self {
+    pub fn new(servers: Vec<SocketAddr>, seed: Seed) -> Self {
         Config {
             servers,
             retransmit: Retransmit::default(),
@@ -301,7 +301,7 @@ pub struct Diagnosis {
     cfg: Config,
     plan: SocketPlan,
     locals: Vec<SocketAddr>,
-    ids: TransactionIds,
+    ids: Rng,
     txs: Vec<Tx>,
     pending: VecDeque<usize>,
     events: VecDeque<Event>,
@@ -335,7 +335,7 @@ impl Diagnosis {
             return Err(ConfigError::ZeroLifetime);
         }
         let mut d = Diagnosis {
-            ids: TransactionIds::new(cfg.seed),
+            ids: Rng::from_seed(cfg.seed),
             plan,
             locals,
             txs: Vec::new(),
@@ -527,7 +527,7 @@ impl Diagnosis {
         expect: usize,
         delay: Duration,
     ) -> usize {
-        let id = self.ids.next_id();
+        let id = self.ids.transaction_id();
         debug!(target: LOG, "start {probe:?}: socket {socket} -> {dest} change={change:?} response_port={response_port:?}");
         let rto_ip = match (probe, self.reference) {
             (Probe::Hairpin(_), Some(r)) => self.cfg.servers[r].ip(),

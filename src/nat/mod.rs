@@ -4,19 +4,17 @@
 //!   §4.4), the port allocation classifier and the verdict names.
 //! - [`diagnosis`]: the engine ([`Diagnosis`]) that runs every test over several local sockets.
 //! - [`report`]: what it found ([`Report`]).
-//! - [`retransmit`]: the RFC 8489 §6.2.1 request schedule.
 
 pub mod behaviour;
 pub mod diagnosis;
 pub mod report;
-pub mod retransmit;
 
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use crate::net::{Retransmit, RtoCache, RttEstimate, DEFAULT_MIN_RTO};
 pub use behaviour::{Allocation, Filtering, Mapping, Observation, Verdict};
 pub use diagnosis::{Config, ConfigError, Diagnosis, Event, SocketPlan, Transmit};
 pub use report::{LifetimeRange, NatKind, Report, ServerReport};
-pub use retransmit::{Retransmit, RtoCache, RttEstimate, TransactionIds, DEFAULT_MIN_RTO};

@@ -5,14 +5,14 @@ use super::*;
 use std::time::Duration;
 
 fn cfg(_world: &World, servers: Vec<std::net::SocketAddr>) -> Config {
-    let mut c = Config::new(servers, 7);
+    let mut c = Config::new(servers, [7; 32]);
     // Fast schedule so negative tests end quickly in simulated time; the logic is the same.
-    c.retransmit = Retransmit { rto: Duration::from_millis(100), rc: 4, rm: 8 };
+    c.retransmit = Retransmit { rto: Duration::from_millis(100), rc: 4, rm: 8, ..Retransmit::default() };
     c
 }
 
 fn sockets(lifetime: bool) -> usize {
-    let mut c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], 0);
+    let mut c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], [0; 32]);
     if lifetime {
         c.lifetime = Some(Duration::from_secs(1));
     }
@@ -315,19 +315,19 @@ fn deterministic() {
 fn config_errors() {
     let locals = vec!["192.168.1.10:6666".parse().unwrap(); 3];
     let now = std::time::Instant::now();
-    let c = Config::new(vec![], 0);
+    let c = Config::new(vec![], [0; 32]);
     assert_eq!(Diagnosis::new(c, locals.clone(), now).unwrap_err(), ConfigError::NoServer);
-    let c = Config::new(vec!["[::1]:3478".parse().unwrap()], 0);
+    let c = Config::new(vec!["[::1]:3478".parse().unwrap()], [0; 32]);
     let n = c.plan().count();
     let l = vec!["192.168.1.10:6666".parse().unwrap(); n];
     assert!(matches!(Diagnosis::new(c, l, now), Err(ConfigError::MixedFamilies(_))));
-    let c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], 0);
+    let c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], [0; 32]);
     assert!(matches!(Diagnosis::new(c, locals, now), Err(ConfigError::SocketCount { .. })));
 }
 
 #[test]
 fn garbage_is_ignored() {
-    let c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], 0);
+    let c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], [0; 32]);
     let n = c.plan().count();
     let locals = vec!["192.168.1.10:6666".parse().unwrap(); n];
     let now = std::time::Instant::now();
@@ -355,7 +355,7 @@ fn sends(start: Duration, rto: Duration, rc: u32) -> Vec<Duration> {
 
 /// Defaults as the binary has them: RTO 500 ms, Rc 7, Rm 16, floor 100 ms.
 fn default_cfg() -> Config {
-    Config::new(vec![SimServer::rfc5780().addr()], 7)
+    Config::new(vec![SimServer::rfc5780().addr()], [7; 32])
 }
 
 fn port_restricted_world() -> World {

@@ -5,7 +5,7 @@
 //! mapping moved: a NAT that rebooted or timed the mapping out hands out a new public port, which is exactly
 //! what the peer needs to learn to re-punch.
 
-use crate::nat::{Retransmit, TransactionIds};
+use crate::net::{Retransmit, Rng, Seed};
 use crate::stun::{Class, Message, MessageType, MessageWriter, Method};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -63,14 +63,14 @@ pub struct ReflexiveKeeper {
     tx: Option<Transaction>,
     next_keepalive: Instant,
     send_due: bool,
-    ids: TransactionIds,
+    ids: Rng,
     events: VecDeque<Event>,
 }
 
 impl ReflexiveKeeper {
     /// Start at `now`; the first request goes out immediately. `seed` makes transaction ids unpredictable to
     /// off-path attackers (pass OS randomness) while tests stay deterministic.
-    pub fn new(config: KeeperConfig, now: Instant, seed: u64) -> ReflexiveKeeper {
+    pub fn new(config: KeeperConfig, now: Instant, seed: Seed) -> ReflexiveKeeper {
         let mut k = ReflexiveKeeper {
             config,
             public: None,
@@ -78,7 +78,7 @@ impl ReflexiveKeeper {
             tx: None,
             next_keepalive: now,
             send_due: false,
-            ids: TransactionIds::new(seed),
+            ids: Rng::from_seed(seed),
             events: VecDeque::new(),
         };
         k.handle_timeout(now);
@@ -141,7 +141,7 @@ impl ReflexiveKeeper {
             }
         }
         if self.tx.is_none() && now >= self.next_keepalive {
-            let id = self.ids.next_id();
+            let id = self.ids.transaction_id();
             self.tx = Some(Transaction { id, started: now, sent: 1 });
             self.send_due = true;
             self.next_keepalive = now + self.config.keepalive;
@@ -183,7 +183,7 @@ mod tests {
     const SERVER: &str = "203.0.113.10:3478";
 
     fn keeper(now: Instant) -> ReflexiveKeeper {
-        ReflexiveKeeper::new(KeeperConfig::new(SERVER.parse().unwrap()), now, 42)
+        ReflexiveKeeper::new(KeeperConfig::new(SERVER.parse().unwrap()), now, [42; 32])
     }
 
     /// What the server would answer to `req`, reporting `mapped`.

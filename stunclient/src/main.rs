@@ -136,7 +136,7 @@ fn parse_min_rto(s: &str) -> Result<Duration, String> {
 }
 
 fn retransmit(args: &Args) -> Retransmit {
-    Retransmit { rto: args.timeout, rc: args.retries, rm: args.rm }
+    Retransmit { rto: args.timeout, rc: args.retries, rm: args.rm, ..Retransmit::default() }
 }
 
 fn run(args: &Args) -> Result<(), Failure> {
@@ -148,7 +148,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     }
     let servers = net::resolve_all(&args.servers, args.ipv4, args.ipv6, retransmit(args).give_up_after())?;
     let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
-    let mut cfg = Config::new(addrs, net::random_seed());
+    let mut cfg = Config::new(addrs, holepunch::io::os_seed().map_err(|e| Failure::new(EXIT_RUNTIME, e.into()))?);
     cfg.retransmit = retransmit(args);
     cfg.min_rto = args.min_rto;
     cfg.allocation_samples = usize::from(args.samples);

@@ -5,8 +5,6 @@ use crate::{Failure, DEFAULT_LOCAL_PORT, DEFAULT_PORT, EXIT_RESOLVE, EXIT_RUNTIM
 use anyhow::{anyhow, Context};
 use holepunch::nat::{Config, Diagnosis, Event, Report};
 use log::{debug, warn};
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,15 +101,6 @@ fn lookup(host: &str, port: u16, limit: Duration) -> Result<Vec<SocketAddr>, Fai
             anyhow!("cannot resolve {host:?}: no answer from the resolver within {:.1} s", limit.as_secs_f64()),
         )),
     }
-}
-
-/// Randomness for transaction ids without another dependency: std seeds `RandomState` from the OS.
-pub fn random_seed() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default(),
-    );
-    h.finish()
 }
 
 /// The sockets of a diagnosis, index = engine socket id.

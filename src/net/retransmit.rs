@@ -1,8 +1,10 @@
-//! RFC 8489 §6.2.1 client retransmission schedule for requests over UDP.
+//! Request retransmission: the RFC 8489 §6.2.1 schedule, which also expresses the NAT-PMP (RFC 6886 §3.1)
+//! and PCP (RFC 6887 §8.1.1) schedules, and the RTO cache of §6.2.1.
 //!
-//! A request is sent at 0, RTO, 3·RTO, 7·RTO, … (the interval doubles) until Rc requests have been sent; after
-//! the last one the client waits Rm·RTO more and then declares the transaction failed. Defaults: RTO 500 ms,
-//! Rc 7, Rm 16, so a transaction with no answer fails after 39.5 s.
+//! A request is sent at 0, RTO, 3·RTO, 7·RTO, … (the interval doubles, up to `max_interval`) until Rc
+//! requests have been sent; after the last one the client waits Rm·RTO more (also at most `max_interval`) and
+//! then declares the transaction failed. Defaults: RTO 500 ms, Rc 7, Rm 16, no cap, so a transaction with no
+//! answer fails after 39.5 s.
 //!
 //! [`RtoCache`] implements the rest of §6.2.1: the RTO is computed as in RFC 6298 (with the two exceptions
 //! §6.2.1 makes: no rounding up to 1 s, and an initial RTO of at least 500 ms) and cached per server IP
@@ -11,41 +13,85 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// Retransmission parameters (RFC 8489 §6.2.1).
+/// Retransmission parameters (RFC 8489 §6.2.1, with the interval cap RFC 6887 §8.1.1 calls MRT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retransmit {
-    /// Initial retransmission timeout.
+    /// Initial retransmission timeout (RFC 8489 RTO, RFC 6887 IRT).
     pub rto: Duration,
     /// Number of requests sent in total (Rc), at least 1.
     pub rc: u32,
     /// Multiple of RTO waited after the last request (Rm).
     pub rm: u32,
+    /// Upper bound of any one wait (RFC 6887 MRT); `Duration::MAX` for none (RFC 8489).
+    pub max_interval: Duration,
 }
 
 impl Default for Retransmit {
     fn default() -> Self {
-        Retransmit { rto: Duration::from_millis(500), rc: 7, rm: 16 }
+        Retransmit::rfc8489()
     }
 }
 
 impl Retransmit {
-    /// Largest Rc accepted: 2^31·RTO would overflow any useful wait anyway.
-    pub const MAX_RC: u32 = 30;
+    /// Largest Rc accepted: past 2^63·RTO every wait saturates anyway.
+    pub const MAX_RC: u32 = 64;
+
+    /// RFC 8489 §6.2.1 defaults: RTO 500 ms, Rc 7, Rm 16 (39.5 s without an answer).
+    pub const fn rfc8489() -> Self {
+        Retransmit { rto: Duration::from_millis(500), rc: 7, rm: 16, max_interval: Duration::MAX }
+    }
+
+    /// RFC 6886 §3.1 exactly: 250 ms doubling, nine sends, the last wait 64 s (127.75 s in all).
+    pub const fn natpmp_rfc6886() -> Self {
+        Retransmit { rto: Duration::from_millis(250), rc: 9, rm: 256, max_interval: Duration::from_secs(64) }
+    }
+
+    /// RFC 6887 §8.1.1 (IRT 3 s, MRT 1024 s) with a count bound, which the RFC leaves to the application (it
+    /// retransmits forever). The last wait doubles like the others. Random jitter (RAND) is left out.
+    pub const fn pcp_rfc6887(sends: u32) -> Self {
+        let sends = if sends == 0 { 1 } else { sends };
+        let shift = if sends - 1 > 31 { 31 } else { sends - 1 };
+        Retransmit { rto: Duration::from_secs(3), rc: sends, rm: 1 << shift, max_interval: Duration::from_secs(1024) }
+    }
+
+    /// Short schedule for port-mapping diagnostics: 250 ms doubling, four sends, 3.75 s in all.
+    pub const fn diagnostic() -> Self {
+        Retransmit { rto: Duration::from_millis(250), rc: 4, rm: 8, max_interval: Duration::MAX }
+    }
+
+    fn sends(&self) -> u32 {
+        self.rc.clamp(1, Self::MAX_RC)
+    }
+
+    /// The wait that follows send number `k` (1-based): RTO·2^(k-1) before the last send, Rm·RTO after it,
+    /// never more than `max_interval`.
+    pub fn interval_after(&self, k: u32) -> Duration {
+        let wait = if k >= self.sends() {
+            mul(self.rto, u64::from(self.rm))
+        } else {
+            mul(self.rto, 1u64 << (k.max(1) - 1).min(63))
+        };
+        wait.min(self.max_interval)
+    }
 
     /// Offset from the first send at which send number `n` (0-based) goes out; `None` once `n >= rc`.
     pub fn send_offset(&self, n: u32) -> Option<Duration> {
-        if n >= self.rc.clamp(1, Self::MAX_RC) {
+        if n >= self.sends() {
             return None;
         }
-        let factor = (1u64 << n) - 1;
-        Some(mul(self.rto, factor))
+        Some((1..=n).fold(Duration::ZERO, |acc, k| acc.saturating_add(self.interval_after(k))))
     }
 
     /// Offset from the first send at which the transaction is declared failed.
     pub fn give_up_after(&self) -> Duration {
-        let rc = self.rc.clamp(1, Self::MAX_RC);
-        let last = self.send_offset(rc - 1).unwrap_or_default();
-        last.saturating_add(mul(self.rto, u64::from(self.rm)))
+        let last = self.sends();
+        let offset = self.send_offset(last - 1).unwrap_or_default();
+        offset.saturating_add(self.interval_after(last))
+    }
+
+    /// This schedule with another initial RTO (a transaction's RTO from the [`RtoCache`]).
+    pub fn with_rto(self, rto: Duration) -> Self {
+        Retransmit { rto, ..self }
     }
 }
 
@@ -137,30 +183,6 @@ impl RtoCache {
     }
 }
 
-/// Transaction ids for a client's requests (RFC 8489 §5: 96 bits, random). splitmix64 over a seed: ids only
-/// need to be distinct and unguessable without the seed (pass OS randomness), while tests stay deterministic.
-#[derive(Clone, Debug)]
-pub struct TransactionIds(u64);
-
-impl TransactionIds {
-    pub fn new(seed: u64) -> TransactionIds {
-        TransactionIds(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    pub fn next_id(&mut self) -> [u8; 12] {
-        let mut id = [0u8; 12];
-        for chunk in id.chunks_mut(4) {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_be_bytes()[..4]);
-        }
-        id
-    }
-}
-
 fn mul(d: Duration, factor: u64) -> Duration {
     let nanos = d.as_nanos().saturating_mul(u128::from(factor));
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
@@ -182,7 +204,7 @@ mod tests {
 
     #[test]
     fn custom_schedule() {
-        let r = Retransmit { rto: Duration::from_millis(100), rc: 3, rm: 4 };
+        let r = Retransmit { rto: Duration::from_millis(100), rc: 3, rm: 4, ..Retransmit::default() };
         assert_eq!(r.send_offset(2), Some(Duration::from_millis(300)));
         assert_eq!(r.send_offset(3), None);
         assert_eq!(r.give_up_after(), Duration::from_millis(700));
@@ -230,9 +252,40 @@ mod tests {
 
     #[test]
     fn zero_rc_still_sends_once() {
-        let r = Retransmit { rto: Duration::from_millis(100), rc: 0, rm: 1 };
+        let r = Retransmit { rto: Duration::from_millis(100), rc: 0, rm: 1, ..Retransmit::default() };
         assert_eq!(r.send_offset(0), Some(Duration::ZERO));
         assert_eq!(r.send_offset(1), None);
         assert_eq!(r.give_up_after(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn rfc6886_schedule_is_250ms_doubling_to_64s() {
+        let r = Retransmit::natpmp_rfc6886();
+        let waits: Vec<u64> = (1..=9).map(|k| r.interval_after(k).as_millis() as u64).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000]);
+        assert_eq!(r.give_up_after(), Duration::from_millis(127_750));
+    }
+
+    #[test]
+    fn diagnostic_total_is_short() {
+        let r = Retransmit::diagnostic();
+        let waits: Vec<u64> = (1..=4).map(|k| r.interval_after(k).as_millis() as u64).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000]);
+        assert_eq!(r.give_up_after(), Duration::from_millis(3750));
+    }
+
+    #[test]
+    fn pcp_cap_and_huge_counts_do_not_overflow() {
+        let r = Retransmit::pcp_rfc6887(100);
+        assert_eq!(r.rc, 100);
+        assert_eq!(r.interval_after(1), Duration::from_secs(3));
+        assert_eq!(r.interval_after(9), Duration::from_secs(768));
+        assert_eq!(r.interval_after(10), Duration::from_secs(1024));
+        assert_eq!(r.interval_after(u32::MAX), Duration::from_secs(1024));
+        assert!(r.give_up_after() > Duration::from_secs(1024 * 50));
+        let short = Retransmit::pcp_rfc6887(2);
+        assert_eq!(short.give_up_after(), Duration::from_secs(3 + 6));
+        let huge = Retransmit { rto: Duration::MAX, rc: u32::MAX, rm: u32::MAX, max_interval: Duration::MAX };
+        assert!(huge.give_up_after() >= Duration::from_nanos(u64::MAX), "saturates, never panics");
     }
 }
