@@ -13,7 +13,8 @@
 //! Run: `cargo bench -p holepunch --bench codec`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use holepunch::server::{Action, LocalSocket, Received, Responder, ServerConfig, Transport};
+use holepunch::net::Received;
+use holepunch::server::{Responder, ServerConfig};
 use holepunch::stun::{Attribute, Class, Message, MessageType, MessageWriter, Method};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
@@ -66,18 +67,18 @@ fn rfc5769_request() -> Vec<u8> {
 }
 
 /// Ours: stund's own responder (plain RFC 8489 mode; rate limiting off, since the bench is one source).
+/// The server's socket, as stund's driver reports it.
+const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10)), 3478);
+
 fn responder() -> Responder {
-    let mut config = ServerConfig::plain("192.0.2.10".parse().unwrap(), 3478);
+    let mut config = ServerConfig::plain(LOCAL.ip(), LOCAL.port());
     config.software = Some(SOFTWARE.into());
     Responder::new(config, None, 7, Instant::now()).unwrap()
 }
 
 fn ours_respond(r: &mut Responder, req: &[u8], from: SocketAddr, out: &mut [u8]) -> Option<usize> {
-    let rx = Received { transport: Transport::Udp, local: LocalSocket::PRIMARY, from };
-    match r.handle(Instant::now(), rx, req, out) {
-        Action::Reply { len, .. } => Some(len),
-        Action::Drop(_) => None,
-    }
+    let rx = Received::udp(LOCAL, from);
+    r.handle(Instant::now(), rx, req, out).ok().map(|t| t.len)
 }
 
 /// The same with stun-rs (decoder validates FINGERPRINT when asked to).

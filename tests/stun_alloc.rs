@@ -3,7 +3,8 @@
 //! is zero allocations; so are parsing and verifying a signed message. Counted with a per-thread counting allocator
 //! (tests run on several threads; only this thread's allocations are counted).
 
-use holepunch::server::{Action, LocalSocket, RateLimitConfig, Received, Responder, ServerConfig, Transport};
+use holepunch::net::Received;
+use holepunch::server::{RateLimitConfig, Responder, ServerConfig};
 use holepunch::stun::{Attribute, Class, Message, MessageType, MessageWriter, Method};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -67,12 +68,13 @@ fn binding_parse_and_respond_allocates_nothing() {
         let mut r = responder(alternate);
         for from in ["198.51.100.1:3478", "[2001:db8::1]:40000"] {
             let from: SocketAddr = from.parse().unwrap();
-            let rx = Received { transport: Transport::Udp, local: LocalSocket::PRIMARY, from };
+            let rx = Received::udp("192.0.2.10:3478".parse().unwrap(), from);
             let mut action = None;
             let allocs = allocations_in(|| action = Some(r.handle(Instant::now(), rx, &req[..n], &mut out)));
-            let Some(Action::Reply { len, to, .. }) = action else { panic!("no response: {action:?}") };
+            let Some(Ok(t)) = action else { panic!("no response: {action:?}") };
+            let len = t.len;
             assert_eq!(allocs, 0, "parse + respond allocated ({alternate:?}, {from})");
-            assert_eq!(to, from);
+            assert_eq!(t.dst, from);
             let m = Message::parse(&out[..len]).unwrap();
             assert_eq!(m.xor_mapped_address(), Some(from));
             assert_eq!(m.check_fingerprint(), Ok(true));

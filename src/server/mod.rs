@@ -1,17 +1,21 @@
 //! STUN server engine (sans-IO): Binding responses (RFC 8489/5389, RFC 3489 legacy form), RFC 5780 NAT
 //! behaviour discovery, the amplification bound, per-source rate limiting and counters.
 //!
-//! The caller (the `stund` binary, or a test) owns sockets and clocks: it hands [`Responder::handle`] one
-//! received datagram or TCP frame, which of its (up to four) local sockets it arrived on and from whom, and gets
-//! back either "send these bytes from this local socket to this address" or "drop".
+//! The caller (the `stund` binary, the simulator, or a test) owns sockets and clocks: it hands
+//! [`Responder::handle`] one received datagram or TCP frame with the local address it arrived on and its
+//! source ([`net::Received`](crate::net::Received)), and gets back either "send these bytes from this local
+//! address to that one" ([`net::Transmit`](crate::net::Transmit)) or why not ([`Dropped`]). Which of the (up
+//! to four) RFC 5780 sockets a local address is comes from the [`ServerConfig`]. The responder also
+//! implements [`net::Engine`](crate::net::Engine) (src/server/engine.rs).
 
 mod counters;
+mod engine;
 mod ratelimit;
 mod responder;
 
 pub use counters::{Counters, SharedCounters};
 pub use ratelimit::{RateLimitConfig, RateLimitError, RateLimiter, MAX_BURST, MAX_SLOTS, SLOT_BYTES, WAYS};
 pub use responder::{
-    Action, ConfigError, Dropped, LocalSocket, Received, Responder, ServerConfig, Transport, MAX_REQUEST_LEN,
-    MAX_RESPONSE_LEN, MAX_SOFTWARE_LEN, MAX_UNKNOWN_LISTED,
+    ConfigError, Dropped, LocalSocket, Responder, ServerConfig, MAX_QUEUED_REPLIES, MAX_REQUEST_LEN, MAX_RESPONSE_LEN,
+    MAX_SOFTWARE_LEN, MAX_UNKNOWN_LISTED,
 };

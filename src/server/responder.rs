@@ -30,7 +30,9 @@
 
 use super::counters::Counters;
 use super::ratelimit::{RateLimitConfig, RateLimitError, RateLimiter};
+use crate::net::{Received, Transmit, Transport};
 use crate::stun::{attr, Attribute, Class, ErrorCode, Message, MessageType, MessageWriter, Method};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -45,13 +47,6 @@ pub const MAX_UNKNOWN_LISTED: usize = 16;
 /// PADDING header 4, SOFTWARE 4 + 128, FINGERPRINT 8. Every error response and RFC 3489-form response is
 /// smaller. A response with PADDING is at most `max(MAX_RESPONSE_LEN, request length)`.
 pub const MAX_RESPONSE_LEN: usize = 20 + 4 * 24 + 4 + (4 + MAX_SOFTWARE_LEN) + 8;
-
-/// Transport a request arrived on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
 
 /// One of the server's local transport addresses: primary or alternate IP × primary or alternate port
 /// (RFC 5780 §6: A1/A2 × P1/P2). A plain server only has [`LocalSocket::PRIMARY`].
@@ -83,14 +78,6 @@ impl LocalSocket {
     }
 }
 
-/// Where a request came from and on which local socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Received {
-    pub transport: Transport,
-    pub local: LocalSocket,
-    pub from: SocketAddr,
-}
-
 /// Why a datagram got no answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dropped {
@@ -100,16 +87,9 @@ pub enum Dropped {
     NotRequest,
     /// The source is over its rate limit.
     RateLimited,
-}
-
-/// What to do with a received message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send `out[..len]` from local socket `from` to `to` (for TCP: on the connection; `from`/`to` are then
-    /// the connection's own ends).
-    Reply { len: usize, from: LocalSocket, to: SocketAddr },
-    /// Send nothing.
-    Drop(Dropped),
+    /// It arrived on an address that is none of the server's sockets (neither a bind nor an advertised
+    /// address of [`ServerConfig`]): not for this server. Not counted.
+    NotLocal,
 }
 
 /// Addresses and identity of the server.
@@ -173,6 +153,18 @@ impl ServerConfig {
             self.public_primary.unwrap_or(self.primary)
         };
         SocketAddr::new(ip, if s.alt_port { self.alt_port } else { self.port })
+    }
+
+    /// Which of the server's sockets `addr` is: its bind address or the address advertised for it (a driver
+    /// behind a 1:1 NAT may report either). None when it is neither.
+    pub fn local_socket(&self, addr: SocketAddr) -> Option<LocalSocket> {
+        let same = |a: SocketAddr| a.ip() == addr.ip() && a.port() == addr.port();
+        let sockets = self.local_sockets();
+        sockets
+            .iter()
+            .copied()
+            .find(|&s| same(self.bind_addr(s)))
+            .or_else(|| sockets.iter().copied().find(|&s| same(self.advertised_addr(s))))
     }
 
     /// Check that the addresses make sense together.
@@ -301,14 +293,40 @@ impl Scan<'_> {
     }
 }
 
+/// Where a request came from and on which of the server's sockets, once the local address is resolved.
+#[derive(Clone, Copy)]
+struct Rx {
+    transport: Transport,
+    local: LocalSocket,
+    from: SocketAddr,
+}
+
+/// Replies [`Engine::handle_input`](crate::net::Engine::handle_input) queues before the driver drains them;
+/// past this many, further replies are dropped and counted as send errors (a driver that never drains must
+/// not grow the queue without bound).
+pub const MAX_QUEUED_REPLIES: usize = 64;
+
 /// Stateless Binding responder plus the per-source rate limiter and counters of one worker thread.
+///
+/// Two ways to drive it: [`Responder::handle`] answers one request into the caller's buffer at once (the
+/// hot path, like quinn-proto's `Endpoint::handle`); the [`Engine`](crate::net::Engine) implementation
+/// (src/server/engine.rs) queues the same answers for drivers that run every engine alike, such as the
+/// simulator.
 pub struct Responder {
     config: ServerConfig,
-    /// Advertised address of each local socket, by [`LocalSocket::index`], pre-encoded as MAPPED-ADDRESS-style values (RESPONSE-ORIGIN, OTHER-ADDRESS,
-    /// SOURCE-ADDRESS and CHANGED-ADDRESS share that format), so the hot path copies instead of encoding.
+    /// Advertised address of each local socket, by [`LocalSocket::index`], pre-encoded as MAPPED-ADDRESS-style
+    /// values (RESPONSE-ORIGIN, OTHER-ADDRESS, SOURCE-ADDRESS and CHANGED-ADDRESS share that format), so the
+    /// hot path copies instead of encoding.
     advertised_values: [AddressValue; 4],
+    /// Bind and advertised address of each local socket, by index, to tell which socket a request came in on.
+    bind: [SocketAddr; 4],
+    advertised: [SocketAddr; 4],
+    sockets: usize,
     limiter: Option<RateLimiter>,
     counters: Counters,
+    /// Answers waiting for `poll_transmit`, and spare buffers for them.
+    pub(super) queue: VecDeque<(Transmit, Vec<u8>)>,
+    pub(super) spare: Vec<Vec<u8>>,
 }
 
 impl Responder {
@@ -323,7 +341,20 @@ impl Responder {
         config.validate()?;
         let limiter = rate_limit.map(|rl| RateLimiter::new(rl, seed, now)).transpose()?;
         let advertised_values = LocalSocket::ALL.map(|s| AddressValue::new(config.advertised_addr(s)));
-        Ok(Responder { config, advertised_values, limiter, counters: Counters::default() })
+        let bind = LocalSocket::ALL.map(|s| config.bind_addr(s));
+        let advertised = LocalSocket::ALL.map(|s| config.advertised_addr(s));
+        let sockets = config.local_sockets().len();
+        Ok(Responder {
+            config,
+            advertised_values,
+            bind,
+            advertised,
+            sockets,
+            limiter,
+            counters: Counters::default(),
+            queue: VecDeque::new(),
+            spare: Vec::new(),
+        })
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -345,28 +376,57 @@ impl Responder {
         self.limiter.as_ref().map_or(0, |l| l.memory_bytes())
     }
 
-    /// Handle one received message `req` and write any answer into `out`, which should hold at least
-    /// `max(MAX_RESPONSE_LEN, req.len())` bytes (a smaller buffer only makes large answers drop).
-    pub fn handle(&mut self, now: Instant, rx: Received, req: &[u8], out: &mut [u8]) -> Action {
-        let action = self.process(now, rx, req, out);
-        match action {
-            Action::Reply { .. } => {}
-            Action::Drop(Dropped::Malformed) => self.counters.dropped_malformed += 1,
-            Action::Drop(Dropped::NotRequest) => self.counters.dropped_not_request += 1,
-            Action::Drop(Dropped::RateLimited) => self.counters.dropped_rate_limited += 1,
-        }
-        action
+    /// Which socket `addr` is (see [`ServerConfig::local_socket`]); bind addresses first, as drivers report.
+    fn local_of(&self, addr: SocketAddr) -> Option<LocalSocket> {
+        let same = |a: &SocketAddr| a.port() == addr.port() && a.ip() == addr.ip();
+        let i = self.bind[..self.sockets].iter().position(same);
+        let i = i.or_else(|| self.advertised[..self.sockets].iter().position(same))?;
+        Some(LocalSocket::ALL[i])
     }
 
-    fn process(&mut self, now: Instant, rx: Received, req: &[u8], out: &mut [u8]) -> Action {
+    /// Handle one received message `req` and write any answer into `out`, which should hold at least
+    /// `max(MAX_RESPONSE_LEN, req.len())` bytes (a smaller buffer only makes large answers drop). The answer
+    /// is `out[..len]`, to be sent from the local socket `local` to `dst` (for TCP: on the connection the
+    /// request came in on, whose ends `local` and `dst` then are).
+    pub fn handle(&mut self, now: Instant, input: Received, req: &[u8], out: &mut [u8]) -> Result<Transmit, Dropped> {
+        let Some(local) = self.local_of(input.local) else {
+            return Err(Dropped::NotLocal);
+        };
+        let rx = Rx { transport: input.transport, local, from: input.source };
+        match self.process(now, rx, req, out) {
+            Ok((len, source, dst)) => {
+                // Same socket: answer from the address the driver gave (it may carry an IPv6 scope).
+                let local = if source == local { input.local } else { self.bind[source.index()] };
+                Ok(Transmit { local, dst, len })
+            }
+            Err(dropped) => {
+                match dropped {
+                    Dropped::Malformed => self.counters.dropped_malformed += 1,
+                    Dropped::NotRequest => self.counters.dropped_not_request += 1,
+                    Dropped::RateLimited => self.counters.dropped_rate_limited += 1,
+                    Dropped::NotLocal => {}
+                }
+                Err(dropped)
+            }
+        }
+    }
+
+    /// The answer's length, the socket it leaves from and its destination.
+    fn process(
+        &mut self,
+        now: Instant,
+        rx: Rx,
+        req: &[u8],
+        out: &mut [u8],
+    ) -> Result<(usize, LocalSocket, SocketAddr), Dropped> {
         if req.len() > MAX_REQUEST_LEN || rx.from.port() == 0 {
-            return Action::Drop(Dropped::Malformed);
+            return Err(Dropped::Malformed);
         }
         let Ok(msg) = Message::parse(req) else {
-            return Action::Drop(Dropped::Malformed);
+            return Err(Dropped::Malformed);
         };
         if msg.class() != Class::Request || msg.method() != Method::BINDING {
-            return Action::Drop(Dropped::NotRequest);
+            return Err(Dropped::NotRequest);
         }
         let rfc3489 = msg.is_rfc3489();
 
@@ -395,7 +455,7 @@ impl Responder {
         }
         // RFC 8489 §7.3: a FINGERPRINT that does not match means this is not a STUN message after all.
         if scan.fingerprint && msg.check_fingerprint() != Ok(true) {
-            return Action::Drop(Dropped::Malformed);
+            return Err(Dropped::Malformed);
         }
 
         if rfc3489 {
@@ -415,7 +475,7 @@ impl Responder {
 
         if let Some(limiter) = &mut self.limiter {
             if !limiter.allow(now, rx.from.ip()) {
-                return Action::Drop(Dropped::RateLimited);
+                return Err(Dropped::RateLimited);
             }
         }
 
@@ -423,11 +483,11 @@ impl Responder {
         let (len, from, to, ok) = match checked {
             Ok((source, to, padding)) => match self.write_success(&msg, rx, source, padding, out) {
                 Some(len) => (len, source, to, true),
-                None => return Action::Drop(Dropped::Malformed),
+                None => return Err(Dropped::Malformed),
             },
             Err(refusal) => match self.write_error(&msg, refusal, &scan, out) {
                 Some(len) => (len, rx.local, rx.from, false),
-                None => return Action::Drop(Dropped::Malformed),
+                None => return Err(Dropped::Malformed),
             },
         };
         if ok {
@@ -435,7 +495,7 @@ impl Responder {
         } else {
             self.counters.responses_error += 1;
         }
-        Action::Reply { len, from, to }
+        Ok((len, from, to))
     }
 
     /// RFC 8489 §6.3.1 then RFC 5780 §6.1 checks. On success: the local socket to answer from, the
@@ -443,7 +503,7 @@ impl Responder {
     fn check(
         &mut self,
         msg: &Message<'_>,
-        rx: Received,
+        rx: Rx,
         scan: &mut Scan<'_>,
     ) -> Result<(LocalSocket, SocketAddr, Option<usize>), Refusal> {
         let key = msg.raw_id();
@@ -510,7 +570,7 @@ impl Responder {
     fn write_success(
         &self,
         msg: &Message<'_>,
-        rx: Received,
+        rx: Rx,
         source: LocalSocket,
         padding: Option<usize>,
         out: &mut [u8],

@@ -117,7 +117,14 @@ fn run(s: Settings) -> Result<()> {
             let responder = Responder::new(cfg.clone(), s.rate_limit, random_seed(t * 4 + l.index()), start)?;
             let shared = Arc::new(SharedCounters::new());
             blocks.push(shared.clone());
-            let worker = udp::Worker { responder, local: l, sockets: set.clone(), shared, stop: stop.clone() };
+            let worker = udp::Worker {
+                responder,
+                local: l,
+                local_addr: cfg.bind_addr(l),
+                sockets: set.clone(),
+                shared,
+                stop: stop.clone(),
+            };
             let h = std::thread::Builder::new()
                 .name(format!("stund-udp-{t}-{}", l.index()))
                 .spawn(move || worker.run())
@@ -176,7 +183,7 @@ async fn async_main(
             let addr = cfg.bind_addr(l);
             let std_listener = net::tcp_listener(addr)?;
             let listener = tokio::net::TcpListener::from_std(std_listener).context("TCP listener")?;
-            tokio::spawn(tcp::serve(listener, l, shared.clone()));
+            tokio::spawn(tcp::serve(listener, addr, shared.clone()));
         }
         log::info!("TCP: listening on the same address(es), at most {} connections", s.tcp_max_connections);
         Some(shared)

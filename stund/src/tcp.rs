@@ -1,9 +1,8 @@
 //! STUN over TCP (RFC 8489 §6.2.2): a stream of STUN messages, each framed by its own header length.
 //! Not the hot path: one tokio task per connection, one shared responder behind a mutex.
 
-use holepunch::server::{
-    Action, Dropped, LocalSocket, Received, Responder, SharedCounters, Transport, MAX_REQUEST_LEN,
-};
+use holepunch::net::{Received, Transport};
+use holepunch::server::{Dropped, Responder, SharedCounters, MAX_REQUEST_LEN};
 use holepunch::stun::{frame_len, HEADER_LEN};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +24,8 @@ pub struct TcpShared {
     pub refused: AtomicU64,
 }
 
-/// Accepts connections on one local socket until the runtime stops.
-pub async fn serve(listener: TcpListener, local: LocalSocket, shared: Arc<TcpShared>) {
+/// Accepts connections on one local socket, bound to `local`, until the runtime stops.
+pub async fn serve(listener: TcpListener, local: SocketAddr, shared: Arc<TcpShared>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => match shared.slots.clone().try_acquire_owned() {
@@ -52,7 +51,7 @@ pub async fn serve(listener: TcpListener, local: LocalSocket, shared: Arc<TcpSha
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    local: LocalSocket,
+    local: SocketAddr,
     shared: Arc<TcpShared>,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -80,13 +79,14 @@ async fn connection(
         }
         let action = {
             let mut r = shared.responder.lock().unwrap_or_else(|p| p.into_inner());
-            let rx = Received { transport: Transport::Tcp, local, from: peer };
+            let rx = Received { local, source: peer, transport: Transport::Tcp };
             let a = r.handle(Instant::now(), rx, &buf[..total], &mut out);
             shared.counters.publish(r.counters());
             a
         };
         match action {
-            Action::Reply { len, .. } => {
+            Ok(t) => {
+                let len = t.len;
                 if !matches!(timeout(shared.idle, stream.write_all(&out[..len])).await, Ok(Ok(()))) {
                     let mut r = shared.responder.lock().unwrap_or_else(|p| p.into_inner());
                     r.counters_mut().send_errors += 1;
@@ -94,8 +94,8 @@ async fn connection(
                     break;
                 }
             }
-            Action::Drop(Dropped::Malformed) => break,
-            Action::Drop(_) => {}
+            Err(Dropped::Malformed) => break,
+            Err(_) => {}
         }
     }
     shared.open.fetch_sub(1, Ordering::Relaxed);

@@ -6,7 +6,8 @@
 //! is taken. Answers that must leave from another local socket (RFC 5780 CHANGE-REQUEST) are sent one by
 //! one with `sendto` on that socket; they are rare.
 
-use holepunch::server::{Action, LocalSocket, Received, Responder, SharedCounters, Transport, MAX_REQUEST_LEN};
+use holepunch::net::{Received, Transmit};
+use holepunch::server::{LocalSocket, Responder, SharedCounters, MAX_REQUEST_LEN};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -104,6 +105,8 @@ pub struct Worker {
     pub responder: Responder,
     /// The socket this worker receives on.
     pub local: LocalSocket,
+    /// Its address, as the responder knows it (`ServerConfig::bind_addr`).
+    pub local_addr: SocketAddr,
     /// This worker group's socket for each local address (by `LocalSocket::index`), for answers that leave
     /// from another one.
     pub sockets: Arc<[Option<UdpSocket>; 4]>,
@@ -160,11 +163,11 @@ impl Worker {
                     self.responder.counters_mut().dropped_malformed += 1;
                     continue;
                 };
-                let rxd = Received { transport: Transport::Udp, local: self.local, from };
+                let rxd = Received::udp(self.local_addr, from);
                 let req = &rx.bufs[i * SLOT..i * SLOT + len.min(SLOT)];
                 let out = &mut tx.bufs[m * SLOT..(m + 1) * SLOT];
                 match self.responder.handle(now, rxd, req, out) {
-                    Action::Reply { len, from: source, to } if source == self.local => {
+                    Ok(Transmit { len, local, dst: to }) if local == self.local_addr => {
                         tx.iovs[m].iov_len = len;
                         tx.hdrs[m].msg_hdr.msg_namelen = if to == from {
                             // The usual case: back to the sender, whose address the kernel already wrote.
@@ -175,8 +178,9 @@ impl Worker {
                         };
                         m += 1;
                     }
-                    Action::Reply { len, from: source, to } => {
-                        let sent = match &self.sockets[source.index()] {
+                    Ok(Transmit { len, local, dst: to }) => {
+                        let source = self.responder.config().local_socket(local);
+                        let sent = match source.and_then(|s| self.sockets[s.index()].as_ref()) {
                             Some(other) => other.send_to(&tx.slot(m)[..len], to).is_ok(),
                             None => false,
                         };
@@ -184,7 +188,7 @@ impl Worker {
                             self.responder.counters_mut().send_errors += 1;
                         }
                     }
-                    Action::Drop(_) => {}
+                    Err(_) => {}
                 }
             }
             let mut sent = 0;

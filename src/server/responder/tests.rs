@@ -2,7 +2,11 @@
 //! codec bug cannot hide a server bug; comparisons are byte for byte.
 
 use super::*;
+use crate::net::Engine;
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Outcome of one request, as [`Responder::handle`] returns it.
+type Action = Result<Transmit, Dropped>;
 
 const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const TID: [u8; 12] = [0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae];
@@ -97,8 +101,14 @@ fn responder(config: ServerConfig) -> Responder {
     Responder::new(config, None, 7, Instant::now()).unwrap()
 }
 
+/// The address of each socket of the test servers (primary 10.0.0.1:3478, alternate 10.0.0.2:3479).
+fn addr_of(s: LocalSocket) -> SocketAddr {
+    let ip = Ipv4Addr::new(10, 0, 0, if s.alt_ip { 2 } else { 1 });
+    SocketAddr::new(IpAddr::V4(ip), if s.alt_port { 3479 } else { 3478 })
+}
+
 fn udp(local: LocalSocket) -> Received {
-    Received { transport: Transport::Udp, local, from: client() }
+    Received::udp(addr_of(local), client())
 }
 
 /// Runs one request; returns the action and the answer bytes.
@@ -106,13 +116,13 @@ fn run(r: &mut Responder, rx: Received, req: &[u8]) -> (Action, Vec<u8>) {
     let mut out = [0u8; 4096];
     let action = r.handle(Instant::now(), rx, req, &mut out);
     match action {
-        Action::Reply { len, .. } => (action, out[..len].to_vec()),
-        Action::Drop(_) => (action, Vec::new()),
+        Ok(t) => (action, out[..t.len].to_vec()),
+        Err(_) => (action, Vec::new()),
     }
 }
 
 fn reply(from: LocalSocket, to: SocketAddr, len: usize) -> Action {
-    Action::Reply { len, from, to }
+    Ok(Transmit { local: addr_of(from), dst: to, len })
 }
 
 #[test]
@@ -151,17 +161,17 @@ fn ipv6_binding() {
     let server: IpAddr = "2001:db8::1".parse().unwrap();
     let mut r = responder(ServerConfig { software: None, ..ServerConfig::plain(server, 3478) });
     let from: SocketAddr = "[2001:db8:1::77]:40000".parse().unwrap();
-    let rx = Received { transport: Transport::Udp, local: LocalSocket::PRIMARY, from };
-    let (action, out) = run(&mut r, rx, &request(&[]));
+    let local = SocketAddr::new(server, 3478);
+    let (action, out) = run(&mut r, Received::udp(local, from), &request(&[]));
     assert_eq!(out, msg(0x0101, &id5389(), &[(0x0020, &xaddr(from))], true));
-    assert_eq!(action, reply(LocalSocket::PRIMARY, from, out.len()));
+    assert_eq!(action, Ok(Transmit { local, dst: from, len: out.len() }));
 }
 
 #[test]
 fn ipv4_mapped_source_is_reported_as_ipv4() {
     let mut r = responder(ServerConfig { software: None, ..plain() });
     let from = SocketAddr::new(IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()), 32853);
-    let rx = Received { transport: Transport::Udp, local: LocalSocket::PRIMARY, from };
+    let rx = Received::udp(addr_of(LocalSocket::PRIMARY), from);
     let (action, out) = run(&mut r, rx, &request(&[]));
     assert_eq!(out, msg(0x0101, &id5389(), &[(0x0020, &xaddr(client()))], true));
     // The reply still goes to the address the socket knows.
@@ -360,7 +370,7 @@ fn bad_values_get_400() {
     }
     // ... but a no-op CHANGE-REQUEST is fine over TCP.
     let (action, _) = run(&mut r, tcp, &request(&[(0x0003, &change(false, false))]));
-    assert!(matches!(action, Action::Reply { .. }));
+    assert!(action.is_ok());
     assert_eq!(r.counters().requests_tcp, 3);
 }
 
@@ -412,14 +422,14 @@ fn malformed_and_non_requests_are_dropped() {
         ("oversized", huge),
     ] {
         let (action, _) = run(&mut r, udp(LocalSocket::PRIMARY), &bytes);
-        assert_eq!(action, Action::Drop(Dropped::Malformed), "{name}");
+        assert_eq!(action, Err(Dropped::Malformed), "{name}");
     }
     for ty in [0x0011u16, 0x0101, 0x0111, 0x0003, 0x0002] {
         let (action, _) = run(&mut r, udp(LocalSocket::PRIMARY), &msg(ty, &id5389(), &[], false));
-        assert_eq!(action, Action::Drop(Dropped::NotRequest), "type {ty:#06x}");
+        assert_eq!(action, Err(Dropped::NotRequest), "type {ty:#06x}");
     }
-    let zero_port = Received { from: "192.0.2.1:0".parse().unwrap(), ..udp(LocalSocket::PRIMARY) };
-    assert_eq!(run(&mut r, zero_port, &good).0, Action::Drop(Dropped::Malformed));
+    let zero_port = Received { source: "192.0.2.1:0".parse().unwrap(), ..udp(LocalSocket::PRIMARY) };
+    assert_eq!(run(&mut r, zero_port, &good).0, Err(Dropped::Malformed));
     assert_eq!(r.counters().dropped_malformed, 9);
     assert_eq!(r.counters().dropped_not_request, 5);
     assert_eq!(r.counters().responses_success + r.counters().responses_error, 0);
@@ -433,14 +443,14 @@ fn rate_limit_drops_after_burst() {
     let mut out = [0u8; 512];
     let req = request(&[]);
     let results: Vec<Action> = (0..5).map(|_| r.handle(t0, udp(LocalSocket::PRIMARY), &req, &mut out)).collect();
-    assert!(results[..3].iter().all(|a| matches!(a, Action::Reply { .. })));
-    assert_eq!(results[3], Action::Drop(Dropped::RateLimited));
-    assert_eq!(results[4], Action::Drop(Dropped::RateLimited));
+    assert!(results[..3].iter().all(|a| a.is_ok()));
+    assert_eq!(results[3], Err(Dropped::RateLimited));
+    assert_eq!(results[4], Err(Dropped::RateLimited));
     // Another source is not affected; malformed input costs no tokens.
-    let other = Received { from: "192.0.2.99:1000".parse().unwrap(), ..udp(LocalSocket::PRIMARY) };
-    assert!(matches!(r.handle(t0, other, &req, &mut out), Action::Reply { .. }));
+    let other = Received { source: "192.0.2.99:1000".parse().unwrap(), ..udp(LocalSocket::PRIMARY) };
+    assert!(r.handle(t0, other, &req, &mut out).is_ok());
     let later = t0 + std::time::Duration::from_millis(1000);
-    assert!(matches!(r.handle(later, udp(LocalSocket::PRIMARY), &req, &mut out), Action::Reply { .. }));
+    assert!(r.handle(later, udp(LocalSocket::PRIMARY), &req, &mut out).is_ok());
     assert_eq!(r.counters().dropped_rate_limited, 2);
     assert_eq!(r.counters().requests_binding, 7);
     assert!(r.limiter_memory_bytes() > 0);
@@ -451,7 +461,7 @@ fn small_output_buffer_drops_instead_of_panicking() {
     let mut r = responder(rfc5780());
     let mut out = [0u8; 40];
     let action = r.handle(Instant::now(), udp(LocalSocket::PRIMARY), &request(&[]), &mut out);
-    assert_eq!(action, Action::Drop(Dropped::Malformed));
+    assert_eq!(action, Err(Dropped::Malformed));
 }
 
 #[test]
@@ -490,9 +500,87 @@ fn max_response_len_is_reachable_and_not_exceeded() {
     };
     let mut r = responder(cfg);
     let from: SocketAddr = "[2001:db8:9::9]:5000".parse().unwrap();
-    let rx = Received { transport: Transport::Udp, local: LocalSocket::PRIMARY, from };
+    let rx = Received::udp("[2001:db8::1]:3478".parse().unwrap(), from);
     let (_, out) = run(&mut r, rx, &request(&[(0x0026, &[])]));
     assert_eq!(out.len(), MAX_RESPONSE_LEN);
+}
+
+#[test]
+fn local_socket_comes_from_the_configured_addresses() {
+    let cfg = ServerConfig {
+        public_primary: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1))),
+        public_alternate: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2))),
+        ..rfc5780()
+    };
+    let mut r = responder(cfg.clone());
+    for s in LocalSocket::ALL {
+        assert_eq!(cfg.local_socket(cfg.bind_addr(s)), Some(s));
+        assert_eq!(cfg.local_socket(cfg.advertised_addr(s)), Some(s));
+        // A driver behind a 1:1 NAT may report the advertised address; the answer leaves from it unchanged,
+        // or from the bind address of the socket a CHANGE-REQUEST picks.
+        let (action, _) = run(&mut r, Received::udp(cfg.advertised_addr(s), client()), &request(&[]));
+        assert_eq!(action.map(|t| t.local), Ok(cfg.advertised_addr(s)));
+        let req = request(&[(0x0003, &change(true, true))]);
+        let (action, _) = run(&mut r, Received::udp(cfg.advertised_addr(s), client()), &req);
+        assert_eq!(action.map(|t| t.local), Ok(cfg.bind_addr(s.changed(true, true))));
+    }
+    let before = *r.counters();
+    let elsewhere = Received::udp("10.0.0.9:3478".parse().unwrap(), client());
+    assert_eq!(run(&mut r, elsewhere, &request(&[])).0, Err(Dropped::NotLocal));
+    // The alternate's addresses are not sockets of a plain server.
+    let mut plain_r = responder(plain());
+    assert_eq!(run(&mut plain_r, udp(LocalSocket::ALL[3]), &request(&[])).0, Err(Dropped::NotLocal));
+    assert_eq!(*r.counters(), before, "a datagram for another address is not counted");
+}
+
+#[test]
+fn engine_queues_the_same_answers() {
+    let cfg = rfc5780();
+    let mut direct = responder(cfg.clone());
+    let mut engine = responder(cfg);
+    let now = Instant::now();
+    let reqs = [request(&[]), request(&[(0x0003, &change(true, false))]), request(&[(0x7777, b"x")])];
+    let mut expected = Vec::new();
+    for req in &reqs {
+        expected.push(run(&mut direct, udp(LocalSocket::PRIMARY), req));
+        assert!(engine.handle_input(now, udp(LocalSocket::PRIMARY), req));
+    }
+    let mut buf = [0u8; 1500];
+    for (action, bytes) in expected {
+        let t = engine.poll_transmit(&mut buf).expect("queued answer");
+        assert_eq!(Ok(t), action);
+        assert_eq!(&buf[..t.len], &bytes[..]);
+    }
+    assert_eq!(engine.poll_transmit(&mut buf), None);
+    assert_eq!(engine.poll_timeout(), None);
+    assert!(engine.poll_event().is_none());
+    // Not ours: left for the next engine on the socket.
+    let indication = msg(0x0011, &id5389(), &[], false);
+    assert!(!engine.handle_input(now, udp(LocalSocket::PRIMARY), &indication));
+    assert!(!engine.handle_input(now, udp(LocalSocket::PRIMARY), b"not stun"));
+    assert!(!engine.handle_input(now, Received::udp("10.0.0.9:1".parse().unwrap(), client()), &reqs[0]));
+    assert_eq!(engine.poll_transmit(&mut buf), None);
+}
+
+#[test]
+fn engine_queue_is_bounded() {
+    let mut r = responder(plain());
+    let now = Instant::now();
+    for _ in 0..MAX_QUEUED_REPLIES + 5 {
+        assert!(r.handle_input(now, udp(LocalSocket::PRIMARY), &request(&[])));
+    }
+    assert_eq!(r.counters().send_errors, 5);
+    let mut buf = [0u8; 1500];
+    let mut n = 0;
+    while r.poll_transmit(&mut buf).is_some() {
+        n += 1;
+        assert!(n <= MAX_QUEUED_REPLIES);
+    }
+    assert_eq!(n, MAX_QUEUED_REPLIES);
+    // A buffer too small for the answer drops it rather than truncating.
+    assert!(r.handle_input(now, udp(LocalSocket::PRIMARY), &request(&[])));
+    assert_eq!(r.poll_transmit(&mut buf[..10]), None);
+    assert_eq!(r.counters().send_errors, 6);
 }
 
 mod prop {
@@ -539,13 +627,13 @@ mod prop {
             let req = msg(0x0001, &id, &attrs, fingerprint);
             let rx = Received {
                 transport: if tcp { Transport::Tcp } else { Transport::Udp },
-                local: LocalSocket::ALL[local % n],
-                from: client(),
+                local: addr_of(LocalSocket::ALL[local % n]),
+                source: client(),
             };
             let mut out = vec![0u8; 8192];
-            if let Action::Reply { len, from, to } = r.handle(Instant::now(), rx, &req, &mut out) {
+            if let Ok(Transmit { len, local: from, dst: to }) = r.handle(Instant::now(), rx, &req, &mut out) {
                 prop_assert!(len <= MAX_RESPONSE_LEN.max(req.len()), "{} > max({}, {})", len, MAX_RESPONSE_LEN, req.len());
-                prop_assert!(from.index() < n);
+                prop_assert!(r.config().local_socket(from).is_some_and(|s| s.index() < n));
                 prop_assert_eq!(to.ip(), client().ip());
                 prop_assert!(Message::parse(&out[..len]).is_ok());
             }
