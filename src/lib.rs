@@ -10,4 +10,6 @@ pub mod net;
 pub mod portmap;
 pub mod punch;
 pub mod server;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod stun;
