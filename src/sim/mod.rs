@@ -1,4 +1,4 @@
-//! A deterministic simulated network for engine tests (docs/architecture.md, "The simulator").
+//! A deterministic simulated network for engine tests (docs/simulator.md).
 //!
 //! Hosts own engines of any type implementing [`net::Engine`](crate::net::Engine), bound to local socket
 //! addresses; a datagram for a local address is offered to the host's engines bound there, in the order
@@ -20,6 +20,7 @@ mod engine;
 mod link;
 mod nat;
 mod probe;
+mod scripted;
 mod trace;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use engine::EngineId;
 pub use link::Link;
 pub use nat::{NatConfig, FIRST_PORT};
 pub use probe::{Probe, ProbeEvent};
+pub use scripted::{Reply, Scripted};
 pub use trace::{DropReason, TraceEntry, TraceEvent};
 
 use crate::nat::behaviour::Filtering;
@@ -71,6 +73,8 @@ pub enum SimError {
     NotOnHost(SocketAddr),
     #[error("no such network")]
     NoNetwork,
+    #[error("public port {0} is in use, reserved, or the box is a firewall without public address")]
+    PortUnavailable(u16),
     #[error(transparent)]
     Server(#[from] ConfigError),
 }
@@ -108,6 +112,19 @@ pub struct Outgoing<'a> {
 
 /// Picks a [`Fate`] for each datagram an engine sends.
 pub type FaultRule = Box<dyn FnMut(&Outgoing<'_>) -> Fate>;
+
+/// A datagram an engine sent, with its bytes, kept while [capture](Sim::set_capture) is on (to check
+/// retransmission schedules, transaction ids, what a request carried).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// Simulated time since the simulator was built.
+    pub at: Duration,
+    pub packet: u64,
+    pub host: HostId,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub data: Vec<u8>,
+}
 
 struct Network {
     /// The NAT or firewall this network is the inside of; None for the internet.
@@ -197,6 +214,7 @@ pub struct Sim {
     trace: Vec<TraceEntry>,
     tracing: bool,
     fault: Option<FaultRule>,
+    capture: Option<Vec<Captured>>,
     buf: Vec<u8>,
 }
 
@@ -221,6 +239,7 @@ impl Sim {
             trace: Vec::new(),
             tracing: true,
             fault: None,
+            capture: None,
             buf: vec![0; MAX_DATAGRAM],
         }
     }
@@ -400,6 +419,22 @@ impl Sim {
         self.gateways[nat.0].mb.flush();
     }
 
+    /// Forwards the NAT's public port `port` to `internal` (a host inside), as a router does when a
+    /// NAT-PMP, PCP or UPnP client asks: anyone outside may send to it, and it never times out. A test that
+    /// runs a port mapping server engine on the router's inside address applies what it granted here.
+    /// Returns the public endpoint. An endpoint-independent NAT also sends the internal endpoint's own
+    /// datagrams out from it; a dependent one gives them mappings of their own, as Linux routers with
+    /// miniupnpd do.
+    pub fn forward_port(&mut self, nat: NatId, port: u16, internal: SocketAddr) -> Result<SocketAddr, SimError> {
+        let now = self.now;
+        self.gateways[nat.0].mb.forward(now, port, internal).ok_or(SimError::PortUnavailable(port))
+    }
+
+    /// Removes a port forward; false when there was none on `port`.
+    pub fn unforward_port(&mut self, nat: NatId, port: u16) -> bool {
+        self.gateways[nat.0].mb.unforward(port)
+    }
+
     /// Decides the fate of every datagram engines send from now on.
     pub fn set_fault(&mut self, rule: FaultRule) {
         self.fault = Some(rule);
@@ -412,6 +447,20 @@ impl Sim {
     /// Everything that happened to every datagram so far.
     pub fn trace(&self) -> &[TraceEntry] {
         &self.trace
+    }
+
+    /// Starts (keeping what was captured) or stops (forgetting it) keeping every sent datagram's bytes.
+    pub fn set_capture(&mut self, on: bool) {
+        match (on, self.capture.is_some()) {
+            (true, false) => self.capture = Some(Vec::new()),
+            (false, _) => self.capture = None,
+            _ => {}
+        }
+    }
+
+    /// The datagrams engines sent while capture was on, in order.
+    pub fn captured(&self) -> &[Captured] {
+        self.capture.as_deref().unwrap_or_default()
     }
 
     /// Stops (or resumes) recording the trace, for long runs.
@@ -451,6 +500,20 @@ impl Sim {
             }
         }
         Err(RunError::StepLimit)
+    }
+
+    /// Runs until engine `id` has produced an event that `wanted` picks (events stay pending for
+    /// [`events`](Sim::events)), for at most `limit`. Returns the simulated time it took.
+    pub fn run_until_event<E: Engine + 'static>(
+        &mut self,
+        id: EngineId<E>,
+        limit: Duration,
+        mut wanted: impl FnMut(&E::Event) -> bool,
+    ) -> Result<Duration, RunError>
+    where
+        E::Event: 'static,
+    {
+        self.run_until(limit, |sim| sim.pending_events(id).iter().any(&mut wanted))
     }
 
     /// Runs until nothing is in flight and no engine has a timer, for at most `limit`.
@@ -554,6 +617,10 @@ impl Sim {
         };
         let src = SocketAddr::new(ip, t.local.port());
         self.record(id, TraceEvent::Sent { host, src, dst: t.dst, len: data.len(), digest: crc32fast::hash(data) });
+        if let Some(c) = self.capture.as_mut() {
+            let at = self.now - self.start;
+            c.push(Captured { at, packet: id, host, src, dst: t.dst, data: data.to_vec() });
+        }
         let fate = match self.fault.as_mut() {
             Some(rule) => rule(&Outgoing { packet: id, host, src, dst: t.dst, data }),
             None => Fate::Deliver,

@@ -129,6 +129,8 @@ struct Entry {
     /// Destinations sent to, for filtering (RFC 4787 §5).
     contacted: Vec<SocketAddr>,
     last: Instant,
+    /// A port forward (NAT-PMP, PCP, UPnP or by hand): never times out and lets anyone in.
+    forwarded: bool,
 }
 
 /// A NAT or firewall with its mapping table.
@@ -175,7 +177,7 @@ impl Middlebox {
 
     fn expire(&mut self, now: Instant) {
         let timeout = self.timeout();
-        self.entries.retain(|e| now.saturating_duration_since(e.last) < timeout);
+        self.entries.retain(|e| e.forwarded || now.saturating_duration_since(e.last) < timeout);
     }
 
     /// The live mappings as (internal, public) pairs, oldest first.
@@ -184,9 +186,29 @@ impl Middlebox {
         self.entries.iter().map(|e| (e.internal, e.public)).collect()
     }
 
-    /// Forgets every mapping, as a router reboot does.
+    /// Forgets every mapping and port forward, as a router reboot does.
     pub(crate) fn flush(&mut self) {
         self.entries.clear();
+    }
+
+    /// Forwards public port `port` to `internal`, as a port mapping protocol asks the router to (RFC 6886
+    /// §3.3, RFC 6887 §11). Returns the public endpoint, or None when the port is in use.
+    pub(crate) fn forward(&mut self, now: Instant, port: u16, internal: SocketAddr) -> Option<SocketAddr> {
+        self.expire(now);
+        let public = SocketAddr::new(self.public_ip()?, port);
+        if port < FIRST_PORT || self.entries.iter().any(|e| e.public == public) {
+            return None;
+        }
+        let entry = Entry { internal, key: None, public, contacted: Vec::new(), last: now, forwarded: true };
+        self.entries.push(entry);
+        Some(public)
+    }
+
+    /// Removes the port forward on `port`; false when there was none.
+    pub(crate) fn unforward(&mut self, port: u16) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| !(e.forwarded && e.public.port() == port));
+        self.entries.len() != before
     }
 
     fn key(&self, dst: SocketAddr) -> Option<SocketAddr> {
@@ -232,7 +254,7 @@ impl Middlebox {
             Kind::Nat { config, public } => SocketAddr::new(public, self.allocate(config.allocation, src.port(), rng)?),
             Kind::Firewall { .. } => src,
         };
-        self.entries.push(Entry { internal: src, key, public, contacted: vec![dst], last: now });
+        self.entries.push(Entry { internal: src, key, public, contacted: vec![dst], last: now, forwarded: false });
         Ok(public)
     }
 
@@ -256,6 +278,7 @@ impl Middlebox {
             return Err(Refusal::NoMapping);
         };
         let allowed = match filtering {
+            _ if e.forwarded => true,
             Filtering::EndpointIndependent => true,
             Filtering::AddressDependent => e.contacted.iter().any(|c| c.ip() == src.ip()),
             _ => e.contacted.contains(&src),

@@ -453,6 +453,59 @@ fn engines_sharing_a_socket_are_offered_datagrams_in_order() {
     assert_eq!(unclaimed.count(), 1);
 }
 
+#[test]
+fn port_forwards_let_anyone_in_until_removed() {
+    let config = NatConfig::new(Mapping::AddressAndPortDependent, Filtering::AddressAndPortDependent)
+        .with_timeout(Duration::from_secs(30));
+    let mut w = world(config);
+    assert_eq!(w.sim.forward_port(w.nat, 6000, sa(CLIENT)), Ok(sa("203.0.113.1:6000")));
+    assert_eq!(w.sim.forward_port(w.nat, 6000, sa(CLIENT)), Err(SimError::PortUnavailable(6000)));
+    // Long past the mapping timeout, a stranger still gets in.
+    w.sim.run_for(Duration::from_secs(300)).unwrap();
+    w.sim.engine_mut(w.echo).send(sa(ECHO_C), sa("203.0.113.1:6000"), b"through the forward");
+    w.sim.run_for(ms(100)).unwrap();
+    let got = received(&mut w.sim, w.client);
+    assert_eq!(got, [(sa(CLIENT), sa(ECHO_C), b"through the forward".to_vec())]);
+    // The client's own datagrams still get a mapping of their own (dependent mapping).
+    assert_eq!(mapped(&mut w.sim, w.client, sa(CLIENT), sa(ECHO_A)), Some(sa("203.0.113.1:5000")));
+    assert!(w.sim.unforward_port(w.nat, 6000));
+    assert!(!w.sim.unforward_port(w.nat, 6000));
+    w.sim.engine_mut(w.echo).send(sa(ECHO_C), sa("203.0.113.1:6000"), b"closed again");
+    w.sim.run_for(ms(100)).unwrap();
+    assert!(received(&mut w.sim, w.client).is_empty());
+}
+
+#[test]
+fn scripted_engines_and_capture() {
+    let mut sim = Sim::new(SEED);
+    let host = sim.add_host(Sim::INTERNET, &[ip("192.0.2.1")], Link::default()).unwrap();
+    // Answers "ping" with "pong" from another port; leaves anything else alone.
+    let pong = Scripted::new(|_, rx: Received, data: &[u8]| {
+        (data == b"ping").then(|| vec![Reply { local: sa(ECHO_B), dst: rx.source, data: b"pong".to_vec() }])
+    });
+    sim.add_engine(host, &[sa(ECHO_A), sa(ECHO_B)], pong).unwrap();
+    let other = sim.add_host(Sim::INTERNET, &[ip("198.51.100.1")], Link::default()).unwrap();
+    let client = sim.add_engine(other, &[sa("198.51.100.1:1")], Probe::new()).unwrap();
+    sim.set_capture(true);
+    sim.engine_mut(client).send(sa("198.51.100.1:1"), sa(ECHO_A), b"ping");
+    sim.engine_mut(client).send(sa("198.51.100.1:1"), sa(ECHO_A), b"other");
+    let took = sim
+        .run_until_event(
+            client,
+            Duration::from_secs(1),
+            |e| matches!(e, ProbeEvent::Received { data, .. } if data == b"pong"),
+        )
+        .unwrap();
+    assert_eq!(took, ms(4));
+    let sent: Vec<(SocketAddr, &[u8])> = sim.captured().iter().map(|c| (c.src, &c.data[..])).collect();
+    assert_eq!(sent, [(sa("198.51.100.1:1"), &b"ping"[..]), (sa("198.51.100.1:1"), b"other"), (sa(ECHO_B), b"pong")]);
+    assert_eq!(sim.captured()[2].at, ms(2));
+    let unclaimed = sim.trace().iter().filter(|e| matches!(e.event, TraceEvent::Delivered { consumed: false, .. }));
+    assert_eq!(unclaimed.count(), 1);
+    sim.set_capture(false);
+    assert!(sim.captured().is_empty());
+}
+
 /// A lossy, jittery run with random ports, as a trace.
 fn noisy_run(seed: Seed) -> Vec<TraceEntry> {
     let mut sim = Sim::new(seed);
