@@ -95,7 +95,8 @@ pub enum RunError {
 pub enum Fate {
     Deliver,
     Drop,
-    /// Drop it and send the engine an ICMP port unreachable for it, as a router on the path might.
+    /// Let it travel, but have its destination refuse it with an ICMP port unreachable whatever listens
+    /// there: the error comes back along the path after a round trip, as from a closed port.
     Unreachable,
 }
 
@@ -154,6 +155,8 @@ struct Packet {
     src: SocketAddr,
     dst: SocketAddr,
     icmp: bool,
+    /// The fault rule said the destination refuses it.
+    refuse: bool,
     data: Vec<u8>,
 }
 
@@ -626,25 +629,19 @@ impl Sim {
             None => Fate::Deliver,
         };
         let (net, link) = (self.hosts[host.0].net, self.hosts[host.0].link);
-        match fate {
-            Fate::Deliver => {
-                let packet = Packet { id, src, dst: t.dst, icmp: false, data: data.to_vec() };
-                self.cross(link, Hop::Net(net), packet);
-            }
-            Fate::Drop => self.record(id, TraceEvent::Dropped(DropReason::Fault)),
-            Fate::Unreachable => {
-                self.record(id, TraceEvent::Dropped(DropReason::Fault));
-                let icmp = self.icmp_for(id, src, t.dst);
-                self.cross(link, Hop::Host(host), icmp);
-            }
+        if fate == Fate::Drop {
+            return self.record(id, TraceEvent::Dropped(DropReason::Fault));
         }
+        let refuse = fate == Fate::Unreachable;
+        let packet = Packet { id, src, dst: t.dst, icmp: false, refuse, data: data.to_vec() };
+        self.cross(link, Hop::Net(net), packet);
     }
 
     /// An ICMP error about packet `cause` from `src` to `dst`, travelling back to `src`.
     fn icmp_for(&mut self, cause: u64, src: SocketAddr, dst: SocketAddr) -> Packet {
         let id = self.packet_id();
         self.record(id, TraceEvent::IcmpSent { cause, src: dst, dst: src });
-        Packet { id, src: dst, dst: src, icmp: true, data: Vec::new() }
+        Packet { id, src: dst, dst: src, icmp: true, refuse: false, data: Vec::new() }
     }
 
     /// Sends `packet` over `link` towards `hop`, unless the link loses it.
@@ -765,6 +762,13 @@ impl Sim {
 
     /// A packet reached `host`: offer it to the engines bound to its destination, in order.
     fn deliver(&mut self, host: HostId, packet: Packet) {
+        if packet.refuse {
+            let h = &self.hosts[host.0];
+            let (net, link) = (h.net, h.link);
+            self.record(packet.id, TraceEvent::Dropped(DropReason::Fault));
+            let icmp = self.icmp_for(packet.id, packet.src, packet.dst);
+            return self.cross(link, Hop::Net(net), icmp);
+        }
         let now = self.now;
         let mut bound = false;
         let mut consumed = false;

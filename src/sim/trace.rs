@@ -24,8 +24,8 @@ pub enum TraceEvent {
     Translated { nat: NatId, src: SocketAddr, dst: SocketAddr },
     /// The datagram reached `host` on its socket `local`; `consumed` says whether an engine took it.
     Delivered { host: HostId, local: SocketAddr, source: SocketAddr, consumed: bool },
-    /// `host` answered a datagram (packet `cause`) with an ICMP port unreachable, or the network did
-    /// (a [`Fate::Unreachable`](super::Fate::Unreachable) fault).
+    /// A host answered a datagram (packet `cause`) with an ICMP port unreachable: nothing listened, or the
+    /// fault rule said so ([`Fate::Unreachable`](super::Fate::Unreachable)).
     IcmpSent { cause: u64, src: SocketAddr, dst: SocketAddr },
     /// An ICMP error reached the engines of `host` bound to `local`, about their datagrams to `dst`.
     Unreachable { host: HostId, local: SocketAddr, dst: SocketAddr, consumed: bool },
@@ -38,7 +38,7 @@ pub enum TraceEvent {
 pub enum DropReason {
     /// Random loss on a link.
     Loss,
-    /// The test's fault rule dropped it.
+    /// The test's fault rule dropped it (or had its destination refuse it).
     Fault,
     /// No host, NAT or gateway for the destination.
     NoRoute,
