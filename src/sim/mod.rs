@@ -813,11 +813,15 @@ impl Sim {
         }
     }
 
-    /// An address is free on `net` when no host there and no NAT on it uses it.
+    /// An address is free on `net` when no host there and no NAT on it uses it; inside a firewall, the
+    /// addresses belong to the outside network too.
     fn check_free(&self, net: NetId, ip: IpAddr) -> Result<(), SimError> {
         if self.inside(net, ip) {
             return Err(SimError::AddressInUse(ip));
         }
-        Ok(())
+        match self.nets[net.0].gateway {
+            Some(g) if self.gateways[g.0].mb.public_ip().is_none() => self.check_free(self.gateways[g.0].outer, ip),
+            _ => Ok(()),
+        }
     }
 }

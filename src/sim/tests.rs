@@ -611,4 +611,13 @@ fn unmodelled_behaviours_and_bad_topologies_are_refused() {
         sim.add_engine(host, &[sa("192.0.2.9:1")], Probe::new()).err(),
         Some(SimError::NotOnHost(sa("192.0.2.9:1")))
     );
+    // Inside a firewall, addresses belong to the outside network too.
+    let timeout = Duration::from_secs(1);
+    let (_, inside) = sim.add_firewall(Sim::INTERNET, Filtering::AddressDependent, timeout, Link::default()).unwrap();
+    assert_eq!(sim.add_host(inside, &[ip("192.0.2.1")], Link::default()), Err(SimError::AddressInUse(ip("192.0.2.1"))));
+    sim.add_host(inside, &[ip("192.0.2.7")], Link::default()).unwrap();
+    assert_eq!(
+        sim.add_host(Sim::INTERNET, &[ip("192.0.2.7")], Link::default()),
+        Err(SimError::AddressInUse(ip("192.0.2.7")))
+    );
 }
