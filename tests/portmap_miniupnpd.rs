@@ -5,7 +5,7 @@
 //!   <p>-i (203.0.113.1, wan0) ── pub 203.0.113.10  <p>-r  lan 192.168.1.1 ── eth0 192.168.1.10  <p>-h
 //!                                 miniupnpd + Vovida stund (203.0.113.10 / 192.168.1.1, 3478/3479)
 //! ```
-//! miniupnpd takes a documentation-range WAN address only when STUN confirms it (FACTS.md), and its RFC 3489
+//! miniupnpd takes a documentation-range WAN address only when STUN confirms it (docs/lab.md), and its RFC 3489
 //! check needs answers from a second address: Vovida's stund inside the router, on the WAN and LAN
 //! addresses, gives it that without any traffic leaving the namespaces. Its nft table and chains are created
 //! here because the package's helper scripts are incomplete.

@@ -35,8 +35,8 @@
 //!   `external_ip()`, `add_port_mapping(&PortMapping)`, `get_port_mapping(proto, ext_port)`,
 //!   `delete_port_mapping(proto, ext_port)`.
 //!
-//! **Sans-IO engines** (STYLE.md shape: `request`, `handle_datagram`, `handle_timeout`, `poll_transmit`,
-//! `poll_timeout`, `poll_event`): [`natpmp::Client`], [`pcp::Client`], [`ssdp::Search`]. Wire codecs:
+//! **Sans-IO engines** (docs/architecture.md, "Engines": `request`, `handle_datagram`, `handle_timeout`,
+//! `poll_transmit`, `poll_timeout`, `poll_event`): [`natpmp::Client`], [`pcp::Client`], [`ssdp::Search`]. Wire codecs:
 //! `natpmp::{Request::encode, parse_response}`, `pcp::{Request::encode, parse_response}`,
 //! `ssdp::{build_msearch, parse_response}`; pure UPnP helpers `upnp::{find_wan_services, soap_envelope,
 //! parse_soap_response}`.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub struct KeeperConfig {
     /// The STUN server (stund) whose view of our endpoint we track.
     pub server: SocketAddr,
-    /// Interval between keepalive Binding requests (DESIGN.md: 3 s).
+    /// Interval between keepalive Binding requests (docs/architecture.md, "Numbers": 3 s).
     pub keepalive: Duration,
     /// Retransmission of each request (RFC 8489 §6.2.1).
     pub retransmit: Retransmit,
@@ -54,7 +54,8 @@ struct Transaction {
     sent: u32,
 }
 
-/// The engine. Drive it like every engine here (STYLE.md): feed datagrams and timeouts, drain transmits/events.
+/// The engine. Drive it like every engine here (docs/architecture.md, "Engines"): feed datagrams and timeouts,
+/// drain transmits/events.
 #[derive(Debug)]
 pub struct ReflexiveKeeper {
     config: KeeperConfig,
