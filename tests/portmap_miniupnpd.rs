@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use holepunch::portmap::{
-    default_gateway, probe, DiscoverOptions, Igd, NatPmpSession, PcpSession, PortMapping, PortmapError, ProbeOptions,
-    Protocol, Retransmit, ServiceStatus,
-};
+use holepunch::io::default_gateway;
+use holepunch::io::portmap::{probe, IgdClient, NatPmpSession, PcpSession};
+use holepunch::net::Retransmit;
+use holepunch::portmap::{DiscoverOptions, PortMapping, PortmapError, ProbeOptions, Protocol, ServiceStatus};
 
 const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const LAN_GW: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
@@ -317,7 +317,7 @@ fn probe_against_miniupnpd() {
     assert!(pcp_rules.1.is_empty(), "PCP left {:?}", pcp_rules.1);
 
     let upnp_rules = lab.in_ns(&host, || {
-        let igd = Igd::discover(&DiscoverOptions {
+        let igd = IgdClient::discover(&DiscoverOptions {
             gateway: Some(IpAddr::V4(LAN_GW)),
             local_ip: Some(HOST),
             ..Default::default()
