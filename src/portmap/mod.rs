@@ -97,6 +97,23 @@ pub mod fuzzing {
     }
     /// Device descriptions and SOAP replies.
     pub mod upnp {
-        pub use crate::portmap::upnp::{find_wan_services, parse_soap_response, soap_envelope, IgdService};
+        use crate::portmap::upnp::{self, IgdService, Url};
+        use crate::portmap::PortmapError;
+
+        pub fn find_wan_services(description: &str, location: &Url) -> Result<Vec<IgdService>, PortmapError> {
+            upnp::find_wan_services(description, location)
+        }
+
+        pub fn parse_soap_response(
+            action: &'static str,
+            status: u16,
+            body: &str,
+        ) -> Result<Vec<(String, String)>, PortmapError> {
+            upnp::parse_soap_response(action, status, body)
+        }
+
+        pub fn soap_envelope(service_type: &str, action: &str, args: &[(&str, String)]) -> String {
+            upnp::soap_envelope(service_type, action, args)
+        }
     }
 }
