@@ -47,9 +47,12 @@
 pub mod epoch;
 mod error;
 pub mod gateway;
+// The HTTP reader and the probe's decisions serve the I/O layer's drivers; without it they are unused.
+#[cfg_attr(not(feature = "io"), allow(dead_code))]
 mod http;
 pub mod natpmp;
 pub mod pcp;
+#[cfg_attr(not(feature = "io"), allow(dead_code))]
 mod probe;
 #[cfg(test)]
 mod proptests;
@@ -65,7 +68,9 @@ pub use gateway::{parse_proc_net_route, DefaultRoute};
 pub use probe::{PortmapReport, ProbeOptions, ServiceReport, ServiceStatus, TestMapping};
 pub use upnp::{DiscoverOptions, Igd, PortMapping, PortMappingEntry};
 
+#[cfg(feature = "io")]
 pub(crate) use http::ResponseReader;
+#[cfg(feature = "io")]
 pub(crate) use probe::{
     discovery_report, lifetime_secs, pcp_suggestion, upnp_deleted, upnp_detail, upnp_verified, UpnpRetry,
 };

@@ -462,4 +462,101 @@ mod tests {
             let _ = parse_soap_response("GetExternalIPAddress", 200, &ok[..i]);
         }
     }
+
+    fn found(st: &str, location: &str) -> ssdp::SearchResponse {
+        ssdp::SearchResponse { st: st.into(), location: location.into(), usn: None, server: None }
+    }
+
+    #[test]
+    fn candidates_follow_the_trust_rule() {
+        let gw: SocketAddr = "10.0.0.1:1900".parse().unwrap();
+        let other: SocketAddr = "10.0.0.9:1900".parse().unwrap();
+        let mut c = Candidates::new(Some(gw.ip()));
+        let desc = "http://10.0.0.1:5000/rootDesc.xml";
+        assert_eq!(c.consider(other, &found(ssdp::WAN_IP_CONNECTION_1, desc)), Ok(None), "not the gateway");
+        assert_eq!(c.consider(gw, &found("upnp:rootdevice", desc)), Ok(None), "not a port-mapping service");
+        assert_eq!(c.consider(gw, &found(ssdp::WAN_IP_CONNECTION_1, desc)), Ok(Some(Url::parse(desc).unwrap())));
+        assert_eq!(c.consider(gw, &found(ssdp::WAN_IP_CONNECTION_2, desc)), Ok(None), "each LOCATION once");
+        let elsewhere = c.consider(gw, &found(ssdp::WAN_IP_CONNECTION_1, "http://10.0.0.2:5000/d.xml"));
+        assert!(matches!(elsewhere, Err(PortmapError::UpnpProtocol(m)) if m.contains("not on the answering host")));
+        assert!(c.consider(gw, &found(ssdp::WAN_IP_CONNECTION_1, "http://router.lan/d.xml")).is_err());
+        let waited = Duration::from_secs(2);
+        assert_eq!(c.not_found(waited), PortmapError::UpnpNotFound { waited, others: 1 });
+        let mut any = Candidates::new(None);
+        assert!(any.consider(other, &found(ssdp::WAN_IP_CONNECTION_1, "http://10.0.0.9/d.xml")).unwrap().is_some());
+    }
+
+    fn igd() -> Igd {
+        let loc = Url::parse("http://10.0.0.1:5000/rootDesc.xml").unwrap();
+        Igd::from_description(loc, 200, DESC.as_bytes(), Some("MiniUPnPd/2.3.1".into())).unwrap()
+    }
+
+    #[test]
+    fn description_fetch() {
+        let loc = Url::parse("http://10.0.0.1:5000/rootDesc.xml").unwrap();
+        let req = String::from_utf8(Igd::description_request(&loc)).unwrap();
+        assert_eq!(req, "GET /rootDesc.xml HTTP/1.1\r\nHost: 10.0.0.1:5000\r\nConnection: close\r\n\r\n");
+        let igd = igd();
+        assert_eq!(igd.control_addr(), "10.0.0.1:5000".parse().unwrap());
+        assert_eq!(igd.server.as_deref(), Some("MiniUPnPd/2.3.1"));
+        assert!(matches!(Igd::from_description(loc.clone(), 404, DESC.as_bytes(), None), Err(PortmapError::Http(_))));
+        assert!(matches!(Igd::from_description(loc.clone(), 200, b"\xff", None), Err(PortmapError::Http(_))));
+        // A control URL on another host is not followed.
+        let away = DESC.replace("<controlURL>/ctl/IPConn</controlURL>", "<controlURL>http://10.0.0.2/c</controlURL>");
+        assert!(matches!(Igd::from_description(loc, 200, away.as_bytes(), None), Err(PortmapError::UpnpProtocol(_))));
+    }
+
+    #[test]
+    fn actions_build_and_read() {
+        let igd = igd();
+        let m = PortMapping {
+            protocol: Protocol::Udp,
+            external_port: 6666,
+            internal_client: "10.0.0.2".parse().unwrap(),
+            internal_port: 6667,
+            description: "t".into(),
+            lease_duration: 120,
+        };
+        let req = String::from_utf8(igd.request(&Action::AddPortMapping(m.clone())).unwrap()).unwrap();
+        assert!(req.starts_with("POST /ctl/IPConn HTTP/1.1\r\nHost: 10.0.0.1:5000\r\n"), "{req}");
+        assert!(req.contains("SOAPAction: \"urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping\"\r\n"));
+        assert!(req.contains(
+            "<NewExternalPort>6666</NewExternalPort><NewProtocol>UDP</NewProtocol>\
+                              <NewInternalPort>6667</NewInternalPort><NewInternalClient>10.0.0.2</NewInternalClient>"
+        ));
+        let zero = PortMapping { internal_port: 0, ..m };
+        assert_eq!(igd.request(&Action::AddPortMapping(zero)), Err(PortmapError::InvalidRequest("port 0")));
+
+        let reply = |inner: &str| {
+            format!("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>{inner}</s:Body></s:Envelope>")
+        };
+        let ip = reply("<u:GetExternalIPAddressResponse><NewExternalIPAddress>203.0.113.1</NewExternalIPAddress></u:GetExternalIPAddressResponse>");
+        assert_eq!(
+            Action::GetExternalIpAddress.parse_reply(200, ip.as_bytes()),
+            Ok(ActionReply::ExternalIp("203.0.113.1".parse().unwrap()))
+        );
+        let empty = reply("<u:GetExternalIPAddressResponse><NewExternalIPAddress></NewExternalIPAddress></u:GetExternalIPAddressResponse>");
+        assert!(Action::GetExternalIpAddress.parse_reply(200, empty.as_bytes()).is_err(), "WAN not connected");
+        let entry = reply(
+            "<u:GetSpecificPortMappingEntryResponse><NewInternalPort>6667</NewInternalPort>\
+             <NewInternalClient>10.0.0.2</NewInternalClient><NewEnabled>1</NewEnabled>\
+             <NewPortMappingDescription>t</NewPortMappingDescription><NewLeaseDuration>99</NewLeaseDuration>\
+             </u:GetSpecificPortMappingEntryResponse>",
+        );
+        let get = Action::GetSpecificPortMappingEntry { protocol: Protocol::Udp, external_port: 6666 };
+        assert_eq!(
+            get.parse_reply(200, entry.as_bytes()),
+            Ok(ActionReply::Entry(PortMappingEntry {
+                internal_port: 6667,
+                internal_client: "10.0.0.2".into(),
+                enabled: true,
+                description: "t".into(),
+                lease_duration: 99
+            }))
+        );
+        let del = Action::DeletePortMapping { protocol: Protocol::Tcp, external_port: 1 };
+        let done = reply("<u:DeletePortMappingResponse/>");
+        assert_eq!(del.parse_reply(200, done.as_bytes()), Ok(ActionReply::Done));
+        assert!(del.parse_reply(500, b"").is_err());
+    }
 }
