@@ -3,6 +3,7 @@
 use crate::icmp::{self, IcmpError};
 use crate::{Failure, DEFAULT_LOCAL_PORT, DEFAULT_PORT, EXIT_RESOLVE, EXIT_RUNTIME, EXIT_USAGE};
 use anyhow::{anyhow, Context};
+use holepunch::io::RouteError;
 use holepunch::nat::{Config, Diagnosis, Event, Report};
 use log::{debug, warn};
 use std::io::ErrorKind;
@@ -113,16 +114,13 @@ pub struct Sockets {
 
 /// The local address the kernel would use towards `server` (no packet is sent).
 fn route_source(server: SocketAddr) -> Result<IpAddr, Failure> {
-    let any: SocketAddr = if server.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let s = UdpSocket::bind(any).map_err(|e| Failure::new(EXIT_RUNTIME, anyhow!("cannot open a UDP socket: {e}")))?;
-    s.connect(server).map_err(|e| Failure::new(crate::EXIT_NO_ANSWER, anyhow!("no route to {server}: {e}")))?;
-    let ip =
-        s.local_addr().map_err(|e| Failure::new(EXIT_RUNTIME, anyhow!("cannot read the local address: {e}")))?.ip();
-    Ok(ip)
+    holepunch::io::local_address_toward(server).map_err(|e| {
+        let code = match e {
+            RouteError::NoRoute { .. } => crate::EXIT_NO_ANSWER,
+            RouteError::Socket(_) | RouteError::LocalAddress(_) => EXIT_RUNTIME,
+        };
+        Failure::new(code, anyhow!("{e}"))
+    })
 }
 
 /// Bind every socket the plan needs on the address that routes to the first server. Binding the specific
