@@ -201,7 +201,8 @@ fn delayed_first_send_and_chosen_rto_address() {
     let alt = addr("192.0.2.2:3479");
     t.rto_cache_mut().sample(addr(SERVER).ip(), ms(20));
     t.rto_cache_mut().seed(alt.ip(), addr(SERVER).ip());
-    let key = t.start(t0 + ms(1000), Spec::new(addr(LOCAL), alt).rto_of(alt.ip()), Method::BINDING, |_| Ok(())).unwrap();
+    let key =
+        t.start(t0 + ms(1000), Spec::new(addr(LOCAL), alt).rto_of(alt.ip()), Method::BINDING, |_| Ok(())).unwrap();
     assert_eq!(t.poll_timeout(), Some(t0 + ms(1000)));
     t.handle_timeout(t0 + ms(999));
     assert!(t.poll_transmit(&mut [0u8; 1500]).is_none());

@@ -35,6 +35,7 @@ pub enum Handled {
 struct Entry<A> {
     key: TxKey,
     id: [u8; 12],
+    method: Method,
     spec: Spec,
     request: Vec<u8>,
     /// When the first request is due; once sent, when it actually went out (the schedule counts from there).
@@ -106,6 +107,7 @@ impl<A> Transactions<A> {
         self.entries.push(Entry {
             key,
             id,
+            method,
             spec,
             request: buf[..len].to_vec(),
             first: due,
@@ -116,7 +118,7 @@ impl<A> Transactions<A> {
         Ok(key)
     }
 
-    /// A datagram arrived. Responses (success or error) to a waiting transaction end it: success responses
+    /// A datagram arrived. Responses (success or error) of the request's method to a waiting transaction end it: success responses
     /// through `decode` (an `Err` is an [`FailReason::UnusableAnswer`]) unless they carry unknown
     /// comprehension-required attributes (RFC 8489 §6.3.3), error responses as [`FailReason::ErrorResponse`].
     /// Requests and indications are never ours.
@@ -129,7 +131,8 @@ impl<A> Transactions<A> {
         if !matches!(class, Class::Success | Class::Error) {
             return Handled::NotOurs;
         }
-        let Some(idx) = self.entries.iter().position(|e| &e.id == msg.transaction_id()) else {
+        let id = msg.transaction_id();
+        let Some(idx) = self.entries.iter().position(|e| &e.id == id && e.method == msg.method()) else {
             return Handled::NotOurs;
         };
         let e = &mut self.entries[idx];
@@ -212,7 +215,8 @@ impl<A> Transactions<A> {
                     e.sent += 1;
                     self.pending.push_back(e.key);
                 } else {
-                    let reason = FailReason::NoAnswer { dst: e.spec.dst, sends: e.sent, waited: schedule.give_up_after() };
+                    let reason =
+                        FailReason::NoAnswer { dst: e.spec.dst, sends: e.sent, waited: schedule.give_up_after() };
                     debug!(target: LOG, "{:?}: {reason}", e.key);
                     e.outcome = Some(Err(reason));
                     self.completed.push_back(e.key);
