@@ -298,4 +298,33 @@ mod tests {
         k.handle_input(now, from(SERVER), &answer(&req, public));
         assert_eq!(k.poll_event(), Some(Event::Discovered(public)));
     }
+
+    #[test]
+    fn icmp_unreachable_loses_the_server_at_once_and_paces_the_retry() {
+        let t0 = Instant::now();
+        let mut k = keeper(t0);
+        send(&mut k);
+        let t1 = t0 + Duration::from_millis(5);
+        assert!(!k.handle_unreachable(t1, LOCAL.parse().unwrap(), "203.0.113.99:3478".parse().unwrap()));
+        assert!(k.handle_unreachable(t1, LOCAL.parse().unwrap(), SERVER.parse().unwrap()));
+        assert_eq!(k.poll_event(), Some(Event::ServerLost));
+        assert_eq!(k.poll_timeout(), Some(t1 + Duration::from_secs(3)), "one attempt per keepalive interval");
+    }
+
+    #[test]
+    fn error_response_ends_the_transaction_without_an_event() {
+        let t0 = Instant::now();
+        let mut k = keeper(t0);
+        let req = send(&mut k);
+        let m = Message::parse(&req).unwrap();
+        let mut out = [0u8; 128];
+        let ty = MessageType::new(Method::BINDING, Class::Error);
+        let mut w = MessageWriter::new(&mut out, ty, m.transaction_id()).unwrap();
+        w.add(&Attribute::ErrorCode(crate::stun::ErrorCode { code: 500, reason: "Server Error" })).unwrap();
+        let n = w.finish();
+        assert!(k.handle_input(t0, from(SERVER), &out[..n]));
+        assert_eq!(k.poll_event(), None);
+        assert_eq!(k.public(), None);
+        assert_eq!(k.poll_timeout(), Some(t0 + Duration::from_secs(3)), "the next keepalive, no retransmission");
+    }
 }

@@ -119,6 +119,9 @@ fn answers_match_by_id_socket_and_source() {
     assert_eq!(t.handle_input(t0, from_server(), &forged, decode), Handled::NotOurs, "wrong id");
     assert_eq!(t.handle_input(t0, from_server(), &req, decode), Handled::NotOurs, "a request is never an answer");
     assert_eq!(t.handle_input(t0, from_server(), b"junk", decode), Handled::NotOurs);
+    let mut other_method = ok.clone();
+    other_method[1] = 0x03; // ALLOCATE success: same id, another method (RFC 8489 §6.3)
+    assert_eq!(t.handle_input(t0, from_server(), &other_method, decode), Handled::NotOurs, "wrong method");
     assert!(t.is_waiting(key));
     // Any source when asked (RFC 5780 CHANGE-REQUEST answers come from elsewhere).
     let key = start(&mut t, t0, Spec::new(addr(LOCAL), addr(SERVER)).any_source());
