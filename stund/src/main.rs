@@ -80,7 +80,7 @@ fn raise_fd_limit(s: &Settings) {
         }
     }
     let need = fds_needed(s);
-    if (lim.rlim_cur as u64) < need {
+    if lim.rlim_cur < need {
         log::warn!(
             "open-files limit {} is below the {} the settings may need (--tcp-max-connections {}); raise it \
              (LimitNOFILE= in systemd) or lower --tcp-max-connections",
