@@ -26,10 +26,10 @@
 //!   units and complain about other lengths).
 //! - Amplification bound: an answer is at most [`AMPLIFICATION_FACTOR`](super::AMPLIFICATION_FACTOR) × the
 //!   request's length; what the client needs always fits, optional attributes are added in a fixed order
-//!   while they fit ([`SuccessAttributes`]). A response with PADDING is also no longer than its request: the
+//!   while they fit (src/server/amplification.rs). A response with PADDING is also no longer than its request: the
 //!   PADDING it carries is the request's PADDING length, cut to fit.
 
-use super::amplification::{attribute_len, Budget};
+use super::amplification::{attribute_len, error_has_room_for, SuccessAttributes, SuccessShape};
 use super::counters::Counters;
 use super::ratelimit::{RateLimitConfig, RateLimitError, RateLimiter};
 use crate::stun::{attr, Attribute, Class, ErrorCode, Message, MessageType, MessageWriter, Method};
@@ -522,16 +522,16 @@ impl Responder {
         let rfc5780 = self.config.behavior_discovery();
         let origin = self.advertised_values[source.index()].bytes();
         let other = self.advertised_values[rx.local.changed(true, true).index()].bytes();
-        let attrs = SuccessAttributes::choose(
-            msg.as_bytes().len(),
-            msg.is_rfc3489(),
+        let attrs = SuccessAttributes::choose(&SuccessShape {
+            request_len: msg.as_bytes().len(),
+            rfc3489: msg.is_rfc3489(),
             rfc5780,
-            attribute_len(if mapped.is_ipv4() { 8 } else { 20 }),
-            attribute_len(origin.len()),
-            attribute_len(other.len()),
-            padding.is_some(),
-            self.config.software.as_deref(),
-        );
+            mapped_len: attribute_len(if mapped.is_ipv4() { 8 } else { 20 }),
+            origin_len: attribute_len(origin.len()),
+            other_len: attribute_len(other.len()),
+            padding: padding.is_some(),
+            software_len: self.config.software.as_deref().map(|s| attribute_len(s.len())),
+        });
         let mut w;
         if msg.is_rfc3489() {
             // RFC 3489 §11.2: MAPPED-ADDRESS, SOURCE-ADDRESS, CHANGED-ADDRESS.
@@ -592,72 +592,14 @@ impl Responder {
             }
         }
         if !msg.is_rfc3489() {
-            // ERROR-CODE, UNKNOWN-ATTRIBUTES and FINGERPRINT are what the client needs; SOFTWARE only if it fits.
-            let mut budget = Budget::for_request(msg.as_bytes().len());
-            budget.require(w.len() + FINGERPRINT_LEN);
             if let Some(s) = self.config.software.as_deref() {
-                if budget.offer(attribute_len(s.len())) {
+                if error_has_room_for(msg.as_bytes().len(), w.len(), attribute_len(s.len())) {
                     w.add(&Attribute::Software(s)).ok()?;
                 }
             }
             w.add_fingerprint().ok()?;
         }
         Some(w.finish())
-    }
-}
-
-/// FINGERPRINT on the wire: header 4, CRC 4.
-const FINGERPRINT_LEN: usize = 8;
-
-/// The optional attributes of a success response: the amplification decision (see
-/// docs/stund.md, "Amplification bound").
-///
-/// Always sent, because the client cannot work without them: XOR-MAPPED-ADDRESS (RFC 8489 §14.2), in
-/// RFC 5780 mode OTHER-ADDRESS (RFC 5780 §6: how a behaviour-discovery client finds the alternate address),
-/// FINGERPRINT in RFC 5389 form, and in RFC 3489 form MAPPED-ADDRESS and, with an alternate, CHANGED-ADDRESS
-/// (what the classic tests I-III of RFC 3489 §10.1 use). Then, in this order, each while the answer stays
-/// within [`AMPLIFICATION_FACTOR`](super::AMPLIFICATION_FACTOR) × the request: RESPONSE-ORIGIN (RFC 5780:
-/// SHOULD), MAPPED-ADDRESS next to XOR-MAPPED-ADDRESS in RFC 5780 mode (lets a client spot an ALG rewriting
-/// addresses), SOURCE-ADDRESS in RFC 3489 form (classic clients do not use it), SOFTWARE (configured text).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct SuccessAttributes {
-    response_origin: bool,
-    mapped_address: bool,
-    source_address: bool,
-    software: bool,
-}
-
-impl SuccessAttributes {
-    /// Chooses for a request of `request_len` bytes; the `*_len` arguments are the attributes' wire sizes.
-    #[allow(clippy::too_many_arguments)]
-    fn choose(
-        request_len: usize,
-        rfc3489: bool,
-        rfc5780: bool,
-        mapped_len: usize,
-        origin_len: usize,
-        other_len: usize,
-        padding: bool,
-        software: Option<&str>,
-    ) -> SuccessAttributes {
-        let mut budget = Budget::for_request(request_len);
-        let mut a = SuccessAttributes::default();
-        // Header, the first address attribute, an empty PADDING's header; PADDING's content is cut to the
-        // request's own size afterwards.
-        budget.require(crate::stun::HEADER_LEN + mapped_len + if padding { 4 } else { 0 });
-        if rfc5780 {
-            budget.require(other_len);
-        }
-        if rfc3489 {
-            a.source_address = budget.offer(origin_len);
-        } else {
-            budget.require(FINGERPRINT_LEN);
-            a.response_origin = rfc5780 && budget.offer(origin_len);
-            a.mapped_address = rfc5780 && budget.offer(mapped_len);
-            // RFC 3489 has no SOFTWARE, and classic parsers (Vovida's) misread 0x8022.
-            a.software = software.is_some_and(|s| budget.offer(attribute_len(s.len())));
-        }
-        a
     }
 }
 
