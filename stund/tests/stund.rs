@@ -426,6 +426,8 @@ fn metrics_endpoint_holds_few_connections_and_drops_idle_ones() {
     }
     assert!(fds() <= before, "idle metrics clients still held: {} > {before}", fds());
     let text = http_get(maddr, "/metrics");
-    assert_eq!(metric(&text, "stund_metrics_connections_refused_total"), 192, "{text}");
+    // 200 - 8; a few fewer if a held slot timed out before the last connections were accepted.
+    let refused = metric(&text, "stund_metrics_connections_refused_total");
+    assert!((180..=192).contains(&refused), "{refused} refused: {text}");
     drop(idle);
 }
