@@ -36,7 +36,9 @@ Examples:
   stund --config /etc/stund/stund.toml
       everything from a TOML file (see docs/stund.example.toml); flags override it
 
-Logging: RUST_LOG=debug (or --log-level). Metrics: --metrics 127.0.0.1:9478 then GET /metrics.";
+Logging: RUST_LOG=debug (or --log-level). Metrics: --metrics 127.0.0.1:9478 then GET /metrics.
+Memory: the total the settings imply is logged at start; settings needing more than half of this host's
+memory are refused. Answers are at most 4x the request (amplification bound, docs/stund.md).";
 
 /// STUN server: RFC 8489/5389 Binding (and RFC 3489 classic clients), RFC 5780 NAT behaviour discovery when
 /// given two addresses, over UDP and TCP, IPv4 or IPv6.
@@ -75,7 +77,8 @@ pub struct Cli {
     /// 16777216 [default: 65536].
     #[arg(long, value_name = "N")]
     pub rate_limit_slots: Option<usize>,
-    /// Serve Prometheus text metrics over HTTP on this address (off by default).
+    /// Serve Prometheus text metrics over HTTP on this address, at most 8 connections at a time (off by
+    /// default).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Seconds between counter summaries in the log, 0 = never, at most 86400 [default: 60].
