@@ -325,6 +325,26 @@ mod tests {
         assert_eq!(parse(&["--primary", "127.0.0.1"]).unwrap().server.software, None, "SOFTWARE is opt-in");
     }
 
+    /// The example config parses, also with every commented-out setting switched on (catches stale keys).
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../docs/stund.example.toml");
+        let all: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                // A setting is `key = value` with a one-word key; prose comments stay comments.
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for t in [text, all.as_str()] {
+            let file: FileConfig = toml::from_str(t).unwrap_or_else(|e| panic!("{e}\n{t}"));
+            Settings::merge(Cli::try_parse_from(["stund"]).unwrap(), file).unwrap();
+        }
+        assert!(all.contains("\ntcp_max_connections_per_ip = 16\n"), "{all}");
+    }
+
     #[test]
     fn file_and_flags_merge() {
         let file: FileConfig = toml::from_str(
