@@ -11,5 +11,6 @@ pub mod net;
 pub mod portmap;
 pub mod punch;
 pub mod server;
+pub mod signal;
 pub mod stun;
 pub mod transaction;
