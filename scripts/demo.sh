@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # holepunch demo: builds the NAT lab (network namespaces + nftables NATs, one site per preset), runs our
 # stund on the lab's public segment and stunclient behind every NAT, and prints a short report.
-# Run as root on Debian 12:   sudo ./scripts/demo.sh
+# Run as root on Debian 12:   ./scripts/demo.sh
+# (Started as a user, it runs itself again through sudo when sudo is installed.)
 # Everything it creates is removed when it ends, fails or is interrupted (Ctrl-C).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
+  # Before the cd below, so that a relative $0 still names this script.
   if command -v sudo >/dev/null; then exec sudo -E "$0" "$@"; fi
-  echo "demo.sh: run as root (network namespaces need it): sudo ./scripts/demo.sh" >&2
+  echo "demo.sh: run it as root (network namespaces need root); sudo is not installed" >&2
   exit 1
 fi
+cd "$(dirname "$0")/.."
 
 # Debian packages the lab uses (miniupnpd-nftables gives preset 9, the port-mapping router).
 PKGS=(build-essential pkg-config ca-certificates curl iproute2 nftables conntrack iputils-ping miniupnpd-nftables)

@@ -2,7 +2,8 @@
 # Quick start on a fresh Debian 12 machine: install what is needed, build, start stund on loopback as a
 # two-address RFC 5780 server, ask it with our stunclient and punchd and with third-party clients (coturn's
 # turnutils_stunclient, Vovida's stun), then stop it. Traffic stays on 127.0.0.1/127.0.0.2.
-#   sudo ./scripts/quickstart.sh          (root only for apt-get; everything else runs as you)
+#   ./scripts/quickstart.sh     as root, or as a user with sudo (sudo is used for apt-get only; the build and
+#                               the servers run as you; without root or sudo the packages must be installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${STUN_PORT:-3478}

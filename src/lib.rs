@@ -3,6 +3,7 @@
 //! Protocol logic is sans-IO: the modules here take datagrams and time and return datagrams to send; the
 //! binaries (`stund`, `stunclient`, `punchd`) own sockets, clocks and flags.
 
+pub mod identity;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod nat;
@@ -10,6 +11,8 @@ pub mod net;
 pub mod portmap;
 pub mod punch;
 pub mod server;
+pub mod signal;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod stun;
+pub mod transaction;

@@ -1,13 +1,13 @@
-//! `portmap::probe` and the blocking clients against Debian's miniupnpd (nftables build) serving NAT-PMP, PCP
+//! `io::portmap::probe` and the blocking clients (`io::portmap`) against Debian's miniupnpd (nftables build) serving NAT-PMP, PCP
 //! and UPnP IGD in a router namespace; the client runs in a host namespace behind it.
 //!
 //! ```text
 //!   <p>-i (203.0.113.1, wan0) ── pub 203.0.113.10  <p>-r  lan 192.168.1.1 ── eth0 192.168.1.10  <p>-h
 //!                                 miniupnpd + Vovida stund (203.0.113.10 / 192.168.1.1, 3478/3479)
 //! ```
-//! miniupnpd takes a documentation-range WAN address only when STUN confirms it (FACTS.md), and its RFC 3489
-//! check needs answers from a second address: Vovida's stund inside the router, on the WAN and LAN
-//! addresses, gives it that without any traffic leaving the namespaces. Its nft table and chains are created
+//! miniupnpd takes a documentation-range WAN address only when STUN confirms it (docs/portmap.md, "Testing
+//! against miniupnpd"), and its RFC 3489 check needs answers from a second address: Vovida's stund inside the
+//! router, on the WAN and LAN addresses, gives it that without any traffic leaving the namespaces. Its nft table and chains are created
 //! here because the package's helper scripts are incomplete.
 //!
 //! Root only. Without root or tools it prints one line and passes, unless CI=true, where that is a failure.
@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use holepunch::portmap::{
-    default_gateway, probe, DiscoverOptions, Igd, NatPmpSession, PcpSession, PortMapping, PortmapError, ProbeOptions,
-    Protocol, Retransmit, ServiceStatus,
-};
+use holepunch::io::default_gateway;
+use holepunch::io::portmap::{probe, IgdClient, NatPmpSession, PcpSession};
+use holepunch::net::Retransmit;
+use holepunch::portmap::{DiscoverOptions, PortMapping, PortmapError, ProbeOptions, Protocol, ServiceStatus};
 
 const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const LAN_GW: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
@@ -317,7 +317,7 @@ fn probe_against_miniupnpd() {
     assert!(pcp_rules.1.is_empty(), "PCP left {:?}", pcp_rules.1);
 
     let upnp_rules = lab.in_ns(&host, || {
-        let igd = Igd::discover(&DiscoverOptions {
+        let igd = IgdClient::discover(&DiscoverOptions {
             gateway: Some(IpAddr::V4(LAN_GW)),
             local_ip: Some(HOST),
             ..Default::default()

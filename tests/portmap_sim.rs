@@ -1,6 +1,7 @@
 //! The NAT-PMP and PCP engines against a simulated gateway: fake clock, in-memory network with loss and delay,
-//! a server written here from the RFC layouts (independently of the library's encoders). Then the blocking
-//! sessions against the same server on loopback sockets.
+//! a server written here from the RFC layouts (independently of the library's encoders), driven through the
+//! `net::Engine` contract. Then the blocking sessions (`io::portmap`) against the same server on loopback
+//! sockets.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -8,9 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use holepunch::io::portmap::{NatPmpSession, PcpSession};
+use holepunch::net::{Engine, Received, Retransmit};
 use holepunch::portmap::natpmp;
 use holepunch::portmap::pcp;
-use holepunch::portmap::{NatPmpSession, PcpSession, PortmapError, Protocol, Retransmit};
+use holepunch::portmap::{PortmapError, Protocol};
 
 const EXTERNAL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
@@ -206,40 +209,12 @@ impl Net {
     }
 }
 
-/// The engine surface the simulation drives (both clients have it).
-trait Engine {
-    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<holepunch::portmap::Transmit>;
-    fn poll_timeout(&self) -> Option<Instant>;
-    fn handle_timeout(&mut self, now: Instant);
-    fn handle_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]);
-}
-macro_rules! engine {
-    ($t:ty) => {
-        impl Engine for $t {
-            fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<holepunch::portmap::Transmit> {
-                <$t>::poll_transmit(self, buf)
-            }
-            fn poll_timeout(&self) -> Option<Instant> {
-                <$t>::poll_timeout(self)
-            }
-            fn handle_timeout(&mut self, now: Instant) {
-                <$t>::handle_timeout(self, now)
-            }
-            fn handle_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
-                <$t>::handle_datagram(self, now, local, from, data)
-            }
-        }
-    };
-}
-engine!(natpmp::Client);
-engine!(pcp::Client);
-
 /// Run until the engine has nothing left to wait for (bounded).
 fn run<E: Engine>(e: &mut E, net: &mut Net, gw: &mut SimGateway) {
     let mut buf = [0u8; 1100];
     for _ in 0..10_000 {
         while let Some(t) = e.poll_transmit(&mut buf) {
-            assert_eq!(t.destination, net.server);
+            assert_eq!((t.local, t.dst), (net.client, net.server));
             let d = buf[..t.len].to_vec();
             net.send(true, d);
         }
@@ -259,7 +234,7 @@ fn run<E: Engine>(e: &mut E, net: &mut Net, gw: &mut SimGateway) {
                     net.send(false, reply);
                 }
             } else {
-                e.handle_datagram(net.now, net.client, f.from, &f.data);
+                e.handle_input(net.now, Received::udp(net.client, f.from), &f.data);
             }
         }
         e.handle_timeout(net.now);
@@ -282,7 +257,7 @@ fn natpmp_map_and_delete_through_loss() {
     let mut net = Net::new(t0, client, server);
     net.drop_to_server = vec![0, 1];
     let mut gw = SimGateway::new(t0 - Duration::from_secs(1000), true);
-    let mut c = natpmp::Client::new(server, Retransmit::diagnostic());
+    let mut c = natpmp::Client::new(client, server, Retransmit::diagnostic());
     let id = c.request(
         t0,
         natpmp::Request::Map {
@@ -333,7 +308,7 @@ fn natpmp_queue_and_reboot_detection() {
     let (client, server) = addrs();
     let mut net = Net::new(t0, client, server);
     let mut gw = SimGateway::new(t0 - Duration::from_secs(5000), true);
-    let mut c = natpmp::Client::new(server, Retransmit::diagnostic());
+    let mut c = natpmp::Client::new(client, server, Retransmit::diagnostic());
     let a = c.request(t0, natpmp::Request::ExternalAddress);
     let b = c.request(
         t0,
@@ -372,7 +347,7 @@ fn natpmp_gives_up_within_bound() {
     let mut net = Net::new(t0, client, server);
     net.drop_to_server = (0..100).collect();
     let mut gw = SimGateway::new(t0, true);
-    let mut c = natpmp::Client::new(server, Retransmit::diagnostic());
+    let mut c = natpmp::Client::new(client, server, Retransmit::diagnostic());
     c.request(t0, natpmp::Request::ExternalAddress);
     run(&mut c, &mut net, &mut gw);
     assert_eq!(net.now - t0, Duration::from_millis(3750));
@@ -394,7 +369,7 @@ fn pcp_map_delete_needs_the_nonce() {
     let mut net = Net::new(t0, client, server);
     net.drop_to_server = vec![0];
     let mut gw = SimGateway::new(t0 - Duration::from_secs(100), true);
-    let mut c = pcp::Client::new(server, client.ip(), Retransmit::diagnostic());
+    let mut c = pcp::Client::new(client, server, client.ip(), Retransmit::diagnostic(), [1; 32]);
     c.request(t0, pcp::Request::Announce);
     let nonce = [7u8; 12];
     c.request(
@@ -443,7 +418,7 @@ fn pcp_against_natpmp_only_server_negotiates_down() {
     let (client, server) = addrs();
     let mut net = Net::new(t0, client, server);
     let mut gw = SimGateway::new(t0, false);
-    let mut c = pcp::Client::new(server, client.ip(), Retransmit::diagnostic());
+    let mut c = pcp::Client::new(client, server, client.ip(), Retransmit::diagnostic(), [1; 32]);
     c.request(t0, pcp::Request::Announce);
     run(&mut c, &mut net, &mut gw);
     // One round trip, no retransmission.
@@ -465,7 +440,7 @@ fn pcp_reports_address_mismatch_behind_a_nat() {
     let mut net = Net::new(t0, client, server);
     let mut gw = SimGateway::new(t0, true);
     // The client believes it is 10.9.9.9, but the server sees 192.168.1.20.
-    let mut c = pcp::Client::new(server, "10.9.9.9".parse().unwrap(), Retransmit::diagnostic());
+    let mut c = pcp::Client::new(client, server, "10.9.9.9".parse().unwrap(), Retransmit::diagnostic(), [1; 32]);
     c.request(
         t0,
         pcp::Request::Map(pcp::MapRequest {
@@ -563,7 +538,7 @@ fn blocking_session_refused_or_timeout_is_bounded() {
     assert!(t.elapsed() < Duration::from_secs(1));
     // A socket that swallows everything: the schedule's bound.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let r = Retransmit { initial: Duration::from_millis(50), max_interval: Duration::from_secs(1), max_sends: 3 };
+    let r = Retransmit { rto: Duration::from_millis(50), rc: 3, rm: 4, max_interval: Duration::from_secs(1) };
     let t = Instant::now();
     let mut p = PcpSession::connect(silent.local_addr().unwrap(), r).unwrap();
     match p.announce() {

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use holepunch::io::portmap::IgdClient;
 use holepunch::portmap::ssdp::SearchConfig;
-use holepunch::portmap::upnp::{self, DiscoverOptions, Igd, PortMapping};
+use holepunch::portmap::upnp::{self, DiscoverOptions, PortMapping};
 use holepunch::portmap::{PortmapError, Protocol};
 
 const ST: &str = "urn:schemas-upnp-org:service:WANIPConnection:1";
@@ -227,13 +228,13 @@ fn discover_options(igd: &FakeIgd) -> DiscoverOptions {
 fn discover_map_verify_delete() {
     let fake = FakeIgd::start("127.0.0.1");
     let t = Instant::now();
-    let igd = Igd::discover(&discover_options(&fake)).unwrap();
+    let igd = IgdClient::discover(&discover_options(&fake)).unwrap();
     // Found on the first answer, without waiting out the 3 s window.
     assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
-    assert_eq!(igd.service.service_type, ST);
-    assert_eq!(igd.service.control_url.path, "/ctl/IPConn");
-    assert_eq!(igd.service.control_url.port, fake.http.port());
-    assert_eq!(igd.server.as_deref(), Some("Fake/1 UPnP/1.1 FakeIGD/1"));
+    assert_eq!(igd.igd.service.service_type, ST);
+    assert_eq!(igd.igd.service.control_url.path, "/ctl/IPConn");
+    assert_eq!(igd.igd.service.control_url.port, fake.http.port());
+    assert_eq!(igd.igd.server.as_deref(), Some("Fake/1 UPnP/1.1 FakeIGD/1"));
     assert_eq!(igd.external_ip().unwrap(), IpAddr::from([203, 0, 113, 77]));
 
     let m = PortMapping {
@@ -271,7 +272,7 @@ fn discover_map_verify_delete() {
 fn forged_location_elsewhere_is_refused() {
     // The answer comes from 127.0.0.1 but points at 127.0.0.2: not followed.
     let fake = FakeIgd::start("127.0.0.2");
-    let err = Igd::discover(&discover_options(&fake)).unwrap_err();
+    let err = IgdClient::discover(&discover_options(&fake)).unwrap_err();
     match err {
         PortmapError::UpnpProtocol(m) => assert!(m.contains("not on the answering host"), "{m}"),
         other => panic!("{other:?}"),
@@ -285,7 +286,7 @@ fn answers_from_other_hosts_are_ignored() {
     let mut opts = discover_options(&fake);
     opts.gateway = Some(IpAddr::from([127, 0, 0, 3]));
     let t = Instant::now();
-    match Igd::discover(&opts) {
+    match IgdClient::discover(&opts) {
         Err(PortmapError::UpnpNotFound { others, .. }) => assert!(others >= 1),
         other => panic!("{other:?}"),
     }

@@ -2,7 +2,7 @@
 //! stream), and as URLs from SSDP LOCATION / description text (`Url::parse`, `Url::join`). Any panic is a bug.
 #![no_main]
 
-use holepunch::portmap::http::{parse_response, Parsed, Url, MAX_RESPONSE};
+use holepunch::portmap::fuzzing::http::{parse_response, Parsed, Url, MAX_RESPONSE};
 use libfuzzer_sys::fuzz_target;
 
 fn check_url(url: &Url) {

@@ -7,18 +7,19 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use holepunch::portmap::natpmp::{parse_response, Client, Request, ResultCode};
-use holepunch::portmap::{natpmp, Protocol, Retransmit};
+use holepunch::net::{Engine, Received, Retransmit};
+use holepunch::portmap::{natpmp, Protocol};
 use libfuzzer_sys::fuzz_target;
 
 fn drive(request: Request, from: SocketAddr, server: SocketAddr, data: &[u8]) {
     let local = SocketAddr::from((Ipv4Addr::new(192, 168, 1, 2), 40000));
     let now = Instant::now();
-    let mut client = Client::new(server, Retransmit::diagnostic());
+    let mut client = Client::new(local, server, Retransmit::diagnostic());
     let id = client.request(now, request);
     let mut buf = [0u8; 64];
     let tx = client.poll_transmit(&mut buf).expect("a queued request is sent at once");
     assert!(tx.len <= buf.len());
-    client.handle_datagram(now, local, from, data);
+    client.handle_input(now, Received::udp(local, from), data);
     // A bounded drain: one request yields at most a reset and a completion.
     for _ in 0..4 {
         match client.poll_event() {

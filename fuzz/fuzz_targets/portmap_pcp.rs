@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use holepunch::portmap::pcp::{parse_response, Client, MapRequest, Request, ResultCode};
-use holepunch::portmap::{pcp, Protocol, Retransmit};
+use holepunch::net::{Engine, Received, Retransmit};
+use holepunch::portmap::{pcp, Protocol};
 use libfuzzer_sys::fuzz_target;
 
 fn drive(request: Request, data: &[u8]) {
@@ -15,12 +16,12 @@ fn drive(request: Request, data: &[u8]) {
     let client_ip = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 2));
     let local = SocketAddr::new(client_ip, 40000);
     let now = Instant::now();
-    let mut client = Client::new(server, client_ip, Retransmit::diagnostic());
+    let mut client = Client::new(local, server, client_ip, Retransmit::diagnostic(), [0; 32]);
     let id = client.request(now, request);
     let mut buf = [0u8; 1100];
     let tx = client.poll_transmit(&mut buf).expect("a queued request is sent at once");
     assert!(tx.len <= buf.len());
-    client.handle_datagram(now, local, server, data);
+    client.handle_input(now, Received::udp(local, server), data);
     for _ in 0..4 {
         match client.poll_event() {
             Some(pcp::Event::Completed { id: done, request: r, .. }) => {

@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use holepunch::net::{Engine, Received};
 use holepunch::portmap::ssdp::{self, parse_response, Search, SearchConfig};
 use libfuzzer_sys::fuzz_target;
 
@@ -23,12 +24,12 @@ fuzz_target!(|data: &[u8]| {
     let local = SocketAddr::from((Ipv4Addr::new(192, 168, 1, 2), 40000));
     let config =
         SearchConfig { wait: Duration::from_secs(1), rounds: 1, destination: device, ..SearchConfig::default() };
-    let mut search = Search::new(now, config);
+    let mut search = Search::new(now, local, config);
     let mut buf = [0u8; ssdp::MAX_REQUEST_LEN];
     while search.poll_transmit(&mut buf).is_some() {}
     // The same answer twice counts once.
-    search.handle_datagram(now, local, device, data);
-    search.handle_datagram(now, local, device, data);
+    search.handle_input(now, Received::udp(local, device), data);
+    search.handle_input(now, Received::udp(local, device), data);
     search.handle_timeout(now + Duration::from_secs(2));
     let mut found = 0;
     for _ in 0..4 {

@@ -2,8 +2,8 @@
 //! arbitrary HTTP status (`upnp::parse_soap_response`). Any panic is a bug.
 #![no_main]
 
-use holepunch::portmap::http::Url;
-use holepunch::portmap::upnp::{find_wan_services, parse_soap_response};
+use holepunch::portmap::fuzzing::upnp::{find_wan_services, parse_soap_response};
+use holepunch::portmap::upnp::Url;
 use holepunch::portmap::PortmapError;
 use libfuzzer_sys::fuzz_target;
 

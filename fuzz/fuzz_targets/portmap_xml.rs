@@ -2,7 +2,7 @@
 //! the parser. Any panic is a bug.
 #![no_main]
 
-use holepunch::portmap::xml::{decode_text, escape, parse, Element};
+use holepunch::portmap::fuzzing::xml::{decode_text, escape, parse, Element};
 use libfuzzer_sys::fuzz_target;
 
 fn check(el: &Element, depth: usize) {

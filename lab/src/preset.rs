@@ -12,8 +12,8 @@
 //! - endpoint-independent mapping without port preservation: the mapped port is a fixed function of the
 //!   source port (`sport ^ 0x0101`), so it is the same towards every destination but never the local port.
 //!
-//! Every router drops unsolicited packets to its own public address in its `input` hook (see
-//! FACTS.md (shared project facts): a real home router does, and without it a peer's early punch packet leaves a
+//! Every router drops unsolicited packets to its own public address in its `input` hook (docs/lab.md, "Facts
+//! the lab relies on"): a real home router does, and without it a peer's early punch packet leaves a
 //! conntrack entry on the router that makes the router's next mapping for that pair clash).
 
 use std::fmt::Write as _;
@@ -22,7 +22,7 @@ use std::str::FromStr;
 
 use crate::error::Error;
 
-/// A site preset, numbered as in issue 4 (the port-mapping service, preset 9, is
+/// A site preset, numbered as in docs/lab.md, "Presets" (the port-mapping service, preset 9, is
 /// [`crate::SiteSpec::port_mapping`] on any of these).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Preset {
@@ -108,7 +108,7 @@ impl Preset {
         }
     }
 
-    /// Number in issue 4 (6 covers both hairpin variants).
+    /// Number in docs/lab.md, "Presets" (6 covers both hairpin variants).
     pub fn number(self) -> u8 {
         match self {
             Preset::FullCone => 1,

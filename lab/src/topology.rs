@@ -111,7 +111,8 @@ impl SiteSpec {
         self.port_mapping = true;
         self
     }
-    /// A router that does not drop unsolicited packets to its own address (adversarial; see FACTS.md).
+    /// A router that does not drop unsolicited packets to its own address (adversarial; see docs/lab.md,
+    /// "Facts the lab relies on").
     pub fn permissive(mut self) -> Self {
         self.permissive = true;
         self

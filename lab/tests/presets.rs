@@ -113,8 +113,8 @@ fn hairpin_can_be_added_to_full_cone() {
     assert!(hairpin_works(&lab, probe_bin(), "a1", "a2", 41000, 41100).unwrap());
 }
 
-/// FACTS.md: a strict router leaves no conntrack entry for an unsolicited packet to its own address;
-/// a permissive one (adversarial preset) does.
+/// docs/lab.md, "Facts the lab relies on": a strict router leaves no conntrack entry for an unsolicited packet
+/// to its own address; a permissive one (adversarial preset) does.
 #[test]
 fn strict_router_drops_unsolicited_packets_permissive_router_tracks_them() {
     require_lab!();

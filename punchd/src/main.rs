@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use holepunch::nat::Retransmit;
+use holepunch::net::{Engine, Received, Retransmit};
 use holepunch::punch::{Event, KeeperConfig, ReflexiveKeeper};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -117,7 +117,7 @@ fn run(args: Args) -> Result<i32> {
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("installing signal handler")?;
     }
     let seed = holepunch::io::os_seed()?;
-    let mut config = KeeperConfig::new(server);
+    let mut config = KeeperConfig::new(local, server);
     config.keepalive = args.keepalive;
     config.retransmit = Retransmit { rto: args.rto, rc: args.retries, ..Retransmit::default() };
     let mut keeper = ReflexiveKeeper::new(config, Instant::now(), seed);
@@ -126,9 +126,9 @@ fn run(args: Args) -> Result<i32> {
     let mut inbuf = [0u8; 2048];
     while !shutdown.load(Ordering::Relaxed) {
         while let Some(t) = keeper.poll_transmit(&mut out) {
-            if let Err(e) = socket.send_to(&out[..t.len], t.dest) {
+            if let Err(e) = socket.send_to(&out[..t.len], t.dst) {
                 // A transient route error must not end the daemon: the retransmission schedule retries.
-                log::warn!("send to {} failed: {e}", t.dest);
+                log::warn!("send to {} failed: {e}", t.dst);
             }
         }
         while let Some(ev) = keeper.poll_event() {
@@ -142,7 +142,7 @@ fn run(args: Args) -> Result<i32> {
         socket.set_read_timeout(Some(wait.clamp(Duration::from_millis(1), SHUTDOWN_POLL)))?;
         match socket.recv_from(&mut inbuf) {
             Ok((n, from)) => {
-                if !keeper.handle_datagram(Instant::now(), from, &inbuf[..n]) {
+                if !keeper.handle_input(Instant::now(), Received::udp(local, from), &inbuf[..n]) {
                     log::debug!("dropped {n}-byte datagram from {from}");
                 }
             }

@@ -59,6 +59,7 @@ pub enum PortmapError {
 }
 
 impl PortmapError {
+    #[cfg_attr(not(feature = "io"), allow(dead_code))]
     pub(crate) fn io(op: &'static str, e: &std::io::Error) -> Self {
         PortmapError::Io { op, kind: e.kind(), message: e.to_string() }
     }

@@ -1,4 +1,5 @@
-//! Default IPv4 gateway from the Linux routing table (`/proc/net/route`).
+//! Default IPv4 gateway from the text of the Linux routing table (`/proc/net/route`); the file is read by the
+//! I/O layer (`io::default_gateway`).
 //!
 //! The kernel prints each address as the `%08X` of its network-order 32-bit value read as a native integer,
 //! so the bytes come back with `to_ne_bytes`.
@@ -57,27 +58,6 @@ pub fn parse_proc_net_route(text: &str) -> Result<Option<DefaultRoute>, PortmapE
         }
     }
     Ok(best)
-}
-
-/// The default IPv4 gateway of the calling thread's network namespace (Linux).
-///
-/// Reads `/proc/thread-self/net/route` first, so a thread that entered another namespace sees that
-/// namespace's table, then `/proc/net/route`.
-pub fn default_gateway() -> Result<DefaultRoute, PortmapError> {
-    if !cfg!(target_os = "linux") {
-        return Err(PortmapError::Gateway("discovery is implemented for Linux only; pass the gateway".into()));
-    }
-    let mut last_err = None;
-    for path in ["/proc/thread-self/net/route", "/proc/net/route"] {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                return parse_proc_net_route(&text)?
-                    .ok_or_else(|| PortmapError::Gateway("no IPv4 default route".into()));
-            }
-            Err(e) => last_err = Some(format!("{path}: {e}")),
-        }
-    }
-    Err(PortmapError::Gateway(last_err.unwrap_or_default()))
 }
 
 #[cfg(test)]

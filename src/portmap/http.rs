@@ -2,19 +2,18 @@
 //! connection (`Connection: close`), responses framed by Content-Length, chunked coding or end of stream.
 //!
 //! URLs come from LAN datagrams, so host names are refused rather than resolved: the probe only ever talks to
-//! the address that answered the search (see `upnp`).
+//! the address that answered the search (see `upnp`). Building and parsing only; the TCP exchange is the
+//! I/O layer's (`io::portmap`).
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
 
 use super::PortmapError;
 
 /// Largest response accepted (device descriptions are a few KiB).
 pub const MAX_RESPONSE: usize = 1 << 20;
-const MAX_HEAD: usize = 16 * 1024;
+pub const MAX_HEAD: usize = 16 * 1024;
 
-fn herr<T>(msg: impl Into<String>) -> Result<T, PortmapError> {
+pub(crate) fn herr<T>(msg: impl Into<String>) -> Result<T, PortmapError> {
     Err(PortmapError::Http(msg.into()))
 }
 
@@ -148,10 +147,6 @@ pub struct Response {
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    pub fn body_text(&self) -> Result<&str, PortmapError> {
-        std::str::from_utf8(&self.body).map_err(|_| PortmapError::Http("body is not UTF-8".into()))
     }
 }
 
@@ -311,47 +306,30 @@ pub fn build_request(method: &str, url: &Url, headers: &[(&str, &str)], body: &[
     out
 }
 
-/// One blocking request, everything (connect, send, receive) bounded by `timeout`.
-pub fn request(
-    method: &str,
-    url: &Url,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<Response, PortmapError> {
-    let deadline = Instant::now() + timeout;
-    let left = || {
-        deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or_else(|| {
-            PortmapError::Http(format!("{method} {} timed out after {} ms", url.path, timeout.as_millis()))
-        })
-    };
-    let addr = url.socket_addr();
-    let mut stream = TcpStream::connect_timeout(&addr, left()?).map_err(|e| PortmapError::io("HTTP connect", &e))?;
-    stream.set_write_timeout(Some(left()?)).map_err(|e| PortmapError::io("HTTP set timeout", &e))?;
-    stream.write_all(&build_request(method, url, headers, body)).map_err(|e| PortmapError::io("HTTP send", &e))?;
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        stream.set_read_timeout(Some(left()?)).map_err(|e| PortmapError::io("HTTP set timeout", &e))?;
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                left()?;
-                continue;
-            }
-            Err(e) => return Err(PortmapError::io("HTTP receive", &e)),
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_RESPONSE + MAX_HEAD {
+/// The reading side of one exchange, sans-IO: the bytes of the connection go in as they arrive, the
+/// response comes out once it is complete. The driver owns the socket and the deadline.
+#[derive(Debug, Default)]
+pub struct ResponseReader {
+    buf: Vec<u8>,
+}
+
+impl ResponseReader {
+    pub fn new() -> Self {
+        ResponseReader { buf: Vec::with_capacity(4096) }
+    }
+
+    /// `data` arrived; empty `data` means the peer closed the connection. `Ok(Some(_))` once the response
+    /// is complete, `Ok(None)` while more is needed.
+    pub fn handle_data(&mut self, data: &[u8]) -> Result<Option<Response>, PortmapError> {
+        let eof = data.is_empty();
+        self.buf.extend_from_slice(data);
+        if self.buf.len() > MAX_RESPONSE + MAX_HEAD {
             return herr("response too large");
         }
-        if let Parsed::Complete(r) = parse_response(&buf, n == 0)? {
-            log::debug!("http: {method} {} -> {} ({} body bytes)", url.path, r.status, r.body.len());
-            return Ok(r);
-        }
-        if n == 0 {
-            return herr("connection closed early");
+        match parse_response(&self.buf, eof)? {
+            Parsed::Complete(r) => Ok(Some(r)),
+            Parsed::Incomplete if eof => herr("connection closed early"),
+            Parsed::Incomplete => Ok(None),
         }
     }
 }
@@ -466,6 +444,21 @@ mod tests {
             assert!(parse_response(bad, true).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
         }
         assert!(parse_response(&vec![b'a'; MAX_HEAD + 10], false).is_err());
+    }
+
+    #[test]
+    fn reader_takes_pieces_and_end_of_stream() {
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        let mut reader = ResponseReader::new();
+        assert_eq!(reader.handle_data(&r[..10]).unwrap(), None);
+        let resp = reader.handle_data(&r[10..]).unwrap().unwrap();
+        assert_eq!((resp.status, resp.body.as_slice()), (200, &b"hello"[..]));
+        let mut reader = ResponseReader::new();
+        assert_eq!(reader.handle_data(b"HTTP/1.0 200 OK\r\n\r\nbody").unwrap(), None);
+        assert_eq!(reader.handle_data(b"").unwrap().unwrap().body, b"body");
+        let mut reader = ResponseReader::new();
+        reader.handle_data(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhal").unwrap();
+        assert!(reader.handle_data(b"").is_err(), "closed before the whole body");
     }
 
     #[test]

@@ -1,82 +1,79 @@
-//! Router port-mapping clients: NAT-PMP (RFC 6886), PCP (RFC 6887), UPnP IGD (WANIPConnection:1/2).
+//! Router port-mapping clients, sans-IO: NAT-PMP (RFC 6886), PCP (RFC 6887), UPnP IGD (WANIPConnection:1/2,
+//! SSDP per UPnP Device Architecture 1.1). The blocking drivers and the probe live in the I/O layer,
+//! `io::portmap` (see docs/portmap.md).
 //!
 //! # Public API
 //!
-//! **One call for diagnostics** (what `stunclient` uses):
-//! ```no_run
-//! use holepunch::portmap::{probe, default_gateway, ProbeOptions};
-//! let gw = default_gateway()?;                      // IPv4 default route, Linux /proc/net/route
-//! let report = probe(gw.gateway.into(), 6666, &ProbeOptions::default());
-//! println!("{report}");                              // human summary, one line per protocol
-//! for (name, svc) in [("NAT-PMP", &report.natpmp), ("PCP", &report.pcp), ("UPnP", &report.upnp)] {
-//!     // svc.status: NotTried | NoAnswer | Answered; svc.external_address: Option<IpAddr>
-//!     // svc.error / svc.mapping_error: Option<PortmapError> (values, never panics)
-//!     // svc.test_mapping: Option<TestMapping { external_port, lifetime, deleted, delete_error, .. }>
-//!     let _ = (name, svc.answered());
-//! }
-//! assert!(report.mappings_left_behind().is_empty());
-//! # Ok::<(), holepunch::portmap::PortmapError>(())
-//! ```
-//! [`probe`] runs NAT-PMP external-address, PCP ANNOUNCE and SSDP discovery in parallel; a silent gateway costs
-//! `max(retransmit.total(), upnp_wait)` (3.75 s by default), one that answers far less (about 0.4 s against
-//! miniupnpd in the lab), a slow HTTP server up to `http_timeout` per exchange. Then, with `test_mapping`, it
-//! maps UDP `local_port` with each service that answered, one after the other, and deletes every mapping
-//! before returning, on error paths too (`local_port` 0 skips this). `ProbeOptions { natpmp, pcp, upnp, test_mapping, retransmit, upnp_wait,
-//! http_timeout, mapping_lifetime, description }`; the PCP external address is learnt from the test mapping.
-//! [`probe_default_gateway`] does both steps.
+//! **Engines** ([`net::Engine`](crate::net::Engine): `handle_input`, `handle_unreachable`, `handle_timeout`,
+//! `poll_transmit`, `poll_timeout`, `poll_event`), with request submission as inherent methods:
+//! - [`natpmp::Client::new(local, server, Retransmit)`](natpmp::Client): `request(now, natpmp::Request) ->
+//!   RequestId`; events `Completed { id, request, result }` and `ServerReset { epoch }`.
+//! - [`pcp::Client::new(local, server, client_ip, Retransmit, Seed)`](pcp::Client): `request(now,
+//!   pcp::Request)`, `map(now, protocol, internal_port, suggested_external, lifetime)` (a fresh nonce from the
+//!   seeded [`net::Rng`](crate::net::Rng)); same events. Keep a granted `pcp::Mapping`: renewal reuses its
+//!   nonce, `Mapping::delete_request()` deletes it.
+//! - [`ssdp::Search::new(now, local, SearchConfig)`](ssdp::Search): events `Found { from, response }`,
+//!   `Finished { found, malformed }`.
 //!
-//! **Blocking clients** (for punchd and tests), each call bounded by its retransmission schedule or timeout:
-//! - [`NatPmpSession::new(gw, Retransmit)`](NatPmpSession): `external_address() -> (Ipv4Addr, epoch)`,
-//!   `map(proto, internal_port, suggested_external_port, lifetime) -> NatPmpMapping`, `delete(proto, port)`.
-//! - [`PcpSession::new(server_ip, Retransmit)`](PcpSession): `announce() -> epoch`,
-//!   `map(proto, internal_port, suggested_external, lifetime) -> pcp::Mapping` (fresh random nonce; keep the
-//!   mapping: renewal via `map_request` with its nonce, `delete(&mapping)`).
-//! - [`Igd::discover(&DiscoverOptions)`](Igd) (SSDP + description) or `Igd::from_location(url, timeout)`:
-//!   `external_ip()`, `add_port_mapping(&PortMapping)`, `get_port_mapping(proto, ext_port)`,
-//!   `delete_port_mapping(proto, ext_port)`.
+//! NAT-PMP and PCP keep one request on the wire at a time (NAT-PMP has no transaction id) and retransmit on
+//! [`net::Retransmit`](crate::net::Retransmit): `diagnostic()` (250 ms doubling, 4 sends, 3.75 s),
+//! `natpmp_rfc6886()` (RFC 6886 §3.1: 9 sends, 127.75 s), `pcp_rfc6887(n)` (IRT 3 s, MRT 1024 s, `n` sends).
+//! ICMP port unreachable (`handle_unreachable`) fails the request in flight with `PortmapError::Refused`.
+//! [`EpochTracker`] implements RFC 6886 §3.6 and RFC 6887 §8.5.
 //!
-//! **Sans-IO engines** (STYLE.md shape: `request`, `handle_datagram`, `handle_timeout`, `poll_transmit`,
-//! `poll_timeout`, `poll_event`): [`natpmp::Client`], [`pcp::Client`], [`ssdp::Search`]. Wire codecs:
-//! `natpmp::{Request::encode, parse_response}`, `pcp::{Request::encode, parse_response}`,
-//! `ssdp::{build_msearch, parse_response}`; pure UPnP helpers `upnp::{find_wan_services, soap_envelope,
-//! parse_soap_response}`.
+//! **Wire codecs**: `natpmp::{Request::encode, parse_response}`, `pcp::{Request::encode, parse_response,
+//! ip_to_wire, ip_from_wire}`, `ssdp::{build_msearch, parse_response}`.
 //!
-//! **Retransmission**: [`Retransmit`] `{ initial, max_interval, max_sends }`; presets `diagnostic()` (default,
-//! 250 ms doubling, 4 sends, 3.75 s), `natpmp_rfc6886()` (RFC 6886 §3.1: 9 sends, 128 s), `pcp_rfc6887(n)`
-//! (IRT 3 s, MRT 1024 s). **Epochs**: [`EpochTracker`] implements RFC 6886 §3.6 and RFC 6887 §8.5; the engines
-//! emit `Event::ServerReset` when the gateway lost its mappings.
+//! **UPnP, sans-IO**: [`upnp::Candidates`] decides which SSDP answers to follow; [`Igd::description_request`]
+//! and [`Igd::from_description`] build and read the description fetch; [`Igd::request(&Action)`](Igd::request)
+//! and [`upnp::Action::parse_reply`] build and read each SOAP call (`GetExternalIpAddress`,
+//! `AddPortMapping(PortMapping)`, `GetSpecificPortMappingEntry`, `DeletePortMapping`). UPnP trust rule: the
+//! description must come from the host that answered the search, the control URL must be on that host, and
+//! with a gateway given only its answers count; URL host names are refused, not resolved.
+//!
+//! **Probe findings** (filled in by `io::portmap::probe`): [`ProbeOptions`] `{ natpmp, pcp, upnp,
+//! test_mapping, retransmit, upnp_wait, http_timeout, mapping_lifetime, description }`, [`PortmapReport`]
+//! (`Display`: one line per protocol; `mappings_left_behind()`), [`ServiceReport`] `{ status: ServiceStatus,
+//! external_address, epoch, error, test_mapping: Option<TestMapping>, mapping_error, detail, elapsed }`.
+//!
+//! **Gateway**: [`parse_proc_net_route`] reads the text of `/proc/net/route` into a [`DefaultRoute`]
+//! (`io::default_gateway` reads the file).
 //!
 //! **Errors**: [`PortmapError`] (`Clone`, one line each): `Timeout`, `Refused` (ICMP unreachable),
 //! `NatPmp(ResultCode)`, `Pcp { code, lifetime }`, `PcpUnsupportedVersion { server_version }` (0 = NAT-PMP-only
 //! server, RFC 6887 §9), `UpnpNotFound`, `UpnpFault { action, code, description }`, `UpnpProtocol`, `Http`,
 //! `Gateway`, `Unsupported`, `Io`, `BadReply`, `InvalidRequest`, `Internal`.
-//!
-//! UPnP trust rule: the description must come from the host that answered the search, the control URL must
-//! be on that host, and with a gateway given only its answers count; URL host names are refused, not resolved.
 
-mod blocking;
 pub mod epoch;
 mod error;
 pub mod gateway;
-pub mod http;
+// The HTTP reader and the probe's decisions serve the I/O layer's drivers; without it they are unused.
+#[cfg_attr(not(feature = "io"), allow(dead_code))]
+mod http;
 pub mod natpmp;
 pub mod pcp;
+#[cfg_attr(not(feature = "io"), allow(dead_code))]
 mod probe;
+#[cfg(test)]
+mod proptests;
 mod queue;
-mod retransmit;
 pub mod ssdp;
+mod timer;
 pub mod upnp;
-pub mod xml;
+mod xml;
 
-use std::net::SocketAddr;
-
-pub use blocking::{local_address_toward, random_bytes, NatPmpMapping, NatPmpSession, PcpSession};
 pub use epoch::{EpochRule, EpochTracker};
 pub use error::PortmapError;
-pub use gateway::{default_gateway, parse_proc_net_route, DefaultRoute};
-pub use probe::{probe, probe_default_gateway, PortmapReport, ProbeOptions, ServiceReport, ServiceStatus, TestMapping};
-pub use retransmit::Retransmit;
+pub use gateway::{parse_proc_net_route, DefaultRoute};
+pub use probe::{PortmapReport, ProbeOptions, ServiceReport, ServiceStatus, TestMapping};
 pub use upnp::{DiscoverOptions, Igd, PortMapping, PortMappingEntry};
+
+#[cfg(feature = "io")]
+pub(crate) use http::ResponseReader;
+#[cfg(feature = "io")]
+pub(crate) use probe::{
+    discovery_report, lifetime_secs, pcp_suggestion, upnp_deleted, upnp_detail, upnp_verified, UpnpRetry,
+};
 
 /// Transport protocol of a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,9 +86,39 @@ pub enum Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
-/// A datagram an engine wants sent: `len` bytes at the start of the caller's buffer, to `destination`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit {
-    pub destination: SocketAddr,
-    pub len: usize,
+/// The parsers that take bytes from the network, for the fuzz targets in `fuzz/` (cargo feature `fuzzing`);
+/// not a stable API.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    /// HTTP/1.1 responses and `http://` URLs as an IGD sends them.
+    pub mod http {
+        pub use crate::portmap::http::{
+            build_request, parse_response, Parsed, Response, ResponseReader, Url, MAX_RESPONSE,
+        };
+    }
+    /// The UPnP XML reader.
+    pub mod xml {
+        pub use crate::portmap::xml::{decode_text, escape, parse, Element, XmlError};
+    }
+    /// Device descriptions and SOAP replies.
+    pub mod upnp {
+        use crate::portmap::upnp::{self, IgdService, Url};
+        use crate::portmap::PortmapError;
+
+        pub fn find_wan_services(description: &str, location: &Url) -> Result<Vec<IgdService>, PortmapError> {
+            upnp::find_wan_services(description, location)
+        }
+
+        pub fn parse_soap_response(
+            action: &'static str,
+            status: u16,
+            body: &str,
+        ) -> Result<Vec<(String, String)>, PortmapError> {
+            upnp::parse_soap_response(action, status, body)
+        }
+
+        pub fn soap_envelope(service_type: &str, action: &str, args: &[(&str, String)]) -> String {
+            upnp::soap_envelope(service_type, action, args)
+        }
+    }
 }

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use super::epoch::{EpochRule, EpochTracker};
 use super::queue::{Completion, RequestQueue};
-use super::retransmit::Retransmit;
-use super::{PortmapError, Protocol, RequestId, Transmit};
+use super::{PortmapError, Protocol, RequestId};
+use crate::net::{Engine, Received, Retransmit, Transmit, Transport};
 
 /// UDP port of the NAT-PMP (and PCP) server on the gateway (RFC 6886 §3.1).
 pub const SERVER_PORT: u16 = 5351;
@@ -256,10 +256,12 @@ impl Completion for Event {
     }
 }
 
-/// Sans-IO NAT-PMP client for one gateway.
+/// Sans-IO NAT-PMP client for one gateway, a [`net::Engine`](Engine).
 ///
-/// Feed it datagrams and timeouts, drain transmits and events. `poll_transmit` stamps sends with the latest
-/// time the engine was given (through `request`, `handle_datagram` or `handle_timeout`).
+/// Queue requests with [`Client::request`], then drive it like any engine: feed datagrams and timeouts, drain
+/// transmits and events. `poll_transmit` stamps sends with the latest time the engine was given (through
+/// `request`, `handle_input`, `handle_unreachable` or `handle_timeout`). It consumes every datagram from the
+/// gateway's port 5351, so a PCP client of the same gateway needs a socket of its own.
 #[derive(Debug)]
 pub struct Client {
     queue: RequestQueue<Event, ParseError>,
@@ -267,13 +269,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// `server` is the gateway's address, port [`SERVER_PORT`].
-    pub fn new(server: SocketAddr, retransmit: Retransmit) -> Self {
-        Client { queue: RequestQueue::new(server, retransmit), epoch: EpochTracker::new(EpochRule::NatPmp) }
+    /// A client sending from the socket bound to `local` to `server`, the gateway's address and port
+    /// [`SERVER_PORT`].
+    pub fn new(local: SocketAddr, server: SocketAddr, retransmit: Retransmit) -> Self {
+        Client { queue: RequestQueue::new(local, server, retransmit), epoch: EpochTracker::new(EpochRule::NatPmp) }
     }
 
     pub fn server(&self) -> SocketAddr {
         self.queue.server()
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.queue.local()
     }
 
     /// Last epoch (seconds since start of epoch) the server reported.
@@ -291,13 +298,8 @@ impl Client {
         self.queue.pending()
     }
 
-    pub fn handle_datagram(&mut self, now: Instant, _local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        self.queue.set_now(now);
+    fn handle_reply(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let server = self.queue.server();
-        if from != server {
-            log::debug!("natpmp: ignoring {} bytes from {from}, not the gateway {server}", data.len());
-            return;
-        }
         let reply = match parse_response(data) {
             Ok(r) => r,
             Err(e) => {
@@ -324,21 +326,41 @@ impl Client {
         };
         self.queue.answer(result);
     }
+}
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+impl Engine for Client {
+    type Event = Event;
+
+    /// Consumes datagrams from the gateway (valid or not); anything else is not ours.
+    fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
+        self.queue.set_now(now);
+        if input.transport != Transport::Udp || input.source != self.queue.server() {
+            return false;
+        }
+        self.handle_reply(now, input.source, data);
+        true
+    }
+
+    /// ICMP port unreachable from the gateway: nothing listens on 5351; the request in flight fails with
+    /// [`PortmapError::Refused`].
+    fn handle_unreachable(&mut self, now: Instant, _local: SocketAddr, dst: SocketAddr) -> bool {
+        self.queue.unreachable(now, dst)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
         self.queue.handle_timeout(now);
     }
 
     /// Next datagram to send, written into `buf` (at least [`MAX_REQUEST_LEN`] bytes).
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         self.queue.poll_transmit(buf, |request, buf| request.encode(buf))
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         self.queue.poll_timeout()
     }
 
-    pub fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.queue.poll_event()
     }
 }
@@ -356,6 +378,7 @@ fn matches(request: &Request, reply: &Reply) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::Received;
     use std::time::Duration;
 
     const GW: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1)), SERVER_PORT);
@@ -483,14 +506,14 @@ mod tests {
     #[test]
     fn engine_retransmits_then_times_out() {
         let t0 = Instant::now();
-        let mut c = Client::new(GW, Retransmit::diagnostic());
+        let mut c = Client::new(LOCAL, GW, Retransmit::diagnostic());
         let id = c.request(t0, Request::ExternalAddress);
         let mut buf = [0u8; 64];
         let mut sends = vec![];
         let mut now = t0;
         for _ in 0..10 {
             while let Some(t) = c.poll_transmit(&mut buf) {
-                assert_eq!(t.destination, GW);
+                assert_eq!((t.local, t.dst), (LOCAL, GW));
                 sends.push(now.duration_since(t0).as_millis());
             }
             match c.poll_timeout() {
@@ -515,7 +538,7 @@ mod tests {
     #[test]
     fn engine_matches_and_ignores_strangers() {
         let t0 = Instant::now();
-        let mut c = Client::new(GW, Retransmit::diagnostic());
+        let mut c = Client::new(LOCAL, GW, Retransmit::diagnostic());
         let id = c.request(
             t0,
             Request::Map { protocol: Protocol::Udp, internal_port: 6666, suggested_external_port: 0, lifetime: 60 },
@@ -526,15 +549,15 @@ mod tests {
         let reply = [0, 129, 0, 0, 0, 0, 0, 9, 0x1a, 0x0a, 0x1a, 0x0a, 0, 0, 0, 60];
         // From someone else: ignored.
         let stranger: SocketAddr = "192.168.1.66:5351".parse().unwrap();
-        c.handle_datagram(t0, LOCAL, stranger, &reply);
+        assert!(!c.handle_input(t0, Received::udp(LOCAL, stranger), &reply));
         // Wrong internal port: ignored.
         let mut other = reply;
         other[9] = 0x0b;
-        c.handle_datagram(t0, LOCAL, GW, &other);
+        assert!(c.handle_input(t0, Received::udp(LOCAL, GW), &other));
         // Malformed: ignored, kept for the timeout message.
-        c.handle_datagram(t0, LOCAL, GW, &reply[..9]);
+        assert!(c.handle_input(t0, Received::udp(LOCAL, GW), &reply[..9]));
         assert!(c.poll_event().is_none());
-        c.handle_datagram(t0 + Duration::from_millis(5), LOCAL, GW, &reply);
+        c.handle_input(t0 + Duration::from_millis(5), Received::udp(LOCAL, GW), &reply);
         match c.poll_event() {
             Some(Event::Completed {
                 id: got,
@@ -547,5 +570,27 @@ mod tests {
         }
         assert_eq!(c.epoch(), Some(9));
         assert!(c.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn engine_fails_at_once_on_icmp_unreachable() {
+        let t0 = Instant::now();
+        let mut c = Client::new(LOCAL, GW, Retransmit::diagnostic());
+        let id = c.request(t0, Request::ExternalAddress);
+        assert!(!c.handle_unreachable(t0, LOCAL, GW), "nothing sent yet");
+        let mut buf = [0u8; 64];
+        assert!(c.poll_transmit(&mut buf).is_some());
+        let other: SocketAddr = "192.168.1.66:5351".parse().unwrap();
+        assert!(!c.handle_unreachable(t0, LOCAL, other));
+        assert!(c.handle_unreachable(t0, LOCAL, GW));
+        assert_eq!(
+            c.poll_event(),
+            Some(Event::Completed {
+                id,
+                request: Request::ExternalAddress,
+                result: Err(PortmapError::Refused { server: GW })
+            })
+        );
+        assert_eq!((c.pending(), c.poll_timeout()), (0, None));
     }
 }

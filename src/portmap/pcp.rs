@@ -6,13 +6,13 @@
 //! turns that into [`PortmapError::PcpUnsupportedVersion`] with `server_version: 0`.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use super::epoch::{EpochRule, EpochTracker};
 use super::queue::{Completion, RequestQueue};
-use super::retransmit::Retransmit;
-use super::{natpmp, PortmapError, Protocol, RequestId, Transmit};
+use super::{natpmp, PortmapError, Protocol, RequestId};
+use crate::net::{unspecified_like, Engine, Received, Retransmit, Rng, Seed, Transmit, Transport};
 
 /// PCP server port (same as NAT-PMP).
 pub const SERVER_PORT: u16 = 5351;
@@ -201,13 +201,7 @@ impl Request {
             let (port, ip) = match m.suggested_external {
                 Some(sa) => (sa.port(), sa.ip()),
                 // §11.1: no preference is the address-family-specific all-zeros address.
-                None => (
-                    0,
-                    match client_ip {
-                        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                    },
-                ),
+                None => (0, unspecified_like(client_ip)),
             };
             d[18..20].copy_from_slice(&port.to_be_bytes());
             d[20..36].copy_from_slice(&ip_to_wire(ip));
@@ -389,24 +383,61 @@ impl Completion for Event {
     }
 }
 
-/// Sans-IO PCP client for one server. Same driving contract as [`natpmp::Client`]: one request on the wire at a
-/// time, the rest queued; sends are stamped with the latest time the engine was given.
+/// Sans-IO PCP client for one server, a [`net::Engine`](Engine) driven like [`natpmp::Client`]: one request on
+/// the wire at a time, the rest queued; sends are stamped with the latest time the engine was given. It
+/// consumes every datagram from the server's address and port, so a NAT-PMP client of the same gateway needs
+/// a socket of its own.
 #[derive(Debug)]
 pub struct Client {
     client_ip: IpAddr,
     queue: RequestQueue<Event, ParseError>,
     epoch: EpochTracker,
+    rng: Rng,
 }
 
 impl Client {
-    /// `server` is the PCP server (the gateway, port [`SERVER_PORT`]); `client_ip` is this host's source
-    /// address toward it (the server answers ADDRESS_MISMATCH when they differ).
-    pub fn new(server: SocketAddr, client_ip: IpAddr, retransmit: Retransmit) -> Self {
-        Client { client_ip, queue: RequestQueue::new(server, retransmit), epoch: EpochTracker::new(EpochRule::Pcp) }
+    /// A client sending from the socket bound to `local` to `server` (the gateway, port [`SERVER_PORT`]).
+    /// `client_ip` is this host's source address toward the server, which goes into every request (the
+    /// server answers ADDRESS_MISMATCH when it sees another, §8.2); `local` may be a wildcard address, this
+    /// may not. `seed` keys the generator of mapping nonces ([`Client::map`]).
+    pub fn new(local: SocketAddr, server: SocketAddr, client_ip: IpAddr, retransmit: Retransmit, seed: Seed) -> Self {
+        Client {
+            client_ip,
+            queue: RequestQueue::new(local, server, retransmit),
+            epoch: EpochTracker::new(EpochRule::Pcp),
+            rng: Rng::from_seed(seed),
+        }
     }
 
     pub fn server(&self) -> SocketAddr {
         self.queue.server()
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.queue.local()
+    }
+
+    pub fn client_ip(&self) -> IpAddr {
+        self.client_ip
+    }
+
+    /// A fresh mapping nonce (§11.1: "a random 96-bit value"), from the engine's CSPRNG.
+    pub fn nonce(&mut self) -> [u8; 12] {
+        self.rng.bytes()
+    }
+
+    /// Queue a MAP request for a new mapping with a fresh nonce (§11.1). Keep the nonce of the mapping it
+    /// returns: renewing and deleting it need the same one.
+    pub fn map(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        internal_port: u16,
+        suggested_external: Option<SocketAddr>,
+        lifetime: u32,
+    ) -> RequestId {
+        let nonce = self.nonce();
+        self.request(now, Request::Map(MapRequest { nonce, protocol, internal_port, suggested_external, lifetime }))
     }
 
     pub fn epoch(&self) -> Option<u32> {
@@ -421,13 +452,8 @@ impl Client {
         self.queue.pending()
     }
 
-    pub fn handle_datagram(&mut self, now: Instant, _local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        self.queue.set_now(now);
+    fn handle_reply(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let server = self.queue.server();
-        if from != server {
-            log::debug!("pcp: ignoring {} bytes from {from}, not the server {server}", data.len());
-            return;
-        }
         if data.first() == Some(&natpmp::VERSION) {
             self.handle_natpmp_reply(data);
             return;
@@ -469,22 +495,42 @@ impl Client {
             _ => log::debug!("pcp: ignoring a NAT-PMP datagram that is not an unsupported-version reply"),
         }
     }
+}
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+impl Engine for Client {
+    type Event = Event;
+
+    /// Consumes datagrams from the server (valid or not); anything else is not ours.
+    fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
+        self.queue.set_now(now);
+        if input.transport != Transport::Udp || input.source != self.queue.server() {
+            return false;
+        }
+        self.handle_reply(now, input.source, data);
+        true
+    }
+
+    /// ICMP port unreachable from the server: nothing listens there; the request in flight fails with
+    /// [`PortmapError::Refused`].
+    fn handle_unreachable(&mut self, now: Instant, _local: SocketAddr, dst: SocketAddr) -> bool {
+        self.queue.unreachable(now, dst)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
         self.queue.handle_timeout(now);
     }
 
     /// Next datagram to send, written into `buf` (at least 60 bytes).
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         let client_ip = self.client_ip;
         self.queue.poll_transmit(buf, |request, buf| request.encode(client_ip, buf))
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         self.queue.poll_timeout()
     }
 
-    pub fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.queue.poll_event()
     }
 }
@@ -531,6 +577,7 @@ fn check(request: &Request, reply: &Reply) -> Result<Result<Response, PortmapErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
     use std::time::Duration;
 
     const NONCE: [u8; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
@@ -698,7 +745,7 @@ mod tests {
     fn drive_one(c: &mut Client, now: Instant) -> Vec<u8> {
         let mut buf = [0u8; 128];
         let t = c.poll_transmit(&mut buf).expect("a transmit");
-        assert_eq!(t.destination, gw());
+        assert_eq!((t.local, t.dst), (LOCAL, gw()));
         let _ = now;
         buf[..t.len].to_vec()
     }
@@ -707,7 +754,7 @@ mod tests {
 
     /// A client at `t0` with `request` queued and its first send drained.
     fn in_flight(t0: Instant, request: Request) -> (Client, RequestId, Vec<u8>) {
-        let mut c = Client::new(gw(), me(), Retransmit::diagnostic());
+        let mut c = Client::new(LOCAL, gw(), me(), Retransmit::diagnostic(), [5; 32]);
         let id = c.request(t0, request);
         let sent = drive_one(&mut c, t0);
         (c, id, sent)
@@ -720,9 +767,9 @@ mod tests {
         assert_eq!(sent.len(), 60);
         let mut wrong = map_reply(0, 120, [203, 0, 113, 9], 6666);
         wrong[24] ^= 0xff;
-        c.handle_datagram(t0, LOCAL, gw(), &wrong);
+        c.handle_input(t0, Received::udp(LOCAL, gw()), &wrong);
         assert!(c.poll_event().is_none());
-        c.handle_datagram(t0, LOCAL, gw(), &map_reply(0, 120, [203, 0, 113, 9], 6666));
+        c.handle_input(t0, Received::udp(LOCAL, gw()), &map_reply(0, 120, [203, 0, 113, 9], 6666));
         match c.poll_event() {
             Some(Event::Completed { id: got, result: Ok(Response::Map(m)), .. }) => {
                 assert_eq!(got, id);
@@ -738,7 +785,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut c, _, _) = in_flight(t0, Request::Announce);
         // What miniupnpd (NAT-PMP side) sends back for version != 0: 8 bytes, opcode + 128, result 1.
-        c.handle_datagram(t0 + Duration::from_millis(3), LOCAL, gw(), &[0, 128, 0, 1, 0, 0, 0, 9]);
+        c.handle_input(t0 + Duration::from_millis(3), Received::udp(LOCAL, gw()), &[0, 128, 0, 1, 0, 0, 0, 9]);
         match c.poll_event() {
             Some(Event::Completed {
                 result: Err(PortmapError::PcpUnsupportedVersion { server_version: 0 }), ..
@@ -753,7 +800,7 @@ mod tests {
         let (mut c, _, _) = in_flight(t0, Request::Announce);
         let mut d = vec![2, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0];
         d.extend_from_slice(&[0; 12]);
-        c.handle_datagram(t0, LOCAL, gw(), &d);
+        c.handle_input(t0, Received::udp(LOCAL, gw()), &d);
         assert!(matches!(
             c.poll_event(),
             Some(Event::Completed { result: Ok(Response::Announce { epoch: 4096 }), .. })
@@ -761,17 +808,46 @@ mod tests {
         // Unsolicited announce from a rebooted server (epoch back at 1).
         d[10] = 0;
         d[11] = 1;
-        c.handle_datagram(t0 + Duration::from_secs(1), LOCAL, gw(), &d);
+        c.handle_input(t0 + Duration::from_secs(1), Received::udp(LOCAL, gw()), &d);
         assert_eq!(c.poll_event(), Some(Event::ServerReset { epoch: 1 }));
         // An error result completes the request with the code.
         c.request(t0 + Duration::from_secs(2), Request::Map(map_request()));
         drive_one(&mut c, t0);
-        c.handle_datagram(t0 + Duration::from_secs(2), LOCAL, gw(), &map_reply(2, 0, [0; 4], 0));
+        c.handle_input(t0 + Duration::from_secs(2), Received::udp(LOCAL, gw()), &map_reply(2, 0, [0; 4], 0));
         // Epoch 77 one second after epoch 1 is another jump the §8.5 check reports.
         assert_eq!(c.poll_event(), Some(Event::ServerReset { epoch: 77 }));
         assert!(matches!(
             c.poll_event(),
             Some(Event::Completed { result: Err(PortmapError::Pcp { code: ResultCode::NotAuthorized, .. }), .. })
         ));
+    }
+
+    #[test]
+    fn map_nonces_come_from_the_seed() {
+        let t0 = Instant::now();
+        let new = |seed| Client::new(LOCAL, gw(), me(), Retransmit::diagnostic(), seed);
+        let (mut a, mut b, mut c) = (new([1; 32]), new([1; 32]), new([2; 32]));
+        let nonce = |client: &mut Client| {
+            client.map(t0, Protocol::Udp, 6666, None, 60);
+            let sent = drive_one(client, t0);
+            <[u8; 12]>::try_from(&sent[24..36]).unwrap()
+        };
+        let first = nonce(&mut a);
+        assert_eq!(first, nonce(&mut b), "same seed, same nonce");
+        assert_ne!(first, nonce(&mut c));
+        assert_ne!(first, [0; 12]);
+        assert_ne!(a.nonce(), first, "each mapping gets its own");
+    }
+
+    #[test]
+    fn strangers_are_not_consumed() {
+        let t0 = Instant::now();
+        let (mut c, _, _) = in_flight(t0, Request::Announce);
+        let stranger: SocketAddr = "192.168.1.66:5351".parse().unwrap();
+        assert!(!c.handle_input(t0, Received::udp(LOCAL, stranger), &[0; 24]));
+        let tcp = Received { transport: crate::net::Transport::Tcp, ..Received::udp(LOCAL, gw()) };
+        assert!(!c.handle_input(t0, tcp, &[0; 24]));
+        assert!(c.handle_input(t0, Received::udp(LOCAL, gw()), &[0; 3]), "malformed, but from the server");
+        assert!(c.poll_event().is_none());
     }
 }

@@ -1,18 +1,14 @@
-//! `probe`: which port-mapping services does the gateway run, what external address does each report, can a
-//! test mapping be made. Discovery of the three runs in parallel (bounded by the slowest timeout); the test
-//! mappings run one protocol at a time, each deleted before the next starts, because routers such as miniupnpd
-//! keep one table for all three and an overlapping mapping of the same port would make the results depend on
-//! each other.
+//! The port-mapping probe's options, findings and decisions: which port-mapping services does the gateway
+//! run, what external address does each report, can a test mapping be made. The probe itself (threads,
+//! sockets) is the I/O layer's `io::portmap::probe`, which fills these reports in.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
-use super::blocking::{local_address_toward, NatPmpSession, PcpSession};
-use super::retransmit::Retransmit;
-use super::ssdp::SearchConfig;
-use super::upnp::{self, DiscoverOptions, Igd, PortMapping};
-use super::{gateway, PortmapError, Protocol};
+use super::upnp::{self, Igd, PortMapping, PortMappingEntry};
+use super::{PortmapError, Protocol};
+use crate::net::{unspecified_like, Retransmit, Rng};
 
 /// What `probe` does.
 #[derive(Debug, Clone)]
@@ -22,7 +18,7 @@ pub struct ProbeOptions {
     pub upnp: bool,
     /// Create (and delete) a test mapping with each service that answers.
     pub test_mapping: bool,
-    /// NAT-PMP and PCP retransmission (default: 250 ms doubling, 4 sends).
+    /// NAT-PMP and PCP retransmission (default `Retransmit::diagnostic()`: 250 ms doubling, 4 sends).
     pub retransmit: Retransmit,
     /// SSDP search window.
     pub upnp_wait: Duration,
@@ -96,7 +92,7 @@ pub struct ServiceReport {
 }
 
 impl ServiceReport {
-    fn new(status: ServiceStatus) -> Self {
+    pub(crate) fn new(status: ServiceStatus) -> Self {
         ServiceReport {
             status,
             external_address: None,
@@ -109,7 +105,7 @@ impl ServiceReport {
         }
     }
 
-    fn failed(e: PortmapError) -> Self {
+    pub(crate) fn failed(e: PortmapError) -> Self {
         let mut r = ServiceReport::new(if answered(&e) { ServiceStatus::Answered } else { ServiceStatus::NoAnswer });
         r.error = Some(e);
         r
@@ -152,13 +148,13 @@ fn answered(e: &PortmapError) -> bool {
     matches!(e, PortmapError::NatPmp(_) | PortmapError::Pcp { .. } | PortmapError::UpnpFault { .. })
 }
 
-/// Report of a NAT-PMP or PCP discovery exchange started at `start`: `found` is the external address (when the
-/// exchange tells it) and epoch, `epoch_after` the session's epoch once it ended. True when the server
+/// Report of a NAT-PMP or PCP discovery exchange that took `elapsed`: `found` is the external address (when
+/// the exchange tells it) and epoch, `epoch_after` the session's epoch once it ended. True when the server
 /// answered, even with an error, so the session is worth keeping for the test mapping.
-fn discovery_report(
+pub(crate) fn discovery_report(
     found: Result<(Option<IpAddr>, u32), PortmapError>,
     epoch_after: Option<u32>,
-    start: Instant,
+    elapsed: Duration,
 ) -> (ServiceReport, bool) {
     let (mut report, keep) = match found {
         Ok((external_address, epoch)) => {
@@ -174,246 +170,71 @@ fn discovery_report(
             (r, keep)
         }
     };
-    report.elapsed = start.elapsed();
+    report.elapsed = elapsed;
     (report, keep)
 }
 
-fn secs(d: Duration) -> u32 {
+/// A lifetime in whole seconds for a mapping request: at least 1 (0 would delete), at most `u32::MAX`.
+pub(crate) fn lifetime_secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
 }
 
-/// Probe the port-mapping services of `gateway` for UDP `local_port`. Never panics; every failure is a value in
-/// the report. Any test mapping made is deleted before this returns. `local_port` 0 skips the test mappings.
-pub fn probe(gateway: IpAddr, local_port: u16, opts: &ProbeOptions) -> PortmapReport {
-    let local_address = local_address_toward(gateway).ok();
-    let (mut natpmp, mut pcp, mut upnp) = std::thread::scope(|s| {
-        let n = s.spawn(|| natpmp_discover(gateway, opts));
-        let p = s.spawn(|| pcp_discover(gateway, opts));
-        let u = s.spawn(|| upnp_discover(gateway, local_address, opts));
-        let lost = || ServiceReport::failed(PortmapError::Internal("probe thread panicked"));
-        (
-            n.join().unwrap_or_else(|_| (lost(), None)),
-            p.join().unwrap_or_else(|_| (lost(), None)),
-            u.join().unwrap_or_else(|_| (lost(), None)),
-        )
-    });
-    if opts.test_mapping && local_port != 0 {
-        if let Some(session) = natpmp.1.as_mut() {
-            let t = Instant::now();
-            natpmp_test_mapping(session, &mut natpmp.0, local_port, opts);
-            natpmp.0.elapsed += t.elapsed();
-        }
-        if let Some(session) = pcp.1.as_mut() {
-            let t = Instant::now();
-            pcp_test_mapping(session, &mut pcp.0, gateway, local_port, opts);
-            pcp.0.elapsed += t.elapsed();
-        }
-        match (upnp.1.as_ref(), local_address) {
-            (Some(igd), Some(local)) => {
-                let t = Instant::now();
-                upnp_test_mapping(igd, &mut upnp.0, local, local_port, opts);
-                upnp.0.elapsed += t.elapsed();
-            }
-            (Some(_), None) => {
-                upnp.0.mapping_error =
-                    Some(PortmapError::Unsupported("this host's address toward the gateway is unknown"))
-            }
-            (None, _) => {}
-        }
-    }
-    let report = PortmapReport { gateway, local_address, local_port, natpmp: natpmp.0, pcp: pcp.0, upnp: upnp.0 };
-    log::info!(
-        "portmap: gateway {gateway}: NAT-PMP {:?}, PCP {:?}, UPnP {:?}",
-        report.natpmp.status,
-        report.pcp.status,
-        report.upnp.status
-    );
-    report
+/// The external endpoint the PCP test mapping suggests: the same port, any external address of the
+/// gateway's family.
+pub(crate) fn pcp_suggestion(gateway: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(unspecified_like(gateway), port)
 }
 
-/// [`probe`] the default gateway ([`gateway::default_gateway`]).
-pub fn probe_default_gateway(local_port: u16, opts: &ProbeOptions) -> Result<PortmapReport, PortmapError> {
-    let route = gateway::default_gateway()?;
-    Ok(probe(IpAddr::V4(route.gateway), local_port, opts))
+/// The probe's retry policy for its UPnP test mapping, after AddPortMapping failed.
+#[derive(Debug, Default)]
+pub(crate) struct UpnpRetry {
+    attempts: u32,
+    conflicts: u32,
 }
 
-fn natpmp_discover(gateway: IpAddr, opts: &ProbeOptions) -> (ServiceReport, Option<NatPmpSession>) {
-    if !opts.natpmp {
-        return (ServiceReport::new(ServiceStatus::NotTried), None);
-    }
-    let IpAddr::V4(gw) = gateway else {
-        let mut r = ServiceReport::new(ServiceStatus::NotTried);
-        r.error = Some(PortmapError::Unsupported("NAT-PMP is IPv4 only"));
-        return (r, None);
-    };
-    let start = Instant::now();
-    let mut session = match NatPmpSession::new(gw, opts.retransmit) {
-        Ok(s) => s,
-        Err(e) => return (ServiceReport::failed(e), None),
-    };
-    let found = session.external_address().map(|(addr, epoch)| (Some(IpAddr::V4(addr)), epoch));
-    let (report, keep) = discovery_report(found, session.epoch(), start);
-    (report, keep.then_some(session))
-}
-
-fn natpmp_test_mapping(session: &mut NatPmpSession, report: &mut ServiceReport, port: u16, opts: &ProbeOptions) {
-    match session.map(Protocol::Udp, port, port, secs(opts.mapping_lifetime)) {
-        Ok(m) => {
-            log::info!("portmap: NAT-PMP mapped UDP {port} -> external port {} for {} s", m.external_port, m.lifetime);
-            let delete = session.delete(Protocol::Udp, port);
-            report.test_mapping = Some(TestMapping {
-                protocol: Protocol::Udp,
-                internal_port: port,
-                external_port: m.external_port,
-                lifetime: m.lifetime,
-                verified: None,
-                deleted: delete.is_ok(),
-                delete_error: delete.err(),
-            });
+impl UpnpRetry {
+    /// Change `m` into the next attempt after `error` and return true, or return false to give up. IGD:1
+    /// devices may refuse any lease but 0 (error 725, asked once, right after the first attempt; the mapping
+    /// is deleted right after anyway); when someone else holds the external port (718), a random port of the
+    /// dynamic range, twice at most.
+    pub(crate) fn next(&mut self, m: &mut PortMapping, error: &PortmapError, rng: Option<&mut Rng>) -> bool {
+        self.attempts += 1;
+        if self.attempts == 1 && upnp::is_fault(error, upnp::ERR_ONLY_PERMANENT_LEASES_SUPPORTED) {
+            m.lease_duration = 0;
+            return true;
         }
-        Err(e) => report.mapping_error = Some(e),
+        if self.conflicts < 2 && upnp::is_fault(error, upnp::ERR_CONFLICT_IN_MAPPING_ENTRY) {
+            let Some(rng) = rng else { return false };
+            self.conflicts += 1;
+            m.external_port = 49152 + u16::try_from(rng.below(16384)).unwrap_or(0);
+            return true;
+        }
+        false
     }
 }
 
-fn pcp_discover(gateway: IpAddr, opts: &ProbeOptions) -> (ServiceReport, Option<PcpSession>) {
-    if !opts.pcp {
-        return (ServiceReport::new(ServiceStatus::NotTried), None);
-    }
-    let start = Instant::now();
-    let mut session = match PcpSession::new(gateway, opts.retransmit) {
-        Ok(s) => s,
-        Err(e) => return (ServiceReport::failed(e), None),
-    };
-    // A server without ANNOUNCE still speaks PCP (an error answer keeps the session); MAP may work.
-    let (report, keep) = discovery_report(session.announce().map(|epoch| (None, epoch)), session.epoch(), start);
-    (report, keep.then_some(session))
-}
-
-fn pcp_test_mapping(
-    session: &mut PcpSession,
-    report: &mut ServiceReport,
-    gateway: IpAddr,
-    port: u16,
-    opts: &ProbeOptions,
-) {
-    // Suggest the same external port, any external address of the gateway's family.
-    let any: IpAddr =
-        if gateway.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
-    match session.map(Protocol::Udp, port, Some(SocketAddr::new(any, port)), secs(opts.mapping_lifetime)) {
-        Ok(m) => {
-            log::info!("portmap: PCP mapped UDP {port} -> {} for {} s", m.external, m.lifetime);
-            report.external_address = Some(m.external.ip());
-            report.epoch = Some(m.epoch);
-            let delete = session.delete(&m);
-            report.test_mapping = Some(TestMapping {
-                protocol: Protocol::Udp,
-                internal_port: port,
-                external_port: m.external.port(),
-                lifetime: m.lifetime,
-                verified: None,
-                deleted: delete.is_ok(),
-                delete_error: delete.err(),
-            });
-        }
-        Err(e) => report.mapping_error = Some(e),
+/// Did DeletePortMapping leave nothing behind? "No such entry" (714) counts: the mapping is gone either way.
+pub(crate) fn upnp_deleted(delete: &Result<(), PortmapError>) -> bool {
+    match delete {
+        Ok(()) => true,
+        Err(e) => upnp::is_fault(e, upnp::ERR_NO_SUCH_ENTRY_IN_ARRAY),
     }
 }
 
-fn upnp_discover(gateway: IpAddr, local: Option<IpAddr>, opts: &ProbeOptions) -> (ServiceReport, Option<Igd>) {
-    if !opts.upnp {
-        return (ServiceReport::new(ServiceStatus::NotTried), None);
-    }
-    if gateway.is_ipv6() {
-        let mut r = ServiceReport::new(ServiceStatus::NotTried);
-        r.error = Some(PortmapError::Unsupported("UPnP discovery is implemented over IPv4 SSDP only"));
-        return (r, None);
-    }
-    let start = Instant::now();
-    let discover = DiscoverOptions {
-        gateway: Some(gateway),
-        local_ip: match local {
-            Some(IpAddr::V4(v4)) => Some(v4),
-            _ => None,
-        },
-        search: SearchConfig { wait: opts.upnp_wait, ..SearchConfig::default() },
-        http_timeout: opts.http_timeout,
-    };
-    let igd = match Igd::discover(&discover) {
-        Ok(igd) => igd,
-        Err(e) => {
-            let mut r = ServiceReport::failed(e);
-            r.elapsed = start.elapsed();
-            return (r, None);
-        }
-    };
-    let mut report = ServiceReport::new(ServiceStatus::Answered);
-    report.detail = Some(format!(
+/// Does GetSpecificPortMappingEntry show the test mapping pointing at this host?
+pub(crate) fn upnp_verified(entry: &PortMappingEntry, local: IpAddr, port: u16) -> bool {
+    entry.internal_port == port && entry.internal_client == local.to_string()
+}
+
+/// The report line of the UPnP device found.
+pub(crate) fn upnp_detail(igd: &Igd) -> String {
+    format!(
         "{} at http://{}{}{}",
         igd.service.service_type,
         igd.service.control_url.authority(),
         igd.service.control_url.path,
         igd.server.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
-    ));
-    match igd.external_ip() {
-        Ok(ip) => report.external_address = Some(ip),
-        Err(e) => report.error = Some(e),
-    }
-    report.elapsed = start.elapsed();
-    (report, Some(igd))
-}
-
-fn upnp_test_mapping(igd: &Igd, report: &mut ServiceReport, local: IpAddr, port: u16, opts: &ProbeOptions) {
-    let mut m = PortMapping {
-        protocol: Protocol::Udp,
-        external_port: port,
-        internal_client: local,
-        internal_port: port,
-        description: opts.description.clone(),
-        lease_duration: secs(opts.mapping_lifetime),
-    };
-    let mut result = igd.add_port_mapping(&m);
-    if result.as_ref().is_err_and(|e| upnp::is_fault(e, upnp::ERR_ONLY_PERMANENT_LEASES_SUPPORTED)) {
-        // IGD:1 devices may refuse any lease but 0; the mapping is deleted right after anyway.
-        m.lease_duration = 0;
-        result = igd.add_port_mapping(&m);
-    }
-    for _ in 0..2 {
-        if !result.as_ref().is_err_and(|e| upnp::is_fault(e, upnp::ERR_CONFLICT_IN_MAPPING_ENTRY)) {
-            break;
-        }
-        // Someone else holds that external port: try a random one in the dynamic range.
-        let r = super::blocking::random_bytes::<2>();
-        m.external_port = 49152 + u16::from_be_bytes(r) % 16384;
-        result = igd.add_port_mapping(&m);
-    }
-    if let Err(e) = result {
-        report.mapping_error = Some(e);
-        return;
-    }
-    log::info!("portmap: UPnP mapped UDP external {} -> {local}:{port}", m.external_port);
-    // From here on the mapping exists: whatever the check says, the delete below always runs.
-    let verified = match igd.get_port_mapping(Protocol::Udp, m.external_port) {
-        Ok(entry) => entry.internal_port == port && entry.internal_client == local.to_string(),
-        Err(e) => {
-            log::debug!("portmap: UPnP GetSpecificPortMappingEntry failed: {e}");
-            false
-        }
-    };
-    let delete = igd.delete_port_mapping(Protocol::Udp, m.external_port);
-    // "No such entry" means nothing is left behind either.
-    let deleted = match &delete {
-        Ok(()) => true,
-        Err(e) => upnp::is_fault(e, upnp::ERR_NO_SUCH_ENTRY_IN_ARRAY),
-    };
-    report.test_mapping = Some(TestMapping {
-        protocol: Protocol::Udp,
-        internal_port: port,
-        external_port: m.external_port,
-        lifetime: m.lease_duration,
-        verified: Some(verified),
-        deleted,
-        delete_error: delete.err(),
-    });
+    )
 }
 
 impl fmt::Display for ServiceReport {
@@ -457,5 +278,53 @@ impl fmt::Display for PortmapReport {
         writeln!(f, "  NAT-PMP: {}", self.natpmp)?;
         writeln!(f, "  PCP:     {}", self.pcp)?;
         write!(f, "  UPnP:    {}", self.upnp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(code: u16) -> PortmapError {
+        PortmapError::UpnpFault { action: "AddPortMapping", code, description: String::new() }
+    }
+
+    fn mapping() -> PortMapping {
+        PortMapping {
+            protocol: Protocol::Udp,
+            external_port: 6666,
+            internal_client: "192.168.1.10".parse().unwrap(),
+            internal_port: 6666,
+            description: String::new(),
+            lease_duration: 120,
+        }
+    }
+
+    #[test]
+    fn upnp_retry_permanent_lease_once_then_two_conflicts() {
+        let mut rng = Rng::from_seed([9; 32]);
+        let mut m = mapping();
+        let mut r = UpnpRetry::default();
+        assert!(r.next(&mut m, &fault(725), Some(&mut rng)));
+        assert_eq!((m.lease_duration, m.external_port), (0, 6666));
+        assert!(!UpnpRetry { attempts: 1, conflicts: 0 }.next(&mut mapping(), &fault(725), Some(&mut rng)));
+        for _ in 0..2 {
+            assert!(r.next(&mut m, &fault(718), Some(&mut rng)));
+            assert!((49152..=65535).contains(&m.external_port), "{}", m.external_port);
+        }
+        assert!(!r.next(&mut m, &fault(718), Some(&mut rng)));
+        assert!(!UpnpRetry::default().next(&mut mapping(), &fault(718), None), "no randomness, no retry");
+        assert!(!UpnpRetry::default().next(&mut mapping(), &fault(501), Some(&mut rng)));
+    }
+
+    #[test]
+    fn small_decisions() {
+        assert_eq!(lifetime_secs(Duration::ZERO), 1);
+        assert_eq!(lifetime_secs(Duration::from_secs(u64::MAX)), u32::MAX);
+        assert_eq!(pcp_suggestion("192.168.1.1".parse().unwrap(), 7), "0.0.0.0:7".parse().unwrap());
+        assert_eq!(pcp_suggestion("fe80::1".parse().unwrap(), 7), "[::]:7".parse().unwrap());
+        assert!(upnp_deleted(&Ok(())));
+        assert!(upnp_deleted(&Err(fault(714))));
+        assert!(!upnp_deleted(&Err(fault(501))));
     }
 }

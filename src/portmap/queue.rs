@@ -10,8 +10,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::retransmit::{Retransmit, Tick, Timer};
-use super::{PortmapError, RequestId, Transmit};
+use super::timer::{Tick, Timer};
+use super::{PortmapError, RequestId};
+use crate::net::{Retransmit, Transmit};
 
 /// An engine's event type: the queue builds its `Completed` events through this.
 pub(crate) trait Completion {
@@ -31,6 +32,7 @@ struct Pending<R> {
 /// explain a later timeout.
 #[derive(Debug)]
 pub(crate) struct RequestQueue<Ev: Completion, M> {
+    local: SocketAddr,
     server: SocketAddr,
     retransmit: Retransmit,
     queue: VecDeque<Pending<Ev::Request>>,
@@ -41,8 +43,9 @@ pub(crate) struct RequestQueue<Ev: Completion, M> {
 }
 
 impl<Ev: Completion, M: fmt::Display> RequestQueue<Ev, M> {
-    pub(crate) fn new(server: SocketAddr, retransmit: Retransmit) -> Self {
+    pub(crate) fn new(local: SocketAddr, server: SocketAddr, retransmit: Retransmit) -> Self {
         RequestQueue {
+            local,
             server,
             retransmit,
             queue: VecDeque::new(),
@@ -55,6 +58,10 @@ impl<Ev: Completion, M: fmt::Display> RequestQueue<Ev, M> {
 
     pub(crate) fn server(&self) -> SocketAddr {
         self.server
+    }
+
+    pub(crate) fn local(&self) -> SocketAddr {
+        self.local
     }
 
     /// Remember the latest time the engine was given: `poll_transmit` stamps sends with it.
@@ -109,6 +116,18 @@ impl<Ev: Completion, M: fmt::Display> RequestQueue<Ev, M> {
         }
     }
 
+    /// ICMP port unreachable from the server: nothing listens there, so waiting out the schedule would only
+    /// delay the same outcome. Fails the request in flight with [`PortmapError::Refused`]; false when nothing
+    /// had been sent to `dst`.
+    pub(crate) fn unreachable(&mut self, now: Instant, dst: SocketAddr) -> bool {
+        self.now = Some(now);
+        let sent = self.queue.front().is_some_and(|p| p.timer.sends() > 0);
+        if dst != self.server || !sent {
+            return false;
+        }
+        self.fail(PortmapError::Refused { server: self.server })
+    }
+
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
         let Some(head) = self.queue.front_mut() else { return };
@@ -133,7 +152,7 @@ impl<Ev: Completion, M: fmt::Display> RequestQueue<Ev, M> {
             match encode(&head.request, buf) {
                 Ok(len) => {
                     head.timer.sent(now);
-                    return Some(Transmit { destination: self.server, len });
+                    return Some(Transmit { local: self.local, dst: self.server, len });
                 }
                 // An unencodable request fails on its own instead of blocking the queue.
                 Err(e) => {

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::Transmit;
+use crate::net::{Engine, Received, Transmit, Transport};
 
 /// The SSDP multicast group and port.
 pub const MULTICAST: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 255, 250)), 1900);
@@ -128,9 +128,11 @@ pub enum Event {
     Finished { found: usize, malformed: usize },
 }
 
-/// Sans-IO SSDP search.
+/// Sans-IO SSDP search, a [`net::Engine`](Engine): M-SEARCH rounds out of the socket bound to `local`, search
+/// responses in, `Event::Finished` when the wait is over.
 #[derive(Debug)]
 pub struct Search {
+    local: SocketAddr,
     config: SearchConfig,
     start: Instant,
     now: Instant,
@@ -143,8 +145,9 @@ pub struct Search {
 }
 
 impl Search {
-    pub fn new(now: Instant, config: SearchConfig) -> Self {
+    pub fn new(now: Instant, local: SocketAddr, config: SearchConfig) -> Self {
         Search {
+            local,
             config,
             start: now,
             now,
@@ -169,27 +172,36 @@ impl Search {
     pub fn is_finished(&self) -> bool {
         self.finished
     }
+}
 
-    pub fn handle_datagram(&mut self, now: Instant, _local: SocketAddr, from: SocketAddr, data: &[u8]) {
+impl Engine for Search {
+    type Event = Event;
+
+    /// Consumes search responses (from any host: devices answer a multicast search from their own address)
+    /// until the wait is over. Anything else is not ours, but it is counted in `Finished { malformed }`.
+    fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
         self.now = now;
-        if self.finished {
-            return;
+        if self.finished || input.transport != Transport::Udp {
+            return false;
         }
+        let from = input.source;
         match parse_response(data) {
             Ok(response) => {
                 if self.seen.insert((from, response.st.clone(), response.location.clone())) {
                     log::debug!("ssdp: {from} offers {} at {}", response.st, response.location);
                     self.events.push_back(Event::Found { from, response });
                 }
+                true
             }
             Err(e) => {
                 self.malformed += 1;
                 log::debug!("ssdp: ignoring datagram from {from}: {e}");
+                false
             }
         }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if !self.finished && now >= self.end() {
             self.finished = true;
@@ -197,7 +209,7 @@ impl Search {
         }
     }
 
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         if self.finished || self.round >= self.config.rounds.max(1) || self.now < self.round_at(self.round) {
             return None;
         }
@@ -211,10 +223,10 @@ impl Search {
             self.next_target = 0;
             self.round += 1;
         }
-        Some(Transmit { destination: self.config.destination, len })
+        Some(Transmit { local: self.local, dst: self.config.destination, len })
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         if self.finished {
             return None;
         }
@@ -224,7 +236,7 @@ impl Search {
         Some(self.end())
     }
 
-    pub fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 }
@@ -278,20 +290,21 @@ mod tests {
     fn engine_rounds_dedup_and_finish() {
         let t0 = Instant::now();
         let cfg = SearchConfig { wait: Duration::from_secs(2), rounds: 2, ..SearchConfig::default() };
-        let mut s = Search::new(t0, cfg);
+        let local: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let mut s = Search::new(t0, local, cfg);
         let mut buf = [0u8; MAX_REQUEST_LEN];
         let mut sent = 0;
         while let Some(t) = s.poll_transmit(&mut buf) {
-            assert_eq!(t.destination, MULTICAST);
+            assert_eq!((t.local, t.dst), (local, MULTICAST));
             sent += 1;
         }
         assert_eq!(sent, 3);
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(500)));
-        let local: SocketAddr = "10.0.0.2:40000".parse().unwrap();
         let gw: SocketAddr = "10.0.0.1:1900".parse().unwrap();
-        s.handle_datagram(t0 + Duration::from_millis(10), local, gw, MINIUPNPD);
-        s.handle_datagram(t0 + Duration::from_millis(20), local, gw, MINIUPNPD);
-        s.handle_datagram(t0 + Duration::from_millis(30), local, gw, b"junk");
+        let from_gw = Received::udp(local, gw);
+        assert!(s.handle_input(t0 + Duration::from_millis(10), from_gw, MINIUPNPD));
+        assert!(s.handle_input(t0 + Duration::from_millis(20), from_gw, MINIUPNPD));
+        assert!(!s.handle_input(t0 + Duration::from_millis(30), from_gw, b"junk"));
         assert!(matches!(s.poll_event(), Some(Event::Found { from, .. }) if from == gw));
         assert!(s.poll_event().is_none());
         s.handle_timeout(t0 + Duration::from_millis(500));

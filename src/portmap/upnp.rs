@@ -2,17 +2,21 @@
 //! GetExternalIPAddress, AddPortMapping, GetSpecificPortMappingEntry, DeletePortMapping (UPnP IGD:1/IGD:2,
 //! WANIPConnection:1/:2 service specs), over SOAP 1.1 on HTTP/1.1.
 //!
-//! The description and SOAP parts are pure functions; [`Igd`] does the (blocking, time-bounded) I/O.
+//! Everything here is sans-IO: [`ssdp::Search`] finds devices, [`Candidates`] decides which answers to follow,
+//! [`Igd::description_request`] / [`Igd::from_description`] build and read the description fetch, and
+//! [`Igd::request`] / [`Action::parse_reply`] build and read each SOAP exchange. The blocking driver that
+//! carries them over UDP and TCP is `io::portmap::IgdClient`.
 //!
 //! Trust: SSDP answers are unauthenticated LAN datagrams. The description must come from the address that
 //! answered, and the control URL must point to the same host, so a forged answer cannot steer the probe into
 //! connecting somewhere else; when a gateway is given, only its answers are used.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
-use super::http::{self, Url};
-use super::ssdp::{self, Search, SearchConfig};
+use super::http;
+pub use super::http::Url;
+use super::ssdp::{self, SearchConfig};
 use super::xml;
 use super::{PortmapError, Protocol};
 
@@ -40,7 +44,7 @@ fn service_rank(st: &str) -> Option<u8> {
 }
 
 /// Find the WAN connection services in a device description fetched from `location`, best first.
-pub fn find_wan_services(description: &str, location: &Url) -> Result<Vec<IgdService>, PortmapError> {
+pub(crate) fn find_wan_services(description: &str, location: &Url) -> Result<Vec<IgdService>, PortmapError> {
     let root = xml::parse(description).map_err(|e| PortmapError::UpnpProtocol(format!("device description: {e}")))?;
     if root.name != "root" {
         return perr(format!("device description root is <{}>, not <root>", root.name));
@@ -62,7 +66,7 @@ pub fn find_wan_services(description: &str, location: &Url) -> Result<Vec<IgdSer
 }
 
 /// SOAP 1.1 request body for `action` of `service_type`.
-pub fn soap_envelope(service_type: &str, action: &str, args: &[(&str, String)]) -> String {
+pub(crate) fn soap_envelope(service_type: &str, action: &str, args: &[(&str, String)]) -> String {
     let mut body = String::from(
         "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" \
          s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body>",
@@ -76,7 +80,7 @@ pub fn soap_envelope(service_type: &str, action: &str, args: &[(&str, String)]) 
 }
 
 /// Output arguments of a SOAP reply, or the UPnP error it carries.
-pub fn parse_soap_response(
+pub(crate) fn parse_soap_response(
     action: &'static str,
     status: u16,
     body: &str,
@@ -160,110 +164,35 @@ impl Default for DiscoverOptions {
 }
 
 /// A discovered Internet Gateway Device and its WAN connection service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Igd {
     /// Where the device description was fetched.
     pub location: Url,
     pub service: IgdService,
     /// SSDP SERVER header, when sent.
     pub server: Option<String>,
-    pub http_timeout: Duration,
 }
 
 impl Igd {
-    /// SSDP search, then the first usable device description.
-    pub fn discover(opts: &DiscoverOptions) -> Result<Igd, PortmapError> {
-        if let Some(IpAddr::V6(_)) = opts.gateway {
-            return Err(PortmapError::Unsupported("UPnP discovery is implemented over IPv4 SSDP only"));
-        }
-        let bind = SocketAddr::new(IpAddr::V4(opts.local_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)), 0);
-        let socket = UdpSocket::bind(bind).map_err(|e| PortmapError::io("SSDP bind", &e))?;
-        // UDA 1.1 §1.1.2: TTL 2 by default. With a bound source address Linux sends the multicast out of
-        // that address's interface.
-        socket.set_multicast_ttl_v4(2).map_err(|e| PortmapError::io("SSDP set TTL", &e))?;
-        let local = socket.local_addr().map_err(|e| PortmapError::io("SSDP local address", &e))?;
-        let start = Instant::now();
-        let mut search = Search::new(start, opts.search.clone());
-        let hard_deadline = start + opts.search.wait + Duration::from_secs(1);
-        let mut tried: Vec<String> = Vec::new();
-        let mut others = 0usize;
-        let mut last_error: Option<PortmapError> = None;
-        let mut buf = [0u8; 2048];
-        loop {
-            while let Some(t) = search.poll_transmit(&mut buf) {
-                if let Err(e) = socket.send_to(&buf[..t.len], t.destination) {
-                    // No multicast route, say: report it rather than wait for nothing.
-                    return Err(PortmapError::io("SSDP send", &e));
-                }
-            }
-            while let Some(ev) = search.poll_event() {
-                match ev {
-                    ssdp::Event::Found { from, response } => {
-                        if opts.gateway.is_some_and(|g| g != from.ip()) {
-                            others += 1;
-                            continue;
-                        }
-                        if service_rank(&response.st).is_none() || tried.contains(&response.location) {
-                            continue;
-                        }
-                        tried.push(response.location.clone());
-                        match Igd::from_response(from, &response, opts.http_timeout) {
-                            Ok(igd) => return Ok(igd),
-                            Err(e) => {
-                                log::debug!("upnp: {} unusable: {e}", response.location);
-                                last_error = Some(e);
-                            }
-                        }
-                    }
-                    ssdp::Event::Finished { .. } => {
-                        return Err(
-                            last_error.unwrap_or(PortmapError::UpnpNotFound { waited: opts.search.wait, others })
-                        );
-                    }
-                }
-            }
-            let now = Instant::now();
-            if now >= hard_deadline {
-                return Err(last_error.unwrap_or(PortmapError::UpnpNotFound { waited: opts.search.wait, others }));
-            }
-            let wake = search.poll_timeout().unwrap_or(hard_deadline).min(hard_deadline);
-            if wake <= now {
-                search.handle_timeout(now);
-                continue;
-            }
-            socket.set_read_timeout(Some(wake - now)).map_err(|e| PortmapError::io("SSDP set timeout", &e))?;
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) => search.handle_datagram(Instant::now(), local, from, &buf[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    search.handle_timeout(Instant::now())
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(PortmapError::io("SSDP receive", &e)),
-            }
-        }
+    /// The GET request for a device description (UDA 1.1 §2.1).
+    pub fn description_request(location: &Url) -> Vec<u8> {
+        http::build_request("GET", location, &[], &[])
     }
 
-    fn from_response(
-        from: SocketAddr,
-        response: &ssdp::SearchResponse,
-        timeout: Duration,
+    /// The device behind a description fetched from `location` (HTTP `status` and `body` of the reply to
+    /// [`Igd::description_request`]): its best WAN connection service on the description's own host.
+    /// `server` is the SSDP SERVER header, kept for reports.
+    pub fn from_description(
+        location: Url,
+        status: u16,
+        body: &[u8],
+        server: Option<String>,
     ) -> Result<Igd, PortmapError> {
-        let location = Url::parse(&response.location)?;
-        if location.host != from.ip() {
-            return perr(format!("LOCATION {} is not on the answering host {}", response.location, from.ip()));
+        if status != 200 {
+            return Err(PortmapError::Http(format!("GET {}: status {status}", location.path)));
         }
-        let mut igd = Igd::from_location(location, timeout)?;
-        igd.server = response.server.clone();
-        Ok(igd)
-    }
-
-    /// Fetch a device description and pick its best WAN connection service.
-    pub fn from_location(location: Url, timeout: Duration) -> Result<Igd, PortmapError> {
-        let resp = http::request("GET", &location, &[], &[], timeout)?;
-        if resp.status != 200 {
-            return Err(PortmapError::Http(format!("GET {}: status {}", location.path, resp.status)));
-        }
-        let services = find_wan_services(resp.body_text()?, &location)?;
+        let text = std::str::from_utf8(body).map_err(|_| PortmapError::Http("body is not UTF-8".into()))?;
+        let services = find_wan_services(text, &location)?;
         let Some(service) = services.into_iter().find(|s| s.control_url.host == location.host) else {
             return perr(format!(
                 "{} offers no WANIPConnection/WANPPPConnection service on its own host",
@@ -276,84 +205,158 @@ impl Igd {
             service.control_url.authority(),
             service.control_url.path
         );
-        Ok(Igd { location, service, server: None, http_timeout: timeout })
+        Ok(Igd { location, service, server })
     }
 
-    fn call(&self, action: &'static str, args: &[(&str, String)]) -> Result<Vec<(String, String)>, PortmapError> {
-        let body = soap_envelope(&self.service.service_type, action, args);
-        let soap_action = format!("\"{}#{}\"", self.service.service_type, action);
+    /// Where SOAP requests go (the control URL's host and port).
+    pub fn control_addr(&self) -> SocketAddr {
+        self.service.control_url.socket_addr()
+    }
+
+    /// The HTTP request (SOAP 1.1 POST to the control URL, UDA 1.1 §3.2.1) that performs `action`.
+    pub fn request(&self, action: &Action) -> Result<Vec<u8>, PortmapError> {
+        let args = action.args()?;
+        let body = soap_envelope(&self.service.service_type, action.name(), &args);
+        let soap_action = format!("\"{}#{}\"", self.service.service_type, action.name());
         let headers = [("Content-Type", "text/xml; charset=\"utf-8\""), ("SOAPAction", soap_action.as_str())];
-        let resp = http::request("POST", &self.service.control_url, &headers, body.as_bytes(), self.http_timeout)?;
-        parse_soap_response(action, resp.status, resp.body_text().unwrap_or(""))
+        Ok(http::build_request("POST", &self.service.control_url, &headers, body.as_bytes()))
     }
+}
 
-    /// GetExternalIPAddress.
-    pub fn external_ip(&self) -> Result<IpAddr, PortmapError> {
-        let out = self.call("GetExternalIPAddress", &[])?;
-        let text = arg(&out, "NewExternalIPAddress").unwrap_or("");
-        if text.is_empty() {
-            return perr("the IGD reports no external address (WAN not connected)");
-        }
-        text.parse().map_err(|_| PortmapError::UpnpProtocol(format!("bad external address {:?}", text)))
-    }
-
+/// The WANIPConnection actions this client performs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    GetExternalIpAddress,
     /// AddPortMapping (any remote host).
-    pub fn add_port_mapping(&self, m: &PortMapping) -> Result<(), PortmapError> {
-        if m.external_port == 0 || m.internal_port == 0 {
-            return Err(PortmapError::InvalidRequest("port 0"));
+    AddPortMapping(PortMapping),
+    GetSpecificPortMappingEntry {
+        protocol: Protocol,
+        external_port: u16,
+    },
+    DeletePortMapping {
+        protocol: Protocol,
+        external_port: u16,
+    },
+}
+
+/// What an action's successful reply says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionReply {
+    ExternalIp(IpAddr),
+    Entry(PortMappingEntry),
+    /// AddPortMapping and DeletePortMapping carry nothing back.
+    Done,
+}
+
+impl Action {
+    /// The SOAP action name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::GetExternalIpAddress => "GetExternalIPAddress",
+            Action::AddPortMapping(_) => "AddPortMapping",
+            Action::GetSpecificPortMappingEntry { .. } => "GetSpecificPortMappingEntry",
+            Action::DeletePortMapping { .. } => "DeletePortMapping",
         }
-        self.call(
-            "AddPortMapping",
-            &[
-                ("NewRemoteHost", String::new()),
-                ("NewExternalPort", m.external_port.to_string()),
-                ("NewProtocol", protocol_str(m.protocol).to_string()),
-                ("NewInternalPort", m.internal_port.to_string()),
-                ("NewInternalClient", m.internal_client.to_string()),
-                ("NewEnabled", "1".to_string()),
-                ("NewPortMappingDescription", m.description.clone()),
-                ("NewLeaseDuration", m.lease_duration.to_string()),
-            ],
-        )
-        .map(|_| ())
     }
 
-    /// GetSpecificPortMappingEntry.
-    pub fn get_port_mapping(&self, protocol: Protocol, external_port: u16) -> Result<PortMappingEntry, PortmapError> {
-        let out = self.call(
-            "GetSpecificPortMappingEntry",
-            &[
+    fn args(&self) -> Result<Vec<(&'static str, String)>, PortmapError> {
+        let key = |protocol: Protocol, external_port: u16| {
+            vec![
                 ("NewRemoteHost", String::new()),
                 ("NewExternalPort", external_port.to_string()),
                 ("NewProtocol", protocol_str(protocol).to_string()),
-            ],
-        )?;
-        let num = |name: &str| -> Result<u32, PortmapError> {
-            arg(&out, name).and_then(|v| v.parse().ok()).ok_or_else(|| {
-                PortmapError::UpnpProtocol(format!("GetSpecificPortMappingEntry: bad or missing {name}"))
-            })
+            ]
         };
-        Ok(PortMappingEntry {
-            internal_port: u16::try_from(num("NewInternalPort")?)
-                .map_err(|_| PortmapError::UpnpProtocol("internal port out of range".into()))?,
-            internal_client: arg(&out, "NewInternalClient").unwrap_or("").to_string(),
-            enabled: matches!(arg(&out, "NewEnabled"), Some("1") | Some("true") | Some("yes")),
-            description: arg(&out, "NewPortMappingDescription").unwrap_or("").to_string(),
-            lease_duration: num("NewLeaseDuration")?,
+        Ok(match self {
+            Action::GetExternalIpAddress => vec![],
+            Action::AddPortMapping(m) => {
+                if m.external_port == 0 || m.internal_port == 0 {
+                    return Err(PortmapError::InvalidRequest("port 0"));
+                }
+                let mut args = key(m.protocol, m.external_port);
+                args.extend([
+                    ("NewInternalPort", m.internal_port.to_string()),
+                    ("NewInternalClient", m.internal_client.to_string()),
+                    ("NewEnabled", "1".to_string()),
+                    ("NewPortMappingDescription", m.description.clone()),
+                    ("NewLeaseDuration", m.lease_duration.to_string()),
+                ]);
+                args
+            }
+            Action::GetSpecificPortMappingEntry { protocol, external_port }
+            | Action::DeletePortMapping { protocol, external_port } => key(*protocol, *external_port),
         })
     }
 
-    /// DeletePortMapping.
-    pub fn delete_port_mapping(&self, protocol: Protocol, external_port: u16) -> Result<(), PortmapError> {
-        self.call(
-            "DeletePortMapping",
-            &[
-                ("NewRemoteHost", String::new()),
-                ("NewExternalPort", external_port.to_string()),
-                ("NewProtocol", protocol_str(protocol).to_string()),
-            ],
-        )
-        .map(|_| ())
+    /// Read the HTTP reply (`status`, `body`) to this action: its result, or the UPnP fault it carries.
+    pub fn parse_reply(&self, status: u16, body: &[u8]) -> Result<ActionReply, PortmapError> {
+        let out = parse_soap_response(self.name(), status, std::str::from_utf8(body).unwrap_or(""))?;
+        match self {
+            Action::GetExternalIpAddress => {
+                let text = arg(&out, "NewExternalIPAddress").unwrap_or("");
+                if text.is_empty() {
+                    return perr("the IGD reports no external address (WAN not connected)");
+                }
+                let ip =
+                    text.parse().map_err(|_| PortmapError::UpnpProtocol(format!("bad external address {:?}", text)))?;
+                Ok(ActionReply::ExternalIp(ip))
+            }
+            Action::GetSpecificPortMappingEntry { .. } => {
+                let num = |name: &str| -> Result<u32, PortmapError> {
+                    arg(&out, name).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                        PortmapError::UpnpProtocol(format!("GetSpecificPortMappingEntry: bad or missing {name}"))
+                    })
+                };
+                Ok(ActionReply::Entry(PortMappingEntry {
+                    internal_port: u16::try_from(num("NewInternalPort")?)
+                        .map_err(|_| PortmapError::UpnpProtocol("internal port out of range".into()))?,
+                    internal_client: arg(&out, "NewInternalClient").unwrap_or("").to_string(),
+                    enabled: matches!(arg(&out, "NewEnabled"), Some("1") | Some("true") | Some("yes")),
+                    description: arg(&out, "NewPortMappingDescription").unwrap_or("").to_string(),
+                    lease_duration: num("NewLeaseDuration")?,
+                }))
+            }
+            Action::AddPortMapping(_) | Action::DeletePortMapping { .. } => Ok(ActionReply::Done),
+        }
+    }
+}
+
+/// Which SSDP answers are worth a device description (the trust rule in the module docs): only the gateway's
+/// when one is given, only port-mapping services, each LOCATION once, and only a LOCATION on the host that
+/// answered.
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    gateway: Option<IpAddr>,
+    tried: Vec<String>,
+    others: usize,
+}
+
+impl Candidates {
+    pub fn new(gateway: Option<IpAddr>) -> Self {
+        Candidates { gateway, tried: Vec::new(), others: 0 }
+    }
+
+    /// `Ok(Some(location))`: fetch the description there. `Ok(None)`: skip this answer. `Err`: the answer is
+    /// unusable (a LOCATION elsewhere than the answering host, or not a URL we follow).
+    pub fn consider(&mut self, from: SocketAddr, response: &ssdp::SearchResponse) -> Result<Option<Url>, PortmapError> {
+        if self.gateway.is_some_and(|g| g != from.ip()) {
+            self.others += 1;
+            return Ok(None);
+        }
+        if service_rank(&response.st).is_none() || self.tried.contains(&response.location) {
+            return Ok(None);
+        }
+        self.tried.push(response.location.clone());
+        let location = Url::parse(&response.location)?;
+        if location.host != from.ip() {
+            return perr(format!("LOCATION {} is not on the answering host {}", response.location, from.ip()));
+        }
+        Ok(Some(location))
+    }
+
+    /// The error of a search that found nothing usable after `waited`.
+    pub fn not_found(&self, waited: Duration) -> PortmapError {
+        PortmapError::UpnpNotFound { waited, others: self.others }
     }
 }
 
@@ -458,5 +461,102 @@ mod tests {
         for (i, _) in ok.char_indices() {
             let _ = parse_soap_response("GetExternalIPAddress", 200, &ok[..i]);
         }
+    }
+
+    fn found(st: &str, location: &str) -> ssdp::SearchResponse {
+        ssdp::SearchResponse { st: st.into(), location: location.into(), usn: None, server: None }
+    }
+
+    #[test]
+    fn candidates_follow_the_trust_rule() {
+        let gw: SocketAddr = "10.0.0.1:1900".parse().unwrap();
+        let other: SocketAddr = "10.0.0.9:1900".parse().unwrap();
+        let mut c = Candidates::new(Some(gw.ip()));
+        let desc = "http://10.0.0.1:5000/rootDesc.xml";
+        assert_eq!(c.consider(other, &found(ssdp::WAN_IP_CONNECTION_1, desc)), Ok(None), "not the gateway");
+        assert_eq!(c.consider(gw, &found("upnp:rootdevice", desc)), Ok(None), "not a port-mapping service");
+        assert_eq!(c.consider(gw, &found(ssdp::WAN_IP_CONNECTION_1, desc)), Ok(Some(Url::parse(desc).unwrap())));
+        assert_eq!(c.consider(gw, &found(ssdp::WAN_IP_CONNECTION_2, desc)), Ok(None), "each LOCATION once");
+        let elsewhere = c.consider(gw, &found(ssdp::WAN_IP_CONNECTION_1, "http://10.0.0.2:5000/d.xml"));
+        assert!(matches!(elsewhere, Err(PortmapError::UpnpProtocol(m)) if m.contains("not on the answering host")));
+        assert!(c.consider(gw, &found(ssdp::WAN_IP_CONNECTION_1, "http://router.lan/d.xml")).is_err());
+        let waited = Duration::from_secs(2);
+        assert_eq!(c.not_found(waited), PortmapError::UpnpNotFound { waited, others: 1 });
+        let mut any = Candidates::new(None);
+        assert!(any.consider(other, &found(ssdp::WAN_IP_CONNECTION_1, "http://10.0.0.9/d.xml")).unwrap().is_some());
+    }
+
+    fn igd() -> Igd {
+        let loc = Url::parse("http://10.0.0.1:5000/rootDesc.xml").unwrap();
+        Igd::from_description(loc, 200, DESC.as_bytes(), Some("MiniUPnPd/2.3.1".into())).unwrap()
+    }
+
+    #[test]
+    fn description_fetch() {
+        let loc = Url::parse("http://10.0.0.1:5000/rootDesc.xml").unwrap();
+        let req = String::from_utf8(Igd::description_request(&loc)).unwrap();
+        assert_eq!(req, "GET /rootDesc.xml HTTP/1.1\r\nHost: 10.0.0.1:5000\r\nConnection: close\r\n\r\n");
+        let igd = igd();
+        assert_eq!(igd.control_addr(), "10.0.0.1:5000".parse().unwrap());
+        assert_eq!(igd.server.as_deref(), Some("MiniUPnPd/2.3.1"));
+        assert!(matches!(Igd::from_description(loc.clone(), 404, DESC.as_bytes(), None), Err(PortmapError::Http(_))));
+        assert!(matches!(Igd::from_description(loc.clone(), 200, b"\xff", None), Err(PortmapError::Http(_))));
+        // A control URL on another host is not followed.
+        let away = DESC.replace("<controlURL>/ctl/IPConn</controlURL>", "<controlURL>http://10.0.0.2/c</controlURL>");
+        assert!(matches!(Igd::from_description(loc, 200, away.as_bytes(), None), Err(PortmapError::UpnpProtocol(_))));
+    }
+
+    #[test]
+    fn actions_build_and_read() {
+        let igd = igd();
+        let m = PortMapping {
+            protocol: Protocol::Udp,
+            external_port: 6666,
+            internal_client: "10.0.0.2".parse().unwrap(),
+            internal_port: 6667,
+            description: "t".into(),
+            lease_duration: 120,
+        };
+        let req = String::from_utf8(igd.request(&Action::AddPortMapping(m.clone())).unwrap()).unwrap();
+        assert!(req.starts_with("POST /ctl/IPConn HTTP/1.1\r\nHost: 10.0.0.1:5000\r\n"), "{req}");
+        assert!(req.contains("SOAPAction: \"urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping\"\r\n"));
+        assert!(req.contains(
+            "<NewExternalPort>6666</NewExternalPort><NewProtocol>UDP</NewProtocol>\
+                              <NewInternalPort>6667</NewInternalPort><NewInternalClient>10.0.0.2</NewInternalClient>"
+        ));
+        let zero = PortMapping { internal_port: 0, ..m };
+        assert_eq!(igd.request(&Action::AddPortMapping(zero)), Err(PortmapError::InvalidRequest("port 0")));
+
+        let reply = |inner: &str| {
+            format!("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>{inner}</s:Body></s:Envelope>")
+        };
+        let ip = reply("<u:GetExternalIPAddressResponse><NewExternalIPAddress>203.0.113.1</NewExternalIPAddress></u:GetExternalIPAddressResponse>");
+        assert_eq!(
+            Action::GetExternalIpAddress.parse_reply(200, ip.as_bytes()),
+            Ok(ActionReply::ExternalIp("203.0.113.1".parse().unwrap()))
+        );
+        let empty = reply("<u:GetExternalIPAddressResponse><NewExternalIPAddress></NewExternalIPAddress></u:GetExternalIPAddressResponse>");
+        assert!(Action::GetExternalIpAddress.parse_reply(200, empty.as_bytes()).is_err(), "WAN not connected");
+        let entry = reply(
+            "<u:GetSpecificPortMappingEntryResponse><NewInternalPort>6667</NewInternalPort>\
+             <NewInternalClient>10.0.0.2</NewInternalClient><NewEnabled>1</NewEnabled>\
+             <NewPortMappingDescription>t</NewPortMappingDescription><NewLeaseDuration>99</NewLeaseDuration>\
+             </u:GetSpecificPortMappingEntryResponse>",
+        );
+        let get = Action::GetSpecificPortMappingEntry { protocol: Protocol::Udp, external_port: 6666 };
+        assert_eq!(
+            get.parse_reply(200, entry.as_bytes()),
+            Ok(ActionReply::Entry(PortMappingEntry {
+                internal_port: 6667,
+                internal_client: "10.0.0.2".into(),
+                enabled: true,
+                description: "t".into(),
+                lease_duration: 99
+            }))
+        );
+        let del = Action::DeletePortMapping { protocol: Protocol::Tcp, external_port: 1 };
+        let done = reply("<u:DeletePortMappingResponse/>");
+        assert_eq!(del.parse_reply(200, done.as_bytes()), Ok(ActionReply::Done));
+        assert!(del.parse_reply(500, b"").is_err());
     }
 }

@@ -7,11 +7,12 @@
 //! being limited has an empty bucket and is evicted last, so a flood of spoofed one-shot sources pushes out
 //! other one-shot sources before it frees an abuser.
 //!
-//! IPv6 sources are keyed by their /64: one host usually owns a whole /64 and could otherwise rotate addresses
-//! to escape the limit.
+//! IPv6 sources are keyed by their /64 ([`Source`]): one host usually owns a whole /64 and could otherwise
+//! rotate addresses to escape the limit.
 //!
 //! Sans-IO: the caller passes `now`; the limiter never reads a clock.
 
+use super::source::Source;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -44,11 +45,14 @@ impl RateLimitConfig {
         if self.rate_per_sec == 0 {
             return Err(RateLimitError::ZeroRate);
         }
+        if self.rate_per_sec > MAX_RATE {
+            return Err(RateLimitError::RateTooHigh(self.rate_per_sec));
+        }
         if self.burst == 0 || self.burst > MAX_BURST {
-            return Err(RateLimitError::BadBurst);
+            return Err(RateLimitError::BadBurst(self.burst));
         }
         if self.slots > MAX_SLOTS {
-            return Err(RateLimitError::TooManySlots);
+            return Err(RateLimitError::TooManySlots(self.slots));
         }
         Ok(())
     }
@@ -57,12 +61,20 @@ impl RateLimitConfig {
     pub fn table_slots(&self) -> usize {
         self.slots.max(WAYS).next_power_of_two()
     }
+
+    /// Bytes the limiter's table will take ([`table_slots`](Self::table_slots) × [`SLOT_BYTES`]).
+    pub fn memory_bytes(&self) -> usize {
+        self.table_slots() * SLOT_BYTES
+    }
 }
 
 /// Tokens are counted in thousandths so refill per millisecond is an integer: `rate_per_sec` milli-tokens/ms.
 const TOKEN: u32 = 1000;
 /// Upper bound on `burst` so `burst × TOKEN` fits a u32.
 pub const MAX_BURST: u32 = 4_000_000;
+/// Upper bound on `rate_per_sec`: a bucket must hold at least one second's worth of requests, so the rate
+/// cannot usefully exceed the largest burst.
+pub const MAX_RATE: u32 = MAX_BURST;
 /// Upper bound on `slots` (16 Mi slots, 256 MiB): a typo in a flag must not take the host's memory.
 pub const MAX_SLOTS: usize = 1 << 24;
 
@@ -82,12 +94,15 @@ pub enum RateLimitError {
     /// Rate of zero: use no limiter instead.
     #[error("rate limit must be at least 1 request per second")]
     ZeroRate,
+    /// Rate above [`MAX_RATE`].
+    #[error("rate limit of {0} requests per second is more than {MAX_RATE}")]
+    RateTooHigh(u32),
     /// Burst of zero or above [`MAX_BURST`].
-    #[error("rate-limit burst must be between 1 and {MAX_BURST}")]
-    BadBurst,
+    #[error("rate-limit burst of {0} is not between 1 and {MAX_BURST}")]
+    BadBurst(u32),
     /// Slots above [`MAX_SLOTS`].
-    #[error("rate-limit table must have at most {MAX_SLOTS} slots")]
-    TooManySlots,
+    #[error("rate-limit table of {0} slots is more than {MAX_SLOTS}")]
+    TooManySlots(usize),
 }
 
 /// Per-source token buckets in a fixed-size table.
@@ -177,12 +192,9 @@ impl RateLimiter {
 
     fn tag(&self, ip: IpAddr) -> u64 {
         // Family goes into the input so an IPv4 address and an IPv6 prefix never share a key.
-        let x = match ip {
-            IpAddr::V4(v4) => u64::from(u32::from(v4)) | (1 << 32),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => u64::from(u32::from(v4)) | (1 << 32),
-                None => (u128::from(v6) >> 64) as u64 ^ 0x5bd1_e995_0000_0000,
-            },
+        let x = match Source::of(ip) {
+            Source::V4(v4) => u64::from(u32::from(v4)) | (1 << 32),
+            Source::V6Prefix(prefix) => prefix ^ 0x5bd1_e995_0000_0000,
         };
         let h = mix(x ^ self.seed).wrapping_add(self.seed.rotate_left(17));
         let h = mix(h);
@@ -305,9 +317,14 @@ mod tests {
         let t0 = Instant::now();
         let c = |rate, burst, slots| RateLimiter::new(RateLimitConfig { rate_per_sec: rate, burst, slots }, 1, t0);
         assert_eq!(c(0, 1, 8).err(), Some(RateLimitError::ZeroRate));
-        assert_eq!(c(1, 0, 8).err(), Some(RateLimitError::BadBurst));
-        assert_eq!(c(1, MAX_BURST + 1, 8).err(), Some(RateLimitError::BadBurst));
-        assert_eq!(c(1, 1, MAX_SLOTS + 1).err(), Some(RateLimitError::TooManySlots));
+        assert_eq!(c(1, 0, 8).err(), Some(RateLimitError::BadBurst(0)));
+        assert_eq!(c(1, MAX_BURST + 1, 8).err(), Some(RateLimitError::BadBurst(MAX_BURST + 1)));
+        assert_eq!(c(1, 1, MAX_SLOTS + 1).err(), Some(RateLimitError::TooManySlots(MAX_SLOTS + 1)));
+        // The rate is judged before the burst: a huge rate is reported as such, not as a bad burst.
+        assert_eq!(c(u32::MAX, u32::MAX, 8).err(), Some(RateLimitError::RateTooHigh(u32::MAX)));
+        assert!(c(MAX_RATE, MAX_BURST, 8).is_ok());
+        let cfg = RateLimitConfig { rate_per_sec: 1, burst: 1, slots: 100 };
+        assert_eq!(cfg.memory_bytes(), 128 * SLOT_BYTES);
         assert_eq!(c(1, 1, 5).unwrap().slots(), 8);
         assert_eq!(c(1, 1, 0).unwrap().slots(), WAYS);
     }

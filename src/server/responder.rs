@@ -13,21 +13,23 @@
 //!   Attribute) to any Request with a CHANGE-REQUEST attribute"). RFC 3489-form requests are governed by RFC
 //!   3489, where CHANGE-REQUEST is a basic attribute classic clients send on every request: there a request
 //!   with both flags clear is answered, and only a flag we cannot honour gets the 420.
-//! - Responses carry XOR-MAPPED-ADDRESS, SOFTWARE (configurable) and always FINGERPRINT: RFC 8489 leaves
+//! - Responses carry XOR-MAPPED-ADDRESS and, in RFC 5389 form, always FINGERPRINT: RFC 8489 leaves
 //!   FINGERPRINT to the usage; it is comprehension-optional so costs nothing to clients that ignore it, and
 //!   helps every client that multiplexes STUN with other traffic on one socket (ours does).
-//! - In RFC 5780 mode (an alternate address exists) responses also carry MAPPED-ADDRESS (RFC 5780 §6.1
-//!   MUST), RESPONSE-ORIGIN and OTHER-ADDRESS. A plain server sends neither OTHER-ADDRESS (§6 forbids it
-//!   without a second address) nor MAPPED-ADDRESS (RFC 8489 clients read XOR-MAPPED-ADDRESS; classic clients
-//!   are recognised by the missing cookie and answered in RFC 3489 form).
-//! - RFC 3489-form answers carry MAPPED-ADDRESS, SOURCE-ADDRESS and (with an alternate) CHANGED-ADDRESS,
-//!   nothing else: no FINGERPRINT (RFC 5389 §8: not backwards compatible with RFC 3489) and no SOFTWARE
-//!   (RFC 3489 has none; classic parsers such as Vovida's read 0x8022 as a SERVER name of 4-byte units and
-//!   complain about other lengths).
-//! - Amplification bound: a response is at most `max(MAX_RESPONSE_LEN, request length)` bytes. Without
-//!   PADDING no response exceeds [`MAX_RESPONSE_LEN`]; the PADDING a response carries is the request's PADDING
-//!   length cut so that the response is no longer than the request that asked for it.
+//! - In RFC 5780 mode (an alternate address exists) responses also carry OTHER-ADDRESS, and RESPONSE-ORIGIN
+//!   and MAPPED-ADDRESS when they fit the amplification bound. A plain server sends neither OTHER-ADDRESS
+//!   (§6 forbids it without a second address) nor MAPPED-ADDRESS (RFC 8489 clients read XOR-MAPPED-ADDRESS;
+//!   classic clients are recognised by the missing cookie and answered in RFC 3489 form).
+//! - RFC 3489-form answers carry MAPPED-ADDRESS, (with an alternate) CHANGED-ADDRESS and, when it fits,
+//!   SOURCE-ADDRESS, nothing else: no FINGERPRINT (RFC 5389 §8: not backwards compatible with RFC 3489) and
+//!   no SOFTWARE (RFC 3489 has none; classic parsers such as Vovida's read 0x8022 as a SERVER name of 4-byte
+//!   units and complain about other lengths).
+//! - Amplification bound: an answer is at most [`AMPLIFICATION_FACTOR`](super::AMPLIFICATION_FACTOR) × the
+//!   request's length; what the client needs always fits, optional attributes are added in a fixed order
+//!   while they fit (src/server/amplification.rs). A response with PADDING is also no longer than its request: the
+//!   PADDING it carries is the request's PADDING length, cut to fit.
 
+use super::amplification::{attribute_len, error_has_room_for, SuccessAttributes, SuccessShape};
 use super::counters::Counters;
 use super::ratelimit::{RateLimitConfig, RateLimitError, RateLimiter};
 use crate::net::{Received, Transmit, Transport};
@@ -578,30 +580,46 @@ impl Responder {
         let ty = MessageType::new(Method::BINDING, Class::Success);
         let mapped = Self::mapped(rx.from);
         let rfc5780 = self.config.behavior_discovery();
-        let software = self.config.software.as_deref();
+        let origin = self.advertised_values[source.index()].bytes();
+        let other = self.advertised_values[rx.local.changed(true, true).index()].bytes();
+        let attrs = SuccessAttributes::choose(&SuccessShape {
+            request_len: msg.as_bytes().len(),
+            rfc3489: msg.is_rfc3489(),
+            rfc5780,
+            mapped_len: attribute_len(if mapped.is_ipv4() { 8 } else { 20 }),
+            origin_len: attribute_len(origin.len()),
+            other_len: attribute_len(other.len()),
+            padding: padding.is_some(),
+            software_len: self.config.software.as_deref().map(|s| attribute_len(s.len())),
+        });
         let mut w;
         if msg.is_rfc3489() {
             // RFC 3489 §11.2: MAPPED-ADDRESS, SOURCE-ADDRESS, CHANGED-ADDRESS.
             w = MessageWriter::new_rfc3489(out, ty, msg.raw_id()).ok()?;
             w.add(&Attribute::MappedAddress(mapped)).ok()?;
-            w.add_raw(attr::SOURCE_ADDRESS, self.advertised_values[source.index()].bytes()).ok()?;
+            if attrs.source_address {
+                w.add_raw(attr::SOURCE_ADDRESS, origin).ok()?;
+            }
             if rfc5780 {
-                let other = self.advertised_values[rx.local.changed(true, true).index()].bytes();
                 w.add_raw(attr::CHANGED_ADDRESS, other).ok()?;
             }
         } else {
             w = MessageWriter::new(out, ty, msg.transaction_id()).ok()?;
             w.add(&Attribute::XorMappedAddress(mapped)).ok()?;
-            if rfc5780 {
+            if attrs.mapped_address {
                 w.add(&Attribute::MappedAddress(mapped)).ok()?;
-                w.add_raw(attr::RESPONSE_ORIGIN, self.advertised_values[source.index()].bytes()).ok()?;
-                let other = self.advertised_values[rx.local.changed(true, true).index()].bytes();
+            }
+            if attrs.response_origin {
+                w.add_raw(attr::RESPONSE_ORIGIN, origin).ok()?;
+            }
+            if rfc5780 {
                 w.add_raw(attr::OTHER_ADDRESS, other).ok()?;
             }
         }
+        let software = self.config.software.as_deref().filter(|_| attrs.software);
         if let Some(padding) = padding {
-            // Cut so the whole response is no longer than the request (the amplification bound).
-            let tail = if msg.is_rfc3489() { 4 } else { 4 + software.map_or(0, |s| 4 + ((s.len() + 3) & !3)) + 8 };
+            // Cut so the whole response is no longer than the request (the PADDING bound).
+            let tail = if msg.is_rfc3489() { 4 } else { 4 + software.map_or(0, |s| attribute_len(s.len())) + 8 };
             let room = msg.as_bytes().len().saturating_sub(w.len() + tail) & !3;
             let n = ((padding + 3) & !3).min(room);
             w.add(&Attribute::Padding(n as u16)).ok()?;
@@ -635,7 +653,9 @@ impl Responder {
         }
         if !msg.is_rfc3489() {
             if let Some(s) = self.config.software.as_deref() {
-                w.add(&Attribute::Software(s)).ok()?;
+                if error_has_room_for(msg.as_bytes().len(), w.len(), attribute_len(s.len())) {
+                    w.add(&Attribute::Software(s)).ok()?;
+                }
             }
             w.add_fingerprint().ok()?;
         }

@@ -3,7 +3,9 @@
 use crate::icmp::{self, IcmpError};
 use crate::{Failure, DEFAULT_LOCAL_PORT, DEFAULT_PORT, EXIT_RESOLVE, EXIT_RUNTIME, EXIT_USAGE};
 use anyhow::{anyhow, Context};
-use holepunch::nat::{Config, Diagnosis, Event, Report};
+use holepunch::io::RouteError;
+use holepunch::nat::{Config, ConfigError, Diagnosis, Event, Report};
+use holepunch::net::{Engine, Received};
 use log::{debug, warn};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -113,16 +115,13 @@ pub struct Sockets {
 
 /// The local address the kernel would use towards `server` (no packet is sent).
 fn route_source(server: SocketAddr) -> Result<IpAddr, Failure> {
-    let any: SocketAddr = if server.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let s = UdpSocket::bind(any).map_err(|e| Failure::new(EXIT_RUNTIME, anyhow!("cannot open a UDP socket: {e}")))?;
-    s.connect(server).map_err(|e| Failure::new(crate::EXIT_NO_ANSWER, anyhow!("no route to {server}: {e}")))?;
-    let ip =
-        s.local_addr().map_err(|e| Failure::new(EXIT_RUNTIME, anyhow!("cannot read the local address: {e}")))?.ip();
-    Ok(ip)
+    holepunch::io::local_address_toward(server).map_err(|e| {
+        let code = match e {
+            RouteError::NoRoute { .. } => crate::EXIT_NO_ANSWER,
+            RouteError::Socket(_) | RouteError::LocalAddress(_) => EXIT_RUNTIME,
+        };
+        Failure::new(code, anyhow!("{e}"))
+    })
 }
 
 /// Bind every socket the plan needs on the address that routes to the first server. Binding the specific
@@ -184,6 +183,19 @@ fn hard_limit(cfg: &Config) -> Duration {
     tx * chain + life + Duration::from_secs(5)
 }
 
+/// The library describes values; say which flag set them.
+fn config_failure(e: ConfigError) -> Failure {
+    let msg = match e {
+        ConfigError::ZeroLifetime => "--max-wait must be longer than zero".to_string(),
+        ConfigError::NoServer => "no --server given".to_string(),
+        ConfigError::MixedFamilies(s) => {
+            format!("--server {s} and the local sockets are of different address families")
+        }
+        other => format!("internal: {other}"),
+    };
+    Failure::new(EXIT_USAGE, anyhow!(msg))
+}
+
 /// What the receiver threads hand to the loop.
 enum Input {
     Datagram(usize, SocketAddr, Vec<u8>),
@@ -195,8 +207,7 @@ enum Input {
 pub fn run_diagnosis(cfg: Config, sockets: &Sockets, verbose: bool) -> Result<Report, Failure> {
     let limit = hard_limit(&cfg);
     let start = Instant::now();
-    let mut diag =
-        Diagnosis::new(cfg, sockets.locals.clone(), start).map_err(|e| Failure::new(EXIT_USAGE, anyhow!("{e}")))?;
+    let mut diag = Diagnosis::new(cfg, sockets.locals.clone(), start).map_err(config_failure)?;
 
     // One receiver thread per socket feeding a channel: portable, and the main loop stays a plain
     // "wait for a datagram or the next timeout".
@@ -247,25 +258,28 @@ pub fn run_diagnosis(cfg: Config, sockets: &Sockets, verbose: bool) -> Result<Re
         let mut unreachable: Vec<(usize, SocketAddr)> = Vec::new();
         loop {
             for (i, dest) in unreachable.drain(..) {
-                diag.handle_unreachable(Instant::now(), i, dest);
+                diag.handle_unreachable(Instant::now(), sockets.locals[i], dest);
             }
             while let Some(t) = diag.poll_transmit(&mut buf) {
-                let sock = &sockets.sockets[t.socket];
-                let mut sent = sock.send_to(&buf[..t.len], t.dest);
+                let Some(i) = sockets.locals.iter().position(|l| *l == t.local) else {
+                    return Err(Failure::new(EXIT_RUNTIME, anyhow!("internal: a transmit from unknown {}", t.local)));
+                };
+                let sock = &sockets.sockets[i];
+                let mut sent = sock.send_to(&buf[..t.len], t.dst);
                 if sent.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused) {
                     // With IP_RECVERR a queued ICMP error (for an earlier datagram, maybe to another address)
                     // fails the next send and that datagram is not sent. Take the errors out of the queue,
                     // which clears the pending error, and send again.
                     for err in icmp::drain(sock) {
                         if let IcmpError::PortUnreachable { dest, .. } = err {
-                            debug!("socket {}: ICMP port unreachable for {dest}", t.socket);
-                            unreachable.push((t.socket, dest));
+                            debug!("socket {i}: ICMP port unreachable for {dest}");
+                            unreachable.push((i, dest));
                         }
                     }
-                    sent = sock.send_to(&buf[..t.len], t.dest);
+                    sent = sock.send_to(&buf[..t.len], t.dst);
                 }
                 if let Err(e) = sent {
-                    let line = format!("sending to {} failed: {e}", t.dest);
+                    let line = format!("sending to {} failed: {e}", t.dst);
                     debug!("{line}");
                     if !send_errors.contains(&line) {
                         send_errors.push(line);
@@ -303,8 +317,12 @@ pub fn run_diagnosis(cfg: Config, sockets: &Sockets, verbose: bool) -> Result<Re
             let wait =
                 diag.poll_timeout().map(|t| t.saturating_duration_since(now)).unwrap_or(Duration::from_millis(100));
             match rx.recv_timeout(wait) {
-                Ok(Input::Datagram(i, from, data)) => diag.handle_datagram(Instant::now(), i, from, &data),
-                Ok(Input::Unreachable(i, dest)) => diag.handle_unreachable(Instant::now(), i, dest),
+                Ok(Input::Datagram(i, from, data)) => {
+                    diag.handle_input(Instant::now(), Received::udp(sockets.locals[i], from), &data);
+                }
+                Ok(Input::Unreachable(i, dest)) => {
+                    diag.handle_unreachable(Instant::now(), sockets.locals[i], dest);
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(Failure::new(EXIT_RUNTIME, anyhow!("internal: receiver threads ended")))

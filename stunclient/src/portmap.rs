@@ -1,8 +1,9 @@
-//! Router port mapping services (NAT-PMP, PCP, UPnP IGD) through `holepunch::portmap`, and the double-NAT
+//! Router port mapping services (NAT-PMP, PCP, UPnP IGD) through `holepunch::io::portmap::probe`, and the double-NAT
 //! check that compares the router's external address with what the STUN servers saw.
 
+use holepunch::io::portmap::probe_default_gateway;
 use holepunch::nat::behaviour::double_nat;
-use holepunch::portmap::{self, PortmapReport, ProbeOptions, ServiceReport, ServiceStatus};
+use holepunch::portmap::{PortmapReport, ProbeOptions, ServiceReport, ServiceStatus};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
@@ -30,7 +31,7 @@ pub fn check(local: SocketAddr, public: Option<SocketAddr>) -> Outcome {
     if !local.is_ipv4() {
         return Outcome::Skipped("NAT-PMP, PCP and UPnP IGD are checked over IPv4 only".into());
     }
-    let report = match portmap::probe_default_gateway(local.port(), &ProbeOptions::default()) {
+    let report = match probe_default_gateway(local.port(), &ProbeOptions::default()) {
         Ok(r) => r,
         Err(e) => return Outcome::NoGateway(format!("no default gateway: {e}")),
     };

@@ -1,8 +1,8 @@
 //! Flags (clap) and the TOML config file, merged into one [`Settings`]: flag > config file > default.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use holepunch::server::{RateLimitConfig, ServerConfig};
+use holepunch::server::{RateLimitConfig, RateLimitError, ServerConfig, MAX_BURST, MAX_RATE, MAX_SLOTS};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,7 +12,16 @@ pub const DEFAULT_PORT: u16 = 3478;
 pub const DEFAULT_ALT_PORT: u16 = 3479;
 pub const DEFAULT_STATS_SECS: u64 = 60;
 pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 1024;
+/// Per source IP (IPv6: per /64): one client behind one address needs one or two; a carrier-grade NAT a few.
+pub const DEFAULT_TCP_MAX_CONNECTIONS_PER_IP: usize = 16;
 pub const DEFAULT_TCP_IDLE_SECS: u64 = 60;
+
+/// Upper bounds of the numeric settings, checked before anything starts (a typo must be a usage error, not a
+/// panic or a host out of memory later).
+pub const MAX_THREADS: usize = 1024;
+pub const MAX_TCP_CONNECTIONS: usize = 1 << 20;
+/// A day: longer intervals and timeouts are typos.
+pub const MAX_SECS: u64 = 86_400;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -27,7 +36,9 @@ Examples:
   stund --config /etc/stund/stund.toml
       everything from a TOML file (see docs/stund.example.toml); flags override it
 
-Logging: RUST_LOG=debug (or --log-level). Metrics: --metrics 127.0.0.1:9478 then GET /metrics.";
+Logging: RUST_LOG=debug (or --log-level). Metrics: --metrics 127.0.0.1:9478 then GET /metrics.
+Memory: the total the settings imply is logged at start; settings needing more than half of this host's
+memory are refused. Answers are at most 4x the request (amplification bound, docs/stund.md).";
 
 /// STUN server: RFC 8489/5389 Binding (and RFC 3489 classic clients), RFC 5780 NAT behaviour discovery when
 /// given two addresses, over UDP and TCP, IPv4 or IPv6.
@@ -52,37 +63,44 @@ pub struct Cli {
     /// Public address clients see for --alternate (1:1 NAT); used in OTHER-ADDRESS/CHANGED-ADDRESS.
     #[arg(long, value_name = "IP")]
     pub public_alternate: Option<IpAddr>,
-    /// UDP worker threads per socket, 0 = one per core [default: 0].
+    /// UDP worker threads per socket, 0 = one per core, at most 1024 [default: 0].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Requests per second allowed per source IP (IPv6: per /64) per worker; 0 disables [default: 100].
+    /// Requests per second allowed per source IP (IPv6: per /64) per worker, at most 4000000; 0 disables
+    /// [default: 100].
     #[arg(long, value_name = "N", env = "STUND_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
-    /// Burst allowed per source above --rate-limit [default: 200].
+    /// Burst allowed per source above --rate-limit, 1 to 4000000 [default: 200, at least the rate].
     #[arg(long, value_name = "N")]
     pub rate_burst: Option<u32>,
-    /// Rate-limiter table slots per worker (16 bytes each; bounds memory under spoofed floods) [default: 65536].
+    /// Rate-limiter table slots per worker (16 bytes each; bounds memory under spoofed floods), at most
+    /// 16777216 [default: 65536].
     #[arg(long, value_name = "N")]
     pub rate_limit_slots: Option<usize>,
-    /// Serve Prometheus text metrics over HTTP on this address (off by default).
+    /// Serve Prometheus text metrics over HTTP on this address, at most 8 connections at a time (off by
+    /// default).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// Seconds between counter summaries in the log, 0 = never [default: 60].
+    /// Seconds between counter summaries in the log, 0 = never, at most 86400 [default: 60].
     #[arg(long, value_name = "SECS")]
     pub stats_interval: Option<u64>,
-    /// SOFTWARE attribute text [default: "holepunch stund <version>"].
+    /// Send a SOFTWARE attribute with this text (at most 128 bytes), in answers where it fits the
+    /// amplification bound (4x the request) [default: none].
     #[arg(long, value_name = "TEXT")]
     pub software: Option<String>,
-    /// Send no SOFTWARE attribute.
+    /// Send no SOFTWARE attribute (the default; overrides `software` in the config file).
     #[arg(long, conflicts_with = "software")]
     pub no_software: bool,
     /// Do not listen on TCP.
     #[arg(long)]
     pub no_tcp: bool,
-    /// Most simultaneous TCP connections [default: 1024].
+    /// Most simultaneous TCP connections, at most 1048576 [default: 1024].
     #[arg(long, value_name = "N")]
     pub tcp_max_connections: Option<usize>,
-    /// Close a TCP connection idle for this many seconds [default: 60].
+    /// Most simultaneous TCP connections from one source IP (IPv6: one /64) [default: 16].
+    #[arg(long, value_name = "N")]
+    pub tcp_max_connections_per_ip: Option<usize>,
+    /// Close a TCP connection idle for this many seconds, at most 86400 [default: 60].
     #[arg(long, value_name = "SECS")]
     pub tcp_idle_timeout: Option<u64>,
     /// Log level (error, warn, info, debug, trace, or an env_logger filter); RUST_LOG works too.
@@ -113,6 +131,7 @@ pub struct FileConfig {
     pub software: Option<String>,
     pub tcp: Option<bool>,
     pub tcp_max_connections: Option<usize>,
+    pub tcp_max_connections_per_ip: Option<usize>,
     pub tcp_idle_timeout: Option<u64>,
     pub log_level: Option<String>,
 }
@@ -137,17 +156,22 @@ pub struct Settings {
     pub stats_interval: Option<Duration>,
     pub tcp: bool,
     pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_ip: usize,
     pub tcp_idle_timeout: Duration,
     pub log_level: Option<String>,
 }
 
 impl Settings {
+    /// Flags and config file merged and every value checked, the memory the settings imply included: an
+    /// error here is a usage error, reported before anything starts.
     pub fn from_cli(cli: Cli) -> Result<Self> {
         let file = match &cli.config {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        Self::merge(cli, file)
+        let s = Self::merge(cli, file)?;
+        crate::memory::Plan::of(&s).check(crate::memory::host_limit())?;
+        Ok(s)
     }
 
     pub fn merge(cli: Cli, file: FileConfig) -> Result<Self> {
@@ -157,11 +181,8 @@ impl Settings {
         let software = if cli.no_software {
             None
         } else {
-            match cli.software.or(file.software) {
-                Some(s) if s.is_empty() => None,
-                Some(s) => Some(s),
-                None => Some(format!("holepunch stund {}", env!("CARGO_PKG_VERSION"))),
-            }
+            // Off by default: it helps no client's logic and costs bytes in every answer (amplification).
+            cli.software.or(file.software).filter(|s| !s.is_empty())
         };
         let server = ServerConfig {
             primary,
@@ -175,8 +196,8 @@ impl Settings {
         server.validate()?;
 
         let threads = match cli.threads.or(file.threads).unwrap_or(0) {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n if n > 1024 => bail!("--threads {n} is more than 1024"),
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS),
+            n if n > MAX_THREADS => bail!("--threads {n} is more than {MAX_THREADS}"),
             n => n,
         };
         let defaults = RateLimitConfig::default();
@@ -187,18 +208,30 @@ impl Settings {
             slots: cli.rate_limit_slots.or(file.rate_limit_slots).unwrap_or(defaults.slots),
         });
         if let Some(rl) = &rate_limit {
-            // Reported before any socket is opened.
-            rl.validate()?;
+            // Reported before any socket is opened, naming the setting that is wrong.
+            rl.validate().map_err(rate_limit_error)?;
         }
         let stats = cli.stats_interval.or(file.stats_interval).unwrap_or(DEFAULT_STATS_SECS);
+        if stats > MAX_SECS {
+            bail!("--stats-interval {stats} is more than {MAX_SECS} seconds (0 turns the summaries off)");
+        }
         let tcp_max_connections =
             cli.tcp_max_connections.or(file.tcp_max_connections).unwrap_or(DEFAULT_TCP_MAX_CONNECTIONS);
-        if tcp_max_connections == 0 {
-            bail!("--tcp-max-connections must be at least 1 (use --no-tcp to turn TCP off)");
+        match tcp_max_connections {
+            0 => bail!("--tcp-max-connections must be at least 1 (use --no-tcp to turn TCP off)"),
+            n if n > MAX_TCP_CONNECTIONS => bail!("--tcp-max-connections {n} is more than {MAX_TCP_CONNECTIONS}"),
+            _ => {}
+        }
+        let per_ip = cli
+            .tcp_max_connections_per_ip
+            .or(file.tcp_max_connections_per_ip)
+            .unwrap_or(DEFAULT_TCP_MAX_CONNECTIONS_PER_IP);
+        if per_ip == 0 {
+            bail!("--tcp-max-connections-per-ip must be at least 1 (use --no-tcp to turn TCP off)");
         }
         let idle = cli.tcp_idle_timeout.or(file.tcp_idle_timeout).unwrap_or(DEFAULT_TCP_IDLE_SECS);
-        if idle == 0 {
-            bail!("--tcp-idle-timeout must be at least 1 second");
+        if idle == 0 || idle > MAX_SECS {
+            bail!("--tcp-idle-timeout {idle} must be between 1 and {MAX_SECS} seconds");
         }
         Ok(Settings {
             server,
@@ -208,9 +241,23 @@ impl Settings {
             stats_interval: (stats > 0).then(|| Duration::from_secs(stats)),
             tcp: !cli.no_tcp && file.tcp.unwrap_or(true),
             tcp_max_connections,
+            // More per source than in total would only mean "no per-source cap".
+            tcp_max_connections_per_ip: per_ip.min(tcp_max_connections),
             tcp_idle_timeout: Duration::from_secs(idle),
             log_level: cli.log_level.or(file.log_level),
         })
+    }
+}
+
+/// The limiter's complaint in terms of the setting the user gave.
+fn rate_limit_error(e: RateLimitError) -> anyhow::Error {
+    match e {
+        RateLimitError::ZeroRate => anyhow!("--rate-limit 0 turns the limiter off; it has no other meaning"),
+        RateLimitError::RateTooHigh(r) => {
+            anyhow!("--rate-limit {r} is more than {MAX_RATE} requests per second (0 turns the limiter off)")
+        }
+        RateLimitError::BadBurst(b) => anyhow!("--rate-burst {b} must be between 1 and {MAX_BURST}"),
+        RateLimitError::TooManySlots(n) => anyhow!("--rate-limit-slots {n} is more than {MAX_SLOTS}"),
     }
 }
 
@@ -248,6 +295,56 @@ mod tests {
         }
     }
 
+    /// Every numeric setting has a range, and the message names the setting the user gave.
+    #[test]
+    fn numeric_settings_are_bounded_and_named() {
+        let huge = u64::MAX.to_string();
+        for (args, want) in [
+            (&["--rate-limit", "4294967295"][..], "--rate-limit 4294967295"),
+            (&["--rate-burst", "4000001"], "--rate-burst 4000001"),
+            (&["--rate-limit-slots", "16777217"], "--rate-limit-slots 16777217"),
+            (&["--threads", "1025"], "--threads 1025"),
+            (&["--tcp-max-connections", &huge], "--tcp-max-connections 18446744073709551615"),
+            (&["--tcp-max-connections", "0"], "--tcp-max-connections"),
+            (&["--tcp-max-connections-per-ip", "0"], "--tcp-max-connections-per-ip"),
+            (&["--tcp-idle-timeout", &huge], "--tcp-idle-timeout 18446744073709551615"),
+            (&["--stats-interval", "86401"], "--stats-interval 86401"),
+        ] {
+            let args: Vec<&str> = ["--primary", "127.0.0.1"].into_iter().chain(args.iter().copied()).collect();
+            let e = parse(&args).unwrap_err().to_string();
+            assert!(e.contains(want) && !e.contains('\n'), "{args:?}: {e}");
+            if want.starts_with("--rate-limit ") {
+                assert!(!e.contains("burst"), "the user set no burst: {e}");
+            }
+        }
+        let s = parse(&["--primary", "127.0.0.1", "--rate-limit", "4000000"]).unwrap();
+        assert_eq!(s.rate_limit.unwrap().burst, 4_000_000);
+        let s = parse(&["--primary", "127.0.0.1", "--tcp-max-connections", "4"]).unwrap();
+        assert_eq!((s.tcp_max_connections, s.tcp_max_connections_per_ip), (4, 4));
+        assert_eq!(parse(&["--primary", "127.0.0.1"]).unwrap().tcp_max_connections_per_ip, 16);
+        assert_eq!(parse(&["--primary", "127.0.0.1"]).unwrap().server.software, None, "SOFTWARE is opt-in");
+    }
+
+    /// The example config parses, also with every commented-out setting switched on (catches stale keys).
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../docs/stund.example.toml");
+        let all: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                // A setting is `key = value` with a one-word key; prose comments stay comments.
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for t in [text, all.as_str()] {
+            let file: FileConfig = toml::from_str(t).unwrap_or_else(|e| panic!("{e}\n{t}"));
+            Settings::merge(Cli::try_parse_from(["stund"]).unwrap(), file).unwrap();
+        }
+        assert!(all.contains("\ntcp_max_connections_per_ip = 16\n"), "{all}");
+    }
+
     #[test]
     fn file_and_flags_merge() {
         let file: FileConfig = toml::from_str(
@@ -259,6 +356,7 @@ mod tests {
             tcp = false
             log_level = "debug"
             metrics = "127.0.0.1:9478"
+            tcp_max_connections_per_ip = 3
             "#,
         )
         .unwrap();
@@ -269,6 +367,7 @@ mod tests {
         assert!(s.rate_limit.is_none());
         assert!(s.server.software.is_none());
         assert!(!s.tcp);
+        assert_eq!(s.tcp_max_connections_per_ip, 3);
         assert_eq!(s.log_level.as_deref(), Some("debug"));
         assert!(toml::from_str::<FileConfig>("primari = \"1.2.3.4\"").is_err());
     }

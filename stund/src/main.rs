@@ -2,6 +2,7 @@
 //! is in `holepunch::server` (see docs/stund.md).
 
 mod config;
+mod memory;
 mod metrics;
 mod net;
 mod tcp;
@@ -10,7 +11,7 @@ mod udp;
 use anyhow::{Context, Result};
 use clap::Parser;
 use config::{Cli, Settings};
-use holepunch::server::{LocalSocket, Responder, SharedCounters};
+use holepunch::server::{ConnectionLimit, LocalSocket, Responder, SharedCounters};
 use metrics::Stats;
 use net::Proto;
 use std::collections::hash_map::RandomState;
@@ -54,6 +55,42 @@ fn random_seed(i: usize) -> u64 {
     RandomState::new().hash_one(i)
 }
 
+/// File descriptors the settings may need: every TCP connection, the metrics endpoint's, the sockets, and
+/// a margin for the process itself.
+fn fds_needed(s: &Settings) -> u64 {
+    let sockets = s.server.local_sockets().len() as u64;
+    let tcp = if s.tcp { s.tcp_max_connections as u64 + sockets } else { 0 };
+    tcp + metrics::MAX_CONNECTIONS as u64 + 1 + sockets * s.threads as u64 + 64
+}
+
+/// Raises the soft open-files limit to the hard one (the usual soft limit of 1024 is below the default TCP
+/// cap), and warns when even that is too low for the settings: accept() then fails before the cap is reached.
+fn raise_fd_limit(s: &Settings) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    let need = fds_needed(s);
+    if lim.rlim_cur < need {
+        log::warn!(
+            "open-files limit {} is below the {} the settings may need (--tcp-max-connections {}); raise it \
+             (LimitNOFILE= in systemd) or lower --tcp-max-connections",
+            lim.rlim_cur,
+            need,
+            s.tcp_max_connections
+        );
+    }
+}
+
 fn run(s: Settings) -> Result<()> {
     let cfg = &s.server;
     let locals = cfg.local_sockets();
@@ -86,6 +123,9 @@ fn run(s: Settings) -> Result<()> {
         ),
         None => log::warn!("rate limit off (--rate-limit 0)"),
     }
+    let plan = memory::Plan::of(&s);
+    log::info!("memory: {} for these settings ({})", memory::human(plan.total()), plan.describe());
+    raise_fd_limit(&s);
 
     // Fail fast with one clear line if any address is unusable, before starting anything.
     for &l in locals {
@@ -173,11 +213,11 @@ async fn async_main(
         let shared = Arc::new(tcp::TcpShared {
             responder: Mutex::new(Responder::new(cfg.clone(), s.rate_limit, random_seed(usize::MAX), start)?),
             counters,
-            slots: Arc::new(tokio::sync::Semaphore::new(s.tcp_max_connections)),
+            limit: Mutex::new(ConnectionLimit::new(s.tcp_max_connections, s.tcp_max_connections_per_ip)),
             idle: s.tcp_idle_timeout,
-            open: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
         });
         for &l in cfg.local_sockets() {
             let addr = cfg.bind_addr(l);
@@ -185,7 +225,11 @@ async fn async_main(
             let listener = tokio::net::TcpListener::from_std(std_listener).context("TCP listener")?;
             tokio::spawn(tcp::serve(listener, addr, shared.clone()));
         }
-        log::info!("TCP: listening on the same address(es), at most {} connections", s.tcp_max_connections);
+        log::info!(
+            "TCP: listening on the same address(es), at most {} connections, {} per source IP (IPv6 /64)",
+            s.tcp_max_connections,
+            s.tcp_max_connections_per_ip
+        );
         Some(shared)
     } else {
         None
@@ -197,6 +241,7 @@ async fn async_main(
         start,
         mode: if cfg.behavior_discovery() { "rfc5780" } else { "rfc5389" },
         workers,
+        metrics_refused: AtomicU64::new(0),
     });
     if let Some(l) = metrics_listener {
         let addr = l.local_addr().context("metrics listener")?;

@@ -1,14 +1,25 @@
 //! Counter totals: the Prometheus text endpoint (`--metrics ADDR`) and the periodic log summary.
+//!
+//! The endpoint is for one scraper and the odd curl: it holds at most [`MAX_CONNECTIONS`] connections (more
+//! are closed at once) and gives each [`READ_TIMEOUT`] to send its request and [`WRITE_TIMEOUT`] to take the
+//! answer, so idle or slow clients cannot use up the file descriptors STUN over TCP needs.
 
 use holepunch::server::{Counters, SharedCounters};
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::tcp::TcpShared;
+
+/// Concurrent connections the endpoint serves.
+pub const MAX_CONNECTIONS: usize = 8;
+/// Time a client has to send its request head.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time a client has to read the answer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Everything the reports read.
 pub struct Stats {
@@ -17,6 +28,8 @@ pub struct Stats {
     pub start: Instant,
     pub mode: &'static str,
     pub workers: usize,
+    /// Metrics connections closed at once because [`MAX_CONNECTIONS`] were open.
+    pub metrics_refused: AtomicU64,
 }
 
 impl Stats {
@@ -69,22 +82,25 @@ impl Stats {
         );
         family("stund_send_errors_total", "counter", "Responses the kernel refused to send.", &[("", c.send_errors)]);
         if let Some(t) = &self.tcp {
-            family(
-                "stund_tcp_connections_open",
-                "gauge",
-                "TCP connections open now.",
-                &[("", t.open.load(Ordering::Relaxed))],
-            );
+            family("stund_tcp_connections_open", "gauge", "TCP connections open now.", &[("", t.open() as u64)]);
             family(
                 "stund_tcp_connections_total",
                 "counter",
-                "TCP connections, by outcome (refused: over --tcp-max-connections).",
+                "TCP connections, by outcome (refused: over --tcp-max-connections; refused_per_ip: over \
+                 --tcp-max-connections-per-ip).",
                 &[
                     ("{outcome=\"accepted\"}", t.accepted.load(Ordering::Relaxed)),
                     ("{outcome=\"refused\"}", t.refused.load(Ordering::Relaxed)),
+                    ("{outcome=\"refused_per_ip\"}", t.refused_per_ip.load(Ordering::Relaxed)),
                 ],
             );
         }
+        family(
+            "stund_metrics_connections_refused_total",
+            "counter",
+            "Connections to this endpoint closed at once because 8 were open.",
+            &[("", self.metrics_refused.load(Ordering::Relaxed))],
+        );
         family(
             "stund_udp_workers",
             "gauge",
@@ -122,46 +138,59 @@ impl Stats {
 
 /// Serves `GET /metrics` (any other path: 404) until the runtime stops.
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            stats.metrics_refused.fetch_add(1, Ordering::Relaxed);
+            continue; // dropping the stream closes it
+        };
         let stats = stats.clone();
         tokio::spawn(async move {
-            let mut req = [0u8; 1024];
-            let mut n = 0;
-            // Read the request head (bounded in size and time), then answer and close.
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while n < req.len() {
-                    match stream.read(&mut req[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                    if req[..n].windows(4).any(|w| w == b"\r\n\r\n") || req[..n].windows(2).any(|w| w == b"\n\n") {
-                        break;
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let head = String::from_utf8_lossy(&req[..n]);
-            let mut parts = head.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let response = if method == "GET" && (path == "/metrics" || path == "/") {
-                let body = stats.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(response.as_bytes())).await;
-            let _ = stream.shutdown().await;
+            answer(stream, &stats).await;
+            drop(permit);
         });
     }
+}
+
+/// Reads one request head (bounded in size and time), answers, closes.
+async fn answer(mut stream: tokio::net::TcpStream, stats: &Stats) {
+    let mut req = [0u8; 1024];
+    let mut n = 0;
+    let read = tokio::time::timeout(READ_TIMEOUT, async {
+        while n < req.len() {
+            match stream.read(&mut req[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+            if req[..n].windows(4).any(|w| w == b"\r\n\r\n") || req[..n].windows(2).any(|w| w == b"\n\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        return;
+    }
+    let head = String::from_utf8_lossy(&req[..n]);
+    let mut parts = head.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let response = if method == "GET" && (path == "/metrics" || path == "/") {
+        let body = stats.render();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+    };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

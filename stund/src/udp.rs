@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 pub const BATCH: usize = 32;
 /// Slot size: requests above MAX_REQUEST_LEN arrive with MSG_TRUNC and are dropped.
 const SLOT: usize = MAX_REQUEST_LEN;
+/// Datagram buffers of one worker (receive and send batches).
+pub const WORKER_BUFFER_BYTES: usize = 2 * BATCH * SLOT;
 
 /// Buffers and message headers for one direction, allocated once; the headers point into the boxed slices,
 /// whose heap storage never moves.

@@ -311,3 +311,123 @@ fn second_instance_on_same_port_is_refused() {
     assert_ne!(code, 0, "a second stund must not share the port through SO_REUSEPORT");
     assert!(text.contains("already in use"), "{text}");
 }
+
+/// Every numeric setting is checked before anything starts: one line, exit code 2 (as for other usage
+/// errors), no worker started. A huge --tcp-max-connections used to panic (exit 101) after the UDP workers
+/// had started; a huge --rate-limit used to be reported as a bad burst, which the user never set; settings
+/// adding up to a terabyte used to be accepted.
+#[test]
+fn numeric_settings_are_refused_before_starting() {
+    let huge = u64::MAX.to_string();
+    let cases: [(&[&str], &[&str], &str); 4] = [
+        (&["--tcp-max-connections", &huge], &["--tcp-max-connections 18446744073709551615"], ""),
+        (&["--rate-limit", "4294967295"], &["--rate-limit 4294967295"], "burst"),
+        (&["--tcp-idle-timeout", &huge], &["--tcp-idle-timeout"], ""),
+        (
+            &["--alternate", "127.0.0.2", "--threads", "1024", "--rate-limit-slots", "16777216"],
+            &["--threads 1024", "--rate-limit-slots", "1.0 TiB"],
+            "",
+        ),
+    ];
+    for (extra, wants, unwanted) in cases {
+        let args: Vec<&str> = ["--primary", "127.0.0.1", "--port", "1"].iter().chain(extra).copied().collect();
+        let t0 = Instant::now();
+        let (code, text) = run_to_exit(&args);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{args:?} took {:?}", t0.elapsed());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, nothing started: {text}");
+        assert!(lines[0].starts_with("stund: "), "{text}");
+        for want in wants {
+            assert!(text.contains(want), "{args:?}: {text}");
+        }
+        if !unwanted.is_empty() {
+            assert!(!text.contains(unwanted), "{args:?}: names a setting the user did not give: {text}");
+        }
+    }
+}
+
+#[test]
+fn memory_the_settings_imply_is_logged() {
+    let s = Server::start(&["--primary", "127.0.0.1", "--threads", "2"]);
+    let log = s.log();
+    let line = log.lines().find(|l| l.contains("memory: ")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("MiB for these settings") && line.contains("--threads 2"), "{line}");
+}
+
+/// A TCP stream from 127.0.0.2 (any 127/8 address is local), so the server sees another source IP.
+fn tcp_from(source: &str, to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&addr(source, 0).into()).unwrap();
+    s.connect_timeout(&to.into(), Duration::from_secs(2)).unwrap();
+    let t: TcpStream = s.into();
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    t
+}
+
+/// One source reconnecting as slots free used to be able to hold every TCP slot; now it gets at most
+/// --tcp-max-connections-per-ip (default 16) and everyone else still gets in.
+#[test]
+fn one_source_cannot_hold_every_tcp_slot() {
+    let maddr = addr("127.0.0.1", free_tcp_port());
+    let s = Server::start(&["--primary", "127.0.0.1", "--tcp-max-connections", "32", "--metrics", &maddr.to_string()]);
+    let server = addr("127.0.0.1", s.port);
+    let hog: Vec<TcpStream> = (0..40).map(|_| tcp_from("127.0.0.1", server)).collect();
+    // Wait until the server has judged all 40.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = http_get(maddr, "/metrics");
+        let seen: u64 = ["accepted", "refused", "refused_per_ip"]
+            .iter()
+            .filter_map(|o| {
+                let name = format!("stund_tcp_connections_total{{outcome=\"{o}\"}} ");
+                text.lines().find_map(|l| l.strip_prefix(&name)?.trim().parse::<u64>().ok())
+            })
+            .sum();
+        if seen >= 40 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Another source is served while the hog holds its share.
+    let mut other = tcp_from("127.0.0.2", server);
+    let req = binding_request(40, None, None);
+    let resp = tcp_transact(&mut other, &req);
+    assert_eq!(expect_success(&resp, &req).xor_mapped_address(), Some(other.local_addr().unwrap()));
+    assert_eq!(metric(&text, "stund_tcp_connections_total{outcome=\"accepted\"}"), 16, "{text}");
+    assert_eq!(metric(&text, "stund_tcp_connections_total{outcome=\"refused_per_ip\"}"), 24, "{text}");
+    assert_eq!(metric(&text, "stund_tcp_connections_open"), 16, "{text}");
+    drop(hog);
+}
+
+/// ~1100 idle connections to the metrics endpoint used to take that many file descriptors until STUN over
+/// TCP failed; now it holds at most 8 and drops clients that send nothing within 2 s.
+#[test]
+fn metrics_endpoint_holds_few_connections_and_drops_idle_ones() {
+    let maddr = addr("127.0.0.1", free_tcp_port());
+    let s = Server::start(&["--primary", "127.0.0.1", "--metrics", &maddr.to_string()]);
+    let pid = s.pid();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let before = fds();
+    let idle: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(maddr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let during = fds();
+    assert!(during <= before + 8, "{during} descriptors open, {before} before 200 idle metrics clients");
+    // STUN over TCP is unaffected.
+    let mut t = TcpStream::connect(addr("127.0.0.1", s.port)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = binding_request(41, None, None);
+    expect_success(&tcp_transact(&mut t, &req), &req);
+    drop(t);
+    // The eight idle ones are dropped after the 2 s read timeout.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fds() > before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(fds() <= before, "idle metrics clients still held: {} > {before}", fds());
+    let text = http_get(maddr, "/metrics");
+    // 200 - 8; a few fewer if a held slot timed out before the last connections were accepted.
+    let refused = metric(&text, "stund_metrics_connections_refused_total");
+    assert!((180..=192).contains(&refused), "{refused} refused: {text}");
+    drop(idle);
+}

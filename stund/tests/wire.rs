@@ -127,7 +127,9 @@ impl Rig {
         assert_eq!(&got[4..20], &sentinel[4..20], "{name}: expected silence, got an answer {got:02x?}");
     }
 
-    fn success(&self, id: &[u8; 16], padding: Option<usize>) -> Vec<u8> {
+    /// The success answer; `software`: whether SOFTWARE fits the amplification bound (4 x the request), which
+    /// it does not for a 20-byte request (76 bytes without it).
+    fn success(&self, id: &[u8; 16], padding: Option<usize>, software: bool) -> Vec<u8> {
         let pad = vec![0u8; padding.unwrap_or(0)];
         let mut attrs: Vec<(u16, Vec<u8>)> = vec![
             (0x0020, xor_value(self.me, id)),
@@ -138,7 +140,9 @@ impl Rig {
         if padding.is_some() {
             attrs.push((0x0026, pad));
         }
-        attrs.push((0x8022, SOFTWARE.as_bytes().to_vec()));
+        if software {
+            attrs.push((0x8022, SOFTWARE.as_bytes().to_vec()));
+        }
         let refs: Vec<(u16, &[u8])> = attrs.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         msg(0x0101, id, &refs, true)
     }
@@ -149,8 +153,10 @@ fn answers_and_silences_byte_for_byte() {
     let mut r = Rig::new();
 
     // A plain RFC 5389 request, and one with FINGERPRINT and an unknown comprehension-optional attribute.
-    let expect = r.success(&id(1), None);
+    let expect = r.success(&id(1), None, false);
     r.answered("plain", &msg(0x0001, &id(1), &[], false), &expect);
+    assert_eq!(expect.len(), 76, "at most 4 x the 20-byte request");
+    let expect = r.success(&id(1), None, true);
     r.answered("optional+fingerprint", &msg(0x0001, &id(1), &[(0xC0DE, b"whatever")], true), &expect);
 
     // RFC 3489 request: MAPPED-ADDRESS, SOURCE-ADDRESS, CHANGED-ADDRESS; no FINGERPRINT, no SOFTWARE.
@@ -190,8 +196,8 @@ fn answers_and_silences_byte_for_byte() {
 
     // PADDING: mirrored, cut so the answer is exactly as long as the request.
     let req = msg(0x0001, &id(7), &[(0x0026, &[0xAB; 1400])], false);
-    let base = r.success(&id(7), Some(0)).len();
-    let expect = r.success(&id(7), Some(req.len() - base));
+    let base = r.success(&id(7), Some(0), true).len();
+    let expect = r.success(&id(7), Some(req.len() - base), true);
     assert_eq!(expect.len(), req.len());
     r.answered("padding", &req, &expect);
 
@@ -221,6 +227,6 @@ fn answers_and_silences_byte_for_byte() {
     r.silent("not stun at all", b"GET / HTTP/1.1\r\n\r\n");
 
     // And it still answers normally.
-    let expect = r.success(&id(15), None);
+    let expect = r.success(&id(15), None, false);
     r.answered("after all that", &msg(0x0001, &id(15), &[], false), &expect);
 }

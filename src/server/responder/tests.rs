@@ -501,7 +501,9 @@ fn max_response_len_is_reachable_and_not_exceeded() {
     let mut r = responder(cfg);
     let from: SocketAddr = "[2001:db8:9::9]:5000".parse().unwrap();
     let rx = Received::udp("[2001:db8::1]:3478".parse().unwrap(), from);
-    let (_, out) = run(&mut r, rx, &request(&[(0x0026, &[])]));
+    // Every optional attribute only fits the amplification bound for a request of at least 65 bytes; the
+    // PADDING content is then cut to nothing (the response without it is already longer than the request).
+    let (_, out) = run(&mut r, rx, &request(&[(0x0026, &[0; 48])]));
     assert_eq!(out.len(), MAX_RESPONSE_LEN);
 }
 
@@ -583,6 +585,201 @@ fn engine_queue_is_bounded() {
     assert_eq!(r.counters().send_errors, 6);
 }
 
+/// Every kind of answer, to the smallest request that gets it.
+mod amplification {
+    use super::*;
+    use crate::server::AMPLIFICATION_FACTOR;
+
+    /// The kinds of answer a client can get, each with the smallest request that produces it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Kind {
+        /// Binding success, RFC 5389 form.
+        Success,
+        /// Binding success in RFC 3489 form (no magic cookie).
+        Success3489,
+        /// Success to a request with an empty PADDING.
+        Padding,
+        /// 420 for an unknown comprehension-required attribute with an empty value.
+        Unknown420,
+        /// 420 in RFC 3489 form (RESPONSE-ADDRESS is never honoured).
+        Unknown420Rfc3489,
+        /// 420 for CHANGE-REQUEST on a plain server (empty value: RFC 5780 §6 says any CHANGE-REQUEST).
+        ChangeRequest420,
+        /// 400 for an empty RESPONSE-PORT.
+        BadResponsePort400,
+        /// 400 for an empty CHANGE-REQUEST (RFC 5780 mode).
+        BadChangeRequest400,
+        /// 400 for PADDING with RESPONSE-PORT (RFC 5780 §6.1).
+        PaddingWithResponsePort400,
+        /// 400 for a CHANGE-REQUEST flag over TCP.
+        ChangeOverTcp400,
+    }
+
+    pub(super) const KINDS: [Kind; 10] = [
+        Kind::Success,
+        Kind::Success3489,
+        Kind::Padding,
+        Kind::Unknown420,
+        Kind::Unknown420Rfc3489,
+        Kind::ChangeRequest420,
+        Kind::BadResponsePort400,
+        Kind::BadChangeRequest400,
+        Kind::PaddingWithResponsePort400,
+        Kind::ChangeOverTcp400,
+    ];
+
+    /// The minimal request for `kind`, whether it goes over TCP, and the error code expected (None: success).
+    pub(super) fn minimal(kind: Kind) -> (Vec<u8>, bool, Option<u16>) {
+        match kind {
+            Kind::Success => (request(&[]), false, None),
+            Kind::Success3489 => (request3489(&[]), false, None),
+            Kind::Padding => (request(&[(0x0026, &[])]), false, None),
+            Kind::Unknown420 => (request(&[(0x7777, &[])]), false, Some(420)),
+            Kind::Unknown420Rfc3489 => (request3489(&[(0x0002, &[])]), false, Some(420)),
+            Kind::ChangeRequest420 => (request(&[(0x0003, &[])]), false, Some(420)),
+            Kind::BadResponsePort400 => (request(&[(0x0027, &[])]), false, Some(400)),
+            Kind::BadChangeRequest400 => (request(&[(0x0003, &[])]), false, Some(400)),
+            Kind::PaddingWithResponsePort400 => {
+                (request(&[(0x0027, &[0x1f, 0x90, 0, 0]), (0x0026, &[])]), false, Some(400))
+            }
+            Kind::ChangeOverTcp400 => (request(&[(0x0003, &change(false, true))]), true, Some(400)),
+        }
+    }
+
+    /// A server of the given family, mode and SOFTWARE, and a client address of that family.
+    pub(super) fn setup(ipv6: bool, rfc5780: bool, software: Option<String>) -> (ServerConfig, SocketAddr) {
+        let (primary, alternate, from): (IpAddr, IpAddr, SocketAddr) = if ipv6 {
+            ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap(), "[2001:db8:9::9]:40000".parse().unwrap())
+        } else {
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), client())
+        };
+        let mut cfg = ServerConfig { software, ..ServerConfig::plain(primary, 3478) };
+        if rfc5780 {
+            cfg.alternate = Some(alternate);
+            cfg.alt_port = 3479;
+        }
+        (cfg, from)
+    }
+
+    /// Whether `kind` exists on a server in this mode (CHANGE-REQUEST is 420 on a plain server, 400 when
+    /// malformed on an RFC 5780 one).
+    pub(super) fn applies(kind: Kind, rfc5780: bool) -> bool {
+        match kind {
+            Kind::ChangeRequest420 => !rfc5780,
+            Kind::BadChangeRequest400 | Kind::ChangeOverTcp400 => rfc5780,
+            _ => true,
+        }
+    }
+
+    /// Answer length for the minimal request of `kind`.
+    pub(super) fn answer(kind: Kind, ipv6: bool, rfc5780: bool, software: Option<String>) -> (usize, usize) {
+        let (cfg, from) = setup(ipv6, rfc5780, software);
+        let local = cfg.bind_addr(LocalSocket::PRIMARY);
+        let mut r = responder(cfg);
+        let (req, tcp, code) = minimal(kind);
+        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+        let rx = Received { local, source: from, transport };
+        let (action, out) = run(&mut r, rx, &req);
+        assert!(action.is_ok(), "{kind:?}: {action:?}");
+        let m = Message::parse(&out).unwrap();
+        assert_eq!(m.error_code().map(|e| e.code), code, "{kind:?} ipv6 {ipv6} rfc5780 {rfc5780}");
+        if code.is_none() {
+            // What the client cannot do without is always there.
+            assert!(m.xor_mapped_address().or(m.mapped_address()).is_some(), "{kind:?}");
+            if rfc5780 {
+                assert!(m.other_address().or(m.changed_address()).is_some(), "{kind:?}");
+            }
+        }
+        (req.len(), out.len())
+    }
+
+    /// The factor of every kind of answer to its minimal request, IPv4 and IPv6, plain and RFC 5780, with the
+    /// longest SOFTWARE allowed: never above 4.
+    #[test]
+    fn every_kind_of_answer_is_within_the_bound() {
+        for kind in KINDS {
+            for ipv6 in [false, true] {
+                for rfc5780 in [false, true] {
+                    if !applies(kind, rfc5780) {
+                        continue;
+                    }
+                    for software in [None, Some("test".to_string()), Some("s".repeat(MAX_SOFTWARE_LEN))] {
+                        let (req, out) = answer(kind, ipv6, rfc5780, software.clone());
+                        assert!(
+                            out <= AMPLIFICATION_FACTOR * req,
+                            "{kind:?} ipv6 {ipv6} rfc5780 {rfc5780} software {software:?}: {out} > 4 x {req}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The figures of the table in docs/stund.md ("Amplification bound"), without SOFTWARE (the default).
+    #[test]
+    fn documented_factors() {
+        let len = |kind, ipv6, rfc5780| answer(kind, ipv6, rfc5780, None);
+        // (kind, ipv6, rfc5780) -> (request, answer)
+        let table = [
+            (Kind::Success, false, false, 20, 40),
+            (Kind::Success, true, false, 20, 52),
+            (Kind::Success, false, true, 20, 76),
+            (Kind::Success, true, true, 20, 76),
+            (Kind::Success3489, false, false, 20, 44),
+            (Kind::Success3489, false, true, 20, 56),
+            (Kind::Success3489, true, true, 20, 68),
+            (Kind::Padding, false, true, 24, 80),
+            (Kind::Padding, true, true, 24, 80),
+            (Kind::Unknown420, false, false, 24, 64),
+            (Kind::Unknown420Rfc3489, false, false, 24, 56),
+            (Kind::ChangeRequest420, false, false, 24, 64),
+            (Kind::BadResponsePort400, false, false, 24, 64),
+            (Kind::BadChangeRequest400, false, true, 24, 64),
+            (Kind::PaddingWithResponsePort400, false, true, 32, 76),
+            (Kind::ChangeOverTcp400, false, true, 28, 72),
+        ];
+        for (kind, ipv6, rfc5780, req, out) in table {
+            assert_eq!(len(kind, ipv6, rfc5780), (req, out), "{kind:?} ipv6 {ipv6} rfc5780 {rfc5780}");
+        }
+    }
+
+    /// Which optional attributes a minimal request gets, and that a bigger request gets the rest.
+    #[test]
+    fn optional_attributes_follow_the_request_size() {
+        let (cfg, from) = setup(false, true, Some("holepunch stund 0.1.0".into()));
+        let mut r = responder(cfg.clone());
+        let rx = Received::udp(cfg.bind_addr(LocalSocket::PRIMARY), from);
+        // IPv4, 20-byte request: RESPONSE-ORIGIN and MAPPED-ADDRESS fit (76 bytes), SOFTWARE does not.
+        let (_, out) = run(&mut r, rx, &request(&[]));
+        let m = Message::parse(&out).unwrap();
+        assert_eq!(m.response_origin(), Some(cfg.bind_addr(LocalSocket::PRIMARY)));
+        assert_eq!(m.mapped_address(), Some(from));
+        assert_eq!(m.software(), None);
+        // A client that sends its own SOFTWARE gets everything.
+        let (_, out) = run(&mut r, rx, &request(&[(0x8022, b"client 1.0")]));
+        assert_eq!(Message::parse(&out).unwrap().software(), Some("holepunch stund 0.1.0"));
+
+        // IPv6, 20-byte request: only XOR-MAPPED-ADDRESS, OTHER-ADDRESS and FINGERPRINT (76 bytes).
+        let (cfg, from) = setup(true, true, None);
+        let mut r = responder(cfg.clone());
+        let rx = Received::udp(cfg.bind_addr(LocalSocket::PRIMARY), from);
+        let (_, out) = run(&mut r, rx, &request(&[]));
+        let m = Message::parse(&out).unwrap();
+        assert_eq!(m.xor_mapped_address(), Some(from));
+        assert_eq!(m.other_address(), Some(cfg.bind_addr(LocalSocket { alt_ip: true, alt_port: true })));
+        assert_eq!((m.response_origin(), m.mapped_address()), (None, None));
+        // RFC 3489 form over IPv6: SOURCE-ADDRESS is the one left out.
+        let (_, out) = run(&mut r, rx, &request3489(&[]));
+        let m = Message::parse(&out).unwrap();
+        assert_eq!(m.mapped_address(), Some(from));
+        assert!(m.changed_address().is_some());
+        assert_eq!(m.source_address(), None);
+        // A 28-byte request (Vovida's, with CHANGE-REQUEST) gets it.
+        let (_, out) = run(&mut r, rx, &request3489(&[(0x0003, &change(false, false))]));
+        assert_eq!(Message::parse(&out).unwrap().source_address(), Some(cfg.bind_addr(LocalSocket::PRIMARY)));
+    }
+}
+
 mod prop {
     use super::*;
     use proptest::prelude::*;
@@ -633,10 +830,25 @@ mod prop {
             let mut out = vec![0u8; 8192];
             if let Ok(Transmit { len, local: from, dst: to }) = r.handle(Instant::now(), rx, &req, &mut out) {
                 prop_assert!(len <= MAX_RESPONSE_LEN.max(req.len()), "{} > max({}, {})", len, MAX_RESPONSE_LEN, req.len());
+                let bound = crate::server::AMPLIFICATION_FACTOR * req.len();
+                prop_assert!(len <= bound, "{} > 4 x {}", len, req.len());
                 prop_assert!(r.config().local_socket(from).is_some_and(|s| s.index() < n));
                 prop_assert_eq!(to.ip(), client().ip());
                 prop_assert!(Message::parse(&out[..len]).is_ok());
             }
+        }
+
+        /// Every kind of answer, to its minimal request, in every configuration: at most 4 x the request.
+        #[test]
+        fn minimal_requests_stay_within_the_factor(
+            kind in proptest::sample::select(amplification::KINDS.to_vec()),
+            ipv6 in any::<bool>(),
+            rfc5780 in any::<bool>(),
+            software_len in proptest::option::of(0usize..=MAX_SOFTWARE_LEN),
+        ) {
+            prop_assume!(amplification::applies(kind, rfc5780));
+            let (req, out) = amplification::answer(kind, ipv6, rfc5780, software_len.map(|n| "s".repeat(n)));
+            prop_assert!(out <= crate::server::AMPLIFICATION_FACTOR * req, "{:?}: {} > 4 x {}", kind, out, req);
         }
 
         #[test]

@@ -1,0 +1,166 @@
+//! The memory the settings imply: checked against the host before anything starts, logged at start.
+//!
+//! Counted: what stund allocates up front or per connection (each UDP worker's rate-limiter table and its
+//! recvmmsg/sendmmsg buffers, the TCP listener's table and each TCP connection's two buffers). Not counted:
+//! thread stacks (reserved, mostly never touched) and the kernel's socket buffers.
+
+use crate::config::Settings;
+use anyhow::{bail, Result};
+
+/// Used when the host's memory cannot be read.
+const FALLBACK_LIMIT: u64 = 4 << 30;
+
+/// Memory per part of the server, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub threads: usize,
+    pub sockets: usize,
+    /// Rate-limiter table of one UDP worker (0 without a limiter).
+    pub table: u64,
+    /// recvmmsg/sendmmsg buffers of one UDP worker.
+    pub buffers: u64,
+    /// TCP connections allowed (0 without TCP).
+    pub tcp_connections: usize,
+    /// Buffers of one TCP connection.
+    pub per_connection: u64,
+    /// The TCP listener's rate-limiter table (0 without TCP or limiter).
+    pub tcp_table: u64,
+}
+
+impl Plan {
+    pub fn of(s: &Settings) -> Plan {
+        let table = s.rate_limit.map_or(0, |rl| rl.memory_bytes() as u64);
+        Plan {
+            threads: s.threads,
+            sockets: s.server.local_sockets().len(),
+            table,
+            buffers: crate::udp::WORKER_BUFFER_BYTES as u64,
+            tcp_connections: if s.tcp { s.tcp_max_connections } else { 0 },
+            per_connection: crate::tcp::CONNECTION_BUFFER_BYTES as u64,
+            tcp_table: if s.tcp { table } else { 0 },
+        }
+    }
+
+    /// UDP workers: threads × local sockets.
+    pub fn workers(&self) -> u64 {
+        self.threads as u64 * self.sockets as u64
+    }
+
+    pub fn udp(&self) -> u64 {
+        self.workers().saturating_mul(self.table + self.buffers)
+    }
+
+    pub fn tcp(&self) -> u64 {
+        (self.tcp_connections as u64).saturating_mul(self.per_connection).saturating_add(self.tcp_table)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.udp().saturating_add(self.tcp())
+    }
+
+    /// How the total is made up, naming the settings.
+    pub fn describe(&self) -> String {
+        let mut d = format!(
+            "--threads {} x {} socket(s) x ({} rate-limit table (--rate-limit-slots) + {} buffers)",
+            self.threads,
+            self.sockets,
+            human(self.table),
+            human(self.buffers)
+        );
+        if self.tcp_connections > 0 {
+            d += &format!(
+                " + --tcp-max-connections {} x {} + {} TCP rate-limit table",
+                self.tcp_connections,
+                human(self.per_connection),
+                human(self.tcp_table)
+            );
+        }
+        d
+    }
+
+    /// Refuses settings that need more than `limit` bytes, in one line naming them.
+    pub fn check(&self, limit: u64) -> Result<()> {
+        if self.total() > limit {
+            bail!(
+                "the settings need {} of memory, more than the {} allowed (half of this host's memory): {}; \
+                 lower --threads, --rate-limit-slots or --tcp-max-connections",
+                human(self.total()),
+                human(limit),
+                self.describe()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Half of the memory this process may use: the host's RAM or its cgroup's limit, whichever is smaller.
+/// The other half stays for the kernel's socket buffers and everything else on the host.
+pub fn host_limit() -> u64 {
+    // SAFETY: sysconf reads a system constant.
+    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let ram = (pages > 0 && size > 0).then(|| pages as u64 * size as u64);
+    // cgroup v2: "max" or a number of bytes.
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    match (ram, cgroup) {
+        (Some(r), Some(c)) => r.min(c) / 2,
+        (Some(m), None) | (None, Some(m)) => m / 2,
+        (None, None) => FALLBACK_LIMIT,
+    }
+}
+
+/// Bytes in binary units with one decimal (1.5 MiB).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cli, FileConfig};
+    use clap::Parser;
+
+    fn settings(args: &[&str]) -> Settings {
+        let cli =
+            Cli::try_parse_from(["stund", "--primary", "127.0.0.1", "--alternate", "127.0.0.2"].iter().chain(args))
+                .unwrap();
+        Settings::merge(cli, FileConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_small_and_a_terabyte_is_refused() {
+        let p = Plan::of(&settings(&["--threads", "2"]));
+        // 2 threads x 4 sockets x (1 MiB + 128 KiB) + 1024 x 4 KiB + 1 MiB.
+        assert_eq!(p.total(), 8 * ((1 << 20) + (128 << 10)) + 1024 * 4096 + (1 << 20));
+        assert!(p.check(1 << 30).is_ok());
+
+        let p = Plan::of(&settings(&["--threads", "1024", "--rate-limit-slots", "16777216"]));
+        assert!(p.total() >= 1 << 40, "{}", human(p.total()));
+        let e = p.check(16 << 30).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        for setting in ["--threads 1024", "--rate-limit-slots", "1.0 TiB"] {
+            assert!(e.contains(setting), "{e}");
+        }
+        // Without the limiter the tables are gone.
+        let p = Plan::of(&settings(&["--threads", "1", "--rate-limit", "0", "--no-tcp"]));
+        assert_eq!(p.total(), 4 * (128 << 10));
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(1 << 40), "1.0 TiB");
+        assert!(host_limit() > 0);
+    }
+}
