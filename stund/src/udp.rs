@@ -1,8 +1,8 @@
 //! The UDP hot path: one blocking thread per (worker, local socket), recvmmsg → responder → sendmmsg.
 //!
 //! Per batch (`holepunch::io::batch`): one `recvmmsg` (blocks until at least one datagram, then takes what
-//! is queued, up to [`BATCH`]), one clock read, the responder for each datagram into a preallocated output slot, one `sendmmsg` for every
-//! answer leaving from this socket, and a relaxed publish of the counters. Nothing is allocated and no lock
+//! is queued, up to [`BATCH`]), one clock read, the responder for each datagram into a preallocated output
+//! slot, one `sendmmsg` for every answer leaving from this socket, and a relaxed publish of the counters. Nothing is allocated and no lock
 //! is taken. Answers that must leave from another local socket (RFC 5780 CHANGE-REQUEST) are sent one by
 //! one with `sendto` on that socket; they are rare.
 
