@@ -1,5 +1,5 @@
 //! The blocking driver: runs any [`Engine`] over one or several `std::net::UdpSocket`s with plain threads
-//! (docs/architecture.md, "Engines"). Portable (Linux, Windows), no async runtime.
+//! (docs/io.md, "Drivers"). Portable (Linux, Windows), no async runtime.
 //!
 //! One receiver thread per socket feeds a channel, so the loop itself is the one every engine wants: send
 //! what the engine has, report its events, wait for a datagram or its next timeout, feed it, repeat. The

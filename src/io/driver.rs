@@ -1,5 +1,5 @@
 //! What the blocking and the tokio drivers share: how they report to their caller and how a transmit finds
-//! its socket (docs/architecture.md, "Engines" and "I/O layer").
+//! its socket (docs/io.md, "Drivers").
 
 use crate::net::Transmit;
 use std::io;

@@ -3,6 +3,8 @@
 //! The binaries and tests use it; `src/stun`, `nat`, `punch`, `server`, `portmap` never do (a CI check greps
 //! for it, see docs/architecture.md).
 //!
+//! What each piece does and why: docs/io.md.
+//!
 //! - [`resolve`]: HOST[:PORT] parsing and resolution with a time limit ([`parse_host_port`], [`resolve()`]).
 //! - [`blocking`] and [`tokio`](mod@tokio) (feature `io-tokio`): drivers that run any `net::Engine` over UDP
 //!   sockets, sharing [`Notice`] and [`Exit`].

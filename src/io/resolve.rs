@@ -1,5 +1,5 @@
 //! HOST[:PORT] parsing and name resolution with a time limit: the one way every binary turns a server name
-//! into socket addresses (docs/architecture.md, "I/O layer").
+//! into socket addresses (docs/io.md).
 //!
 //! IPv6 literals are accepted with or without brackets (RFC 3986 §3.2.2 puts them in brackets when a port
 //! follows); the default port is STUN's (RFC 8489 §18.6). The system resolver (getaddrinfo) has no timeout

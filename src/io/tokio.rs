@@ -1,5 +1,5 @@
 //! The tokio driver: runs any [`Engine`] over one or several `tokio::net::UdpSocket`s inside a task
-//! (docs/architecture.md, "Engines"). The same loop as the blocking driver, awaiting instead of blocking.
+//! (docs/io.md, "Drivers"). The same loop as the blocking driver, awaiting instead of blocking.
 //!
 //! The future it returns can be dropped at any await point (in a `select!` with a shutdown signal, say):
 //! it holds nothing but borrows, and the engine stays consistent, so a stop condition is the caller's
