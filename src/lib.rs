@@ -11,3 +11,4 @@ pub mod portmap;
 pub mod punch;
 pub mod server;
 pub mod stun;
+pub mod transaction;

@@ -4,13 +4,13 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use holepunch::io::{self, Family, ResolveError};
-use holepunch::nat::Retransmit;
-use holepunch::net::unspecified_like;
+use holepunch::io::{self, blocking, Exit, Family, Notice, ResolveError};
+use holepunch::net::{unspecified_like, Retransmit};
 use holepunch::punch::{Event, KeeperConfig, ReflexiveKeeper};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::ControlFlow;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,39 +108,32 @@ fn run(args: Args) -> Result<i32> {
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("installing signal handler")?;
     }
     let seed = holepunch::io::os_seed()?;
-    let mut config = KeeperConfig::new(server);
+    let mut config = KeeperConfig::new(local, server);
     config.keepalive = args.keepalive;
     config.retransmit = retransmit;
     let mut keeper = ReflexiveKeeper::new(config, Instant::now(), seed);
 
-    let mut out = [0u8; 1500];
-    let mut inbuf = [0u8; 2048];
-    while !shutdown.load(Ordering::Relaxed) {
-        while let Some(t) = keeper.poll_transmit(&mut out) {
-            if let Err(e) = socket.send_to(&out[..t.len], t.dest) {
-                // A transient route error must not end the daemon: the retransmission schedule retries.
-                log::warn!("send to {} failed: {e}", t.dest);
-            }
-        }
-        while let Some(ev) = keeper.poll_event() {
+    let driver = blocking::Driver::new(vec![socket])
+        .context("setting up the punching socket")?
+        .stop_flag(shutdown)
+        .wake_every(SHUTDOWN_POLL);
+    let exit = driver.run(&mut keeper, |notice| match notice {
+        Notice::Event(ev) => {
             report(args.json, &ev, local);
             if args.once {
-                return Ok(if matches!(ev, Event::ServerLost) { 2 } else { 0 });
+                ControlFlow::Break(if matches!(ev, Event::ServerLost) { 2 } else { 0 })
+            } else {
+                ControlFlow::Continue(())
             }
         }
-        let now = Instant::now();
-        let wait = keeper.poll_timeout().map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now));
-        socket.set_read_timeout(Some(wait.clamp(Duration::from_millis(1), SHUTDOWN_POLL)))?;
-        match socket.recv_from(&mut inbuf) {
-            Ok((n, from)) => {
-                if !keeper.handle_datagram(Instant::now(), from, &inbuf[..n]) {
-                    log::debug!("dropped {n}-byte datagram from {from}");
-                }
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-            Err(e) => log::warn!("receive failed: {e}"),
+        Notice::SendFailed { transmit, error } => {
+            // A transient route error must not end the daemon: the retransmission schedule retries.
+            log::warn!("send to {} failed: {error}", transmit.dst);
+            ControlFlow::Continue(())
         }
-        keeper.handle_timeout(Instant::now());
+    })?;
+    if let Exit::Done(code) = exit {
+        return Ok(code);
     }
     log::info!("shutting down");
     Ok(0)

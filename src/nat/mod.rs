@@ -2,12 +2,16 @@
 //!
 //! - [`behaviour`]: the RFC 4787 behaviour names and the pure inference from test outcomes (RFC 5780 §4.3,
 //!   §4.4), the port allocation classifier and the verdict names.
-//! - [`diagnosis`]: the engine ([`Diagnosis`]) that runs every test over several local sockets.
-//! - [`report`]: what it found ([`Report`]).
+//! - [`config`]: what to test ([`Config`]) and which socket plays which role ([`SocketPlan`]).
+//! - [`diagnosis`]: the engine ([`Diagnosis`], a [`crate::net::Engine`]) that runs every test over several
+//!   local sockets, each request a [`crate::transaction`] transaction.
+//! - [`report`]: what it found ([`Report`]); [`verdict`]: the plain-words verdict from the behaviours.
 
 pub mod behaviour;
+pub mod config;
 pub mod diagnosis;
 pub mod report;
+pub mod verdict;
 
 #[cfg(test)]
 mod sim;
@@ -15,6 +19,8 @@ mod sim;
 mod tests;
 
 pub use crate::net::{Retransmit, RtoCache, RttEstimate, DEFAULT_MIN_RTO};
+pub use crate::transaction::FailReason;
 pub use behaviour::{Allocation, Filtering, Mapping, Observation, Verdict};
-pub use diagnosis::{Config, ConfigError, Diagnosis, Event, SocketPlan, Transmit};
+pub use config::{Config, ConfigError, SocketPlan};
+pub use diagnosis::{Diagnosis, Event};
 pub use report::{LifetimeRange, NatKind, Report, ServerReport};

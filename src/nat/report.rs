@@ -2,6 +2,7 @@
 //! and the plain-words verdict.
 
 use super::behaviour::{Allocation, Filtering, Mapping, Observation, Verdict};
+use crate::transaction::FailReason;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ pub struct ServerReport {
     /// SOFTWARE attribute, if sent.
     pub software: Option<String>,
     /// Why there is no answer, if there is none.
-    pub error: Option<String>,
+    pub error: Option<FailReason>,
     /// Smoothed round-trip time to this address (RFC 6298 SRTT), if a request to it was answered at once.
     pub srtt: Option<Duration>,
     /// The RTO the next transaction to this address would start with (RFC 8489 §6.2.1 cache).
@@ -116,5 +117,45 @@ impl Report {
     /// True when no server answered at all.
     pub fn no_answer(&self) -> bool {
         self.public.is_none()
+    }
+
+    /// The report when no server answered test I: every result unknown, for the same reason.
+    pub fn unanswered(
+        local: SocketAddr,
+        reference: Option<SocketAddr>,
+        servers: Vec<ServerReport>,
+        lifetime_asked: bool,
+        notes: Vec<String>,
+    ) -> Report {
+        let reason = "no STUN server answered: UDP may be blocked, or the servers are down or wrong".to_string();
+        Report {
+            local,
+            public: None,
+            reference,
+            nat: None,
+            nat_reason: reason.clone(),
+            kind: NatKind::Unknown,
+            mapping: Mapping::Unknown,
+            mapping_reason: reason.clone(),
+            filtering: Filtering::Unknown,
+            filtering_reason: reason.clone(),
+            port_preserved: None,
+            allocation: Allocation::Unknown,
+            allocation_reason: reason.clone(),
+            allocation_samples: Vec::new(),
+            hairpin: None,
+            hairpin_reason: reason.clone(),
+            alg: None,
+            alg_reason: reason.clone(),
+            lifetime: lifetime_asked.then(|| Err(reason.clone())),
+            rfc5780: false,
+            legacy: false,
+            observations: Vec::new(),
+            servers,
+            verdict: Verdict::Unknown,
+            verdict_reason: reason.clone(),
+            not_tested: vec![format!("everything: {reason}")],
+            notes,
+        }
     }
 }

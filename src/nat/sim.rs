@@ -2,8 +2,10 @@
 //! of several kinds, a fake clock, fixed delay and seeded loss, chosen client sends dropped, and ICMP port
 //! unreachable reports where a rule says so. Deterministic: the same seed gives the same run.
 
-use super::diagnosis::{Config, Diagnosis, Event};
+use super::config::Config;
+use super::diagnosis::{Diagnosis, Event};
 use super::report::Report;
+use crate::net::{Engine, Received};
 use crate::stun::{attr, Attribute, Class, ErrorCode, Message, MessageType, MessageWriter, Method};
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -481,7 +483,8 @@ impl World {
         let mut buf = [0u8; 1500];
         for _ in 0..200_000 {
             while let Some(t) = d.poll_transmit(&mut buf) {
-                self.client_send(t.socket, t.dest, buf[..t.len].to_vec());
+                let socket = self.locals.iter().position(|l| *l == t.local).expect("a transmit from a known socket");
+                self.client_send(socket, t.dst, buf[..t.len].to_vec());
             }
             while let Some(e) = d.poll_event() {
                 if e == Event::Finished {
@@ -500,13 +503,13 @@ impl World {
             while self.queue.first().is_some_and(|p| p.at <= self.now) {
                 let p = self.queue.remove(0);
                 if p.icmp {
-                    if let Some(s) = self.locals.iter().position(|l| *l == p.dst) {
-                        d.handle_unreachable(self.now, s, p.src);
+                    if self.locals.contains(&p.dst) {
+                        d.handle_unreachable(self.now, p.dst, p.src);
                     }
                 } else if self.servers.iter().any(|s| s.listens(p.dst)) {
                     self.server_receive(p.src, p.dst, &p.data);
                 } else if let Some((s, from, data)) = self.inbound(p.src, p.dst, p.data) {
-                    d.handle_datagram(self.now, s, from, &data);
+                    d.handle_input(self.now, Received::udp(self.locals[s], from), &data);
                 }
             }
             d.handle_timeout(self.now);

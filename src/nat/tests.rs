@@ -2,6 +2,7 @@
 
 use super::sim::*;
 use super::*;
+use crate::net::{Engine, Received};
 use std::time::Duration;
 
 fn cfg(_world: &World, servers: Vec<std::net::SocketAddr>) -> Config {
@@ -323,20 +324,36 @@ fn config_errors() {
     assert!(matches!(Diagnosis::new(c, l, now), Err(ConfigError::MixedFamilies(_))));
     let c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], [0; 32]);
     assert!(matches!(Diagnosis::new(c, locals, now), Err(ConfigError::SocketCount { .. })));
+    let c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], [0; 32]);
+    let l = vec!["192.168.1.10:6666".parse().unwrap(); c.plan().count()];
+    assert_eq!(
+        Diagnosis::new(c, l, now).unwrap_err(),
+        ConfigError::DuplicateSocket("192.168.1.10:6666".parse().unwrap())
+    );
+    let mut c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], [0; 32]);
+    c.lifetime = Some(Duration::ZERO);
+    let l = distinct_locals(c.plan().count());
+    assert_eq!(Diagnosis::new(c, l, now).unwrap_err(), ConfigError::ZeroLifetime);
+    assert_eq!(ConfigError::ZeroLifetime.to_string(), "lifetime wait is zero");
+}
+
+/// `n` distinct local addresses, as a caller's sockets would have.
+fn distinct_locals(n: usize) -> Vec<std::net::SocketAddr> {
+    (0..n).map(|i| std::net::SocketAddr::new("192.168.1.10".parse().unwrap(), 6666 + i as u16)).collect()
 }
 
 #[test]
 fn garbage_is_ignored() {
     let c = Config::new(vec!["192.0.2.1:3478".parse().unwrap()], [0; 32]);
     let n = c.plan().count();
-    let locals = vec!["192.168.1.10:6666".parse().unwrap(); n];
+    let locals = distinct_locals(n);
     let now = std::time::Instant::now();
-    let mut d = Diagnosis::new(c, locals, now).unwrap();
+    let mut d = Diagnosis::new(c, locals.clone(), now).unwrap();
     let from = "192.0.2.1:3478".parse().unwrap();
     for data in [&b""[..], &[0xff; 40][..], &[0u8; 20][..], &[0, 1, 0, 4, 0x21, 0x12, 0xa4, 0x42][..]] {
-        d.handle_datagram(now, 0, from, data);
+        assert!(!d.handle_input(now, Received::udp(locals[0], from), data));
     }
-    d.handle_datagram(now, 99, from, &[0u8; 20]);
+    assert!(!d.handle_input(now, Received::udp("192.168.1.10:9".parse().unwrap(), from), &[0u8; 20]));
     assert!(!d.is_finished());
 }
 
@@ -492,8 +509,9 @@ fn icmp_port_unreachable_fails_fast() {
     assert!(r.no_answer());
     assert_eq!(took, ms(20), "one round trip, not 39.5 s");
     assert_eq!(w.sent, 1);
-    let e = r.servers[0].error.as_deref().unwrap();
-    assert!(e.contains("port unreachable (ICMP)"), "{e}");
+    let e = r.servers[0].error.as_ref().unwrap();
+    assert_eq!(e, &FailReason::Unreachable { dst: wrong });
+    assert!(e.to_string().contains("port unreachable (ICMP)"), "{e}");
 }
 
 #[test]

@@ -4,4 +4,4 @@
 
 mod reflexive;
 
-pub use reflexive::{Event, KeeperConfig, ReflexiveKeeper, Transmit};
+pub use reflexive::{Event, KeeperConfig, ReflexiveKeeper};

@@ -5,8 +5,9 @@
 //! mapping moved: a NAT that rebooted or timed the mapping out hands out a new public port, which is exactly
 //! what the peer needs to learn to re-punch.
 
-use crate::net::{Retransmit, Rng, Seed};
-use crate::stun::{Class, Message, MessageType, MessageWriter, Method};
+use crate::net::{Engine, Received, Retransmit, Seed, Transmit, DEFAULT_MIN_RTO};
+use crate::stun::{Message, Method};
+use crate::transaction::{FailReason, Handled, Spec, Transactions, TxKey};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,17 +15,28 @@ use std::time::{Duration, Instant};
 /// What the keeper needs to know.
 #[derive(Debug, Clone)]
 pub struct KeeperConfig {
+    /// The punching socket's local address (the `local` of every transmit, and where answers must arrive).
+    pub local: SocketAddr,
     /// The STUN server (stund) whose view of our endpoint we track.
     pub server: SocketAddr,
-    /// Interval between keepalive Binding requests (DESIGN.md: 3 s).
+    /// Interval between keepalive Binding requests (docs/architecture.md: 3 s).
     pub keepalive: Duration,
-    /// Retransmission of each request (RFC 8489 §6.2.1).
+    /// Retransmission of each request (RFC 8489 §6.2.1). `retransmit.rto` starts the first transaction and
+    /// caps the RTO learned from the server's answers.
     pub retransmit: Retransmit,
+    /// Floor of the learned RTO ([`DEFAULT_MIN_RTO`]).
+    pub min_rto: Duration,
 }
 
 impl KeeperConfig {
-    pub fn new(server: SocketAddr) -> KeeperConfig {
-        KeeperConfig { server, keepalive: Duration::from_secs(3), retransmit: Retransmit::default() }
+    pub fn new(local: SocketAddr, server: SocketAddr) -> KeeperConfig {
+        KeeperConfig {
+            local,
+            server,
+            keepalive: Duration::from_secs(3),
+            retransmit: Retransmit::default(),
+            min_rto: DEFAULT_MIN_RTO,
+        }
     }
 }
 
@@ -35,35 +47,20 @@ pub enum Event {
     Discovered(SocketAddr),
     /// The NAT mapping moved: peers must be told and paths re-punched.
     Changed { old: SocketAddr, new: SocketAddr },
-    /// A whole transaction went unanswered (RFC 8489 §6.2.1 gave up): the server or the path is down.
+    /// A whole transaction went unanswered (RFC 8489 §6.2.1 gave up) or the server's port was reported
+    /// unreachable: the server or the path is down.
     ServerLost,
 }
 
-/// A datagram to send to `dest` from the punching socket; its bytes are `buf[..len]` of `poll_transmit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit {
-    pub dest: SocketAddr,
-    pub len: usize,
-}
-
-#[derive(Debug)]
-struct Transaction {
-    id: [u8; 12],
-    started: Instant,
-    /// Requests sent so far.
-    sent: u32,
-}
-
-/// The engine. Drive it like every engine here (STYLE.md): feed datagrams and timeouts, drain transmits/events.
+/// The engine ([`Engine`]): feed datagrams and timeouts, drain transmits and events.
 #[derive(Debug)]
 pub struct ReflexiveKeeper {
     config: KeeperConfig,
     public: Option<SocketAddr>,
     lost: bool,
-    tx: Option<Transaction>,
+    tx: Option<TxKey>,
     next_keepalive: Instant,
-    send_due: bool,
-    ids: Rng,
+    txs: Transactions<SocketAddr>,
     events: VecDeque<Event>,
 }
 
@@ -72,13 +69,12 @@ impl ReflexiveKeeper {
     /// off-path attackers (pass OS randomness) while tests stay deterministic.
     pub fn new(config: KeeperConfig, now: Instant, seed: Seed) -> ReflexiveKeeper {
         let mut k = ReflexiveKeeper {
+            txs: Transactions::new(config.retransmit, config.min_rto, seed),
             config,
             public: None,
             lost: false,
             tx: None,
             next_keepalive: now,
-            send_due: false,
-            ids: Rng::from_seed(seed),
             events: VecDeque::new(),
         };
         k.handle_timeout(now);
@@ -90,87 +86,97 @@ impl ReflexiveKeeper {
         self.public
     }
 
-    /// Offer a received datagram. Returns true when it was the answer to our request (and so consumed).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
-        let _ = now;
-        if from != self.config.server {
-            return false;
+    /// Take what ended out of the transaction table and turn it into events.
+    fn settle(&mut self, now: Instant) {
+        while let Some(key) = self.txs.poll_completed() {
+            if self.tx == Some(key) {
+                self.tx = None;
+            }
+            match self.txs.remove(key) {
+                Some(Ok(mapped)) => {
+                    match self.public {
+                        Some(old) if old != mapped => self.events.push_back(Event::Changed { old, new: mapped }),
+                        Some(_) if !self.lost => {}
+                        _ => self.events.push_back(Event::Discovered(mapped)),
+                    }
+                    self.public = Some(mapped);
+                    self.lost = false;
+                }
+                Some(Err(r @ (FailReason::NoAnswer { .. } | FailReason::Unreachable { .. }))) => {
+                    log::debug!(target: "punch", "keepalive: {r}");
+                    // Pace the next attempt: a dead server gets one transaction per keepalive interval, not a
+                    // storm.
+                    self.next_keepalive = now + self.config.keepalive;
+                    if !self.lost {
+                        self.lost = true;
+                        self.events.push_back(Event::ServerLost);
+                    }
+                }
+                Some(Err(r)) => log::warn!(target: "punch", "keepalive to {}: {r}", self.config.server),
+                None => {}
+            }
         }
-        let Some(tx) = &self.tx else { return false };
-        let Ok(msg) = Message::parse(data) else { return false };
-        if msg.method() != Method::BINDING || msg.transaction_id() != &tx.id || msg.is_rfc3489() {
-            return false;
+    }
+}
+
+/// A Binding success response's mapped address. Servers that predate RFC 5389 send only MAPPED-ADDRESS; an
+/// ALG may rewrite that one, so XOR-MAPPED-ADDRESS comes first.
+fn mapped(msg: &Message<'_>, _from: SocketAddr) -> Result<SocketAddr, String> {
+    msg.xor_mapped_address().or_else(|| msg.mapped_address()).ok_or_else(|| "carries no mapped address".into())
+}
+
+impl Engine for ReflexiveKeeper {
+    type Event = Event;
+
+    /// True when it was the answer to our request (and so consumed).
+    fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
+        match self.txs.handle_input(now, input, data, mapped) {
+            Handled::NotOurs => false,
+            Handled::Ignored => true,
+            Handled::Completed(_) => {
+                self.settle(now);
+                true
+            }
         }
-        self.tx = None;
-        if msg.class() != Class::Success {
-            log::warn!(target: "punch", "server {} answered the keepalive with an error", self.config.server);
-            return true;
-        }
-        // Servers that predate RFC 5389 send only MAPPED-ADDRESS; an ALG may rewrite that one, so prefer XOR.
-        let Some(mapped) = msg.xor_mapped_address().or_else(|| msg.mapped_address()) else {
-            log::warn!(target: "punch", "Binding response from {} carries no mapped address", self.config.server);
-            return true;
-        };
-        match self.public {
-            Some(old) if old != mapped => self.events.push_back(Event::Changed { old, new: mapped }),
-            Some(_) if !self.lost => {}
-            _ => self.events.push_back(Event::Discovered(mapped)),
-        }
-        self.public = Some(mapped);
-        self.lost = false;
-        true
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, local: SocketAddr, dst: SocketAddr) -> bool {
+        let hit = self.txs.handle_unreachable(local, dst);
+        self.settle(now);
+        hit
     }
 
     /// Fire due timers: start a keepalive transaction, retransmit, or give up.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(tx) = &mut self.tx {
-            let r = &self.config.retransmit;
-            if now >= tx.started + r.give_up_after() {
-                self.tx = None;
-                // Pace the next attempt: a dead server gets one transaction per keepalive interval, not a storm.
-                self.next_keepalive = now + self.config.keepalive;
-                if !self.lost {
-                    self.lost = true;
-                    self.events.push_back(Event::ServerLost);
-                }
-            } else if let Some(at) = r.send_offset(tx.sent) {
-                if now >= tx.started + at {
-                    tx.sent += 1;
-                    self.send_due = true;
-                }
-            }
-        }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.txs.handle_timeout(now);
+        self.settle(now);
         if self.tx.is_none() && now >= self.next_keepalive {
-            let id = self.ids.transaction_id();
-            self.tx = Some(Transaction { id, started: now, sent: 1 });
-            self.send_due = true;
+            // A Binding request with FINGERPRINT (RFC 8489 §7): tells our answer apart from other traffic on
+            // the punching socket.
+            let spec = Spec::new(self.config.local, self.config.server);
+            match self.txs.start(now, spec, Method::BINDING, |w| w.add_fingerprint()) {
+                Ok(key) => self.tx = Some(key),
+                Err(e) => log::warn!(target: "punch", "cannot encode a Binding request: {e}"),
+            }
+            self.txs.handle_timeout(now);
             self.next_keepalive = now + self.config.keepalive;
         }
     }
 
     /// The request to send, if one is due.
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        if !self.send_due {
-            return None;
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        self.txs.poll_transmit(buf)
+    }
+
+    /// The next resend or give-up while a transaction runs, else the next keepalive.
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self.tx {
+            Some(_) => self.txs.poll_timeout(),
+            None => Some(self.next_keepalive),
         }
-        let tx = self.tx.as_ref()?;
-        let ty = MessageType::new(Method::BINDING, Class::Request);
-        let mut w = MessageWriter::new(buf, ty, &tx.id).ok()?;
-        w.add_fingerprint().ok()?;
-        self.send_due = false;
-        Some(Transmit { dest: self.config.server, len: w.finish() })
     }
 
-    /// When `handle_timeout` must be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let keepalive = self.next_keepalive;
-        let Some(tx) = &self.tx else { return Some(keepalive) };
-        let r = &self.config.retransmit;
-        // The next resend, or giving up once every request is out (a resend always comes before giving up).
-        Some(tx.started + r.send_offset(tx.sent).unwrap_or_else(|| r.give_up_after()))
-    }
-
-    pub fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 }
@@ -178,12 +184,18 @@ impl ReflexiveKeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stun::Attribute;
+    use crate::stun::{Attribute, Class, MessageType, MessageWriter};
 
     const SERVER: &str = "203.0.113.10:3478";
+    const LOCAL: &str = "0.0.0.0:6666";
 
     fn keeper(now: Instant) -> ReflexiveKeeper {
-        ReflexiveKeeper::new(KeeperConfig::new(SERVER.parse().unwrap()), now, [42; 32])
+        ReflexiveKeeper::new(KeeperConfig::new(LOCAL.parse().unwrap(), SERVER.parse().unwrap()), now, [42; 32])
+    }
+
+    /// A datagram from `from` on the punching socket.
+    fn from(addr: &str) -> Received {
+        Received::udp(LOCAL.parse().unwrap(), addr.parse().unwrap())
     }
 
     /// What the server would answer to `req`, reporting `mapped`.
@@ -200,7 +212,7 @@ mod tests {
     fn send(k: &mut ReflexiveKeeper) -> Vec<u8> {
         let mut buf = [0u8; 128];
         let t = k.poll_transmit(&mut buf).expect("a request is due");
-        assert_eq!(t.dest, SERVER.parse().unwrap());
+        assert_eq!((t.local, t.dst), (LOCAL.parse().unwrap(), SERVER.parse().unwrap()));
         buf[..t.len].to_vec()
     }
 
@@ -210,13 +222,13 @@ mod tests {
         let mut k = keeper(t0);
         let req = send(&mut k);
         let public: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-        assert!(k.handle_datagram(t0, SERVER.parse().unwrap(), &answer(&req, public)));
+        assert!(k.handle_input(t0, from(SERVER), &answer(&req, public)));
         assert_eq!(k.poll_event(), Some(Event::Discovered(public)));
         assert_eq!(k.poll_timeout(), Some(t0 + Duration::from_secs(3)));
         k.handle_timeout(t0 + Duration::from_secs(3));
         let req2 = send(&mut k);
         assert_ne!(req[8..20], req2[8..20], "each keepalive is a new transaction");
-        assert!(k.handle_datagram(t0, SERVER.parse().unwrap(), &answer(&req2, public)));
+        assert!(k.handle_input(t0, from(SERVER), &answer(&req2, public)));
         assert_eq!(k.poll_event(), None, "an unchanged endpoint is not news");
     }
 
@@ -227,11 +239,11 @@ mod tests {
         let a: SocketAddr = "198.51.100.7:40000".parse().unwrap();
         let b: SocketAddr = "198.51.100.7:40123".parse().unwrap();
         let req = send(&mut k);
-        k.handle_datagram(t0, SERVER.parse().unwrap(), &answer(&req, a));
+        k.handle_input(t0, from(SERVER), &answer(&req, a));
         k.poll_event();
         k.handle_timeout(t0 + Duration::from_secs(3));
         let req = send(&mut k);
-        k.handle_datagram(t0, SERVER.parse().unwrap(), &answer(&req, b));
+        k.handle_input(t0, from(SERVER), &answer(&req, b));
         assert_eq!(k.poll_event(), Some(Event::Changed { old: a, new: b }));
         assert_eq!(k.public(), Some(b));
     }
@@ -243,14 +255,14 @@ mod tests {
         let req = send(&mut k);
         let public: SocketAddr = "198.51.100.7:40000".parse().unwrap();
         let resp = answer(&req, public);
-        assert!(!k.handle_datagram(t0, "203.0.113.99:3478".parse().unwrap(), &resp), "wrong source");
+        assert!(!k.handle_input(t0, from("203.0.113.99:3478"), &resp), "wrong source");
         let mut forged = resp.clone();
         forged[19] ^= 1;
-        assert!(!k.handle_datagram(t0, SERVER.parse().unwrap(), &forged), "wrong transaction id");
-        assert!(!k.handle_datagram(t0, SERVER.parse().unwrap(), b"garbage"), "not STUN");
+        assert!(!k.handle_input(t0, from(SERVER), &forged), "wrong transaction id");
+        assert!(!k.handle_input(t0, from(SERVER), b"garbage"), "not STUN");
         assert_eq!(k.poll_event(), None);
-        assert!(k.handle_datagram(t0, SERVER.parse().unwrap(), &resp));
-        assert!(!k.handle_datagram(t0, SERVER.parse().unwrap(), &resp), "duplicate answer");
+        assert!(k.handle_input(t0, from(SERVER), &resp));
+        assert!(!k.handle_input(t0, from(SERVER), &resp), "duplicate answer");
     }
 
     #[test]
@@ -283,7 +295,36 @@ mod tests {
         k.handle_timeout(now);
         let req = send(&mut k);
         let public: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-        k.handle_datagram(now, SERVER.parse().unwrap(), &answer(&req, public));
+        k.handle_input(now, from(SERVER), &answer(&req, public));
         assert_eq!(k.poll_event(), Some(Event::Discovered(public)));
+    }
+
+    #[test]
+    fn icmp_unreachable_loses_the_server_at_once_and_paces_the_retry() {
+        let t0 = Instant::now();
+        let mut k = keeper(t0);
+        send(&mut k);
+        let t1 = t0 + Duration::from_millis(5);
+        assert!(!k.handle_unreachable(t1, LOCAL.parse().unwrap(), "203.0.113.99:3478".parse().unwrap()));
+        assert!(k.handle_unreachable(t1, LOCAL.parse().unwrap(), SERVER.parse().unwrap()));
+        assert_eq!(k.poll_event(), Some(Event::ServerLost));
+        assert_eq!(k.poll_timeout(), Some(t1 + Duration::from_secs(3)), "one attempt per keepalive interval");
+    }
+
+    #[test]
+    fn error_response_ends_the_transaction_without_an_event() {
+        let t0 = Instant::now();
+        let mut k = keeper(t0);
+        let req = send(&mut k);
+        let m = Message::parse(&req).unwrap();
+        let mut out = [0u8; 128];
+        let ty = MessageType::new(Method::BINDING, Class::Error);
+        let mut w = MessageWriter::new(&mut out, ty, m.transaction_id()).unwrap();
+        w.add(&Attribute::ErrorCode(crate::stun::ErrorCode { code: 500, reason: "Server Error" })).unwrap();
+        let n = w.finish();
+        assert!(k.handle_input(t0, from(SERVER), &out[..n]));
+        assert_eq!(k.poll_event(), None);
+        assert_eq!(k.public(), None);
+        assert_eq!(k.poll_timeout(), Some(t0 + Duration::from_secs(3)), "the next keepalive, no retransmission");
     }
 }

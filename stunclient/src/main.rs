@@ -8,7 +8,7 @@ mod portmap;
 
 use anyhow::anyhow;
 use clap::Parser;
-use holepunch::nat::{Config, Retransmit};
+use holepunch::nat::{Config, FailReason, Retransmit};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -176,13 +176,10 @@ fn run(args: &Args) -> Result<(), Failure> {
         let why: Vec<String> = report
             .servers
             .iter()
-            .map(|s| s.error.clone().unwrap_or_else(|| format!("{}: no usable answer", s.addr)))
+            .map(|s| s.error.as_ref().map_or_else(|| format!("{}: no usable answer", s.addr), ToString::to_string))
             .collect();
-        let hint = if why.iter().any(|w| w.starts_with("no answer")) {
-            ": server down, wrong port, or UDP blocked"
-        } else {
-            ""
-        };
+        let silent = report.servers.iter().any(|s| s.error.as_ref().is_some_and(FailReason::is_no_answer));
+        let hint = if silent { ": server down, wrong port, or UDP blocked" } else { "" };
         return Err(Failure::new(EXIT_NO_ANSWER, anyhow!("{}{hint}", why.join("; "))));
     }
     Ok(())

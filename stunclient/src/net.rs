@@ -4,8 +4,8 @@
 use crate::{Failure, DEFAULT_LOCAL_PORT, EXIT_RESOLVE, EXIT_RUNTIME, EXIT_USAGE};
 use anyhow::{anyhow, Context};
 use holepunch::io::{self, blocking, Exit, Family, Notice};
-use holepunch::nat::{Config, Diagnosis, Event, Report};
-use holepunch::net::{self as hnet, Engine, Received, Transmit};
+use holepunch::nat::{Config, ConfigError, Diagnosis, Event, Report};
+use holepunch::net as hnet;
 use log::warn;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -118,71 +118,28 @@ fn hard_limit(cfg: &Config) -> Duration {
     tx * chain + life + Duration::from_secs(5)
 }
 
-/// `Diagnosis` with its socket indices spoken as local addresses: the library's engine contract, so the
-/// generic driver runs it. (The engine adopts the contract itself in a later step; this shim then goes.)
-struct DiagnosisEngine<'a> {
-    diag: &'a mut Diagnosis,
-    locals: &'a [SocketAddr],
-}
-
-impl DiagnosisEngine<'_> {
-    fn socket(&self, local: SocketAddr) -> Option<usize> {
-        self.locals.iter().position(|l| *l == local)
-    }
-}
-
-impl Engine for DiagnosisEngine<'_> {
-    type Event = Event;
-
-    fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
-        match self.socket(input.local) {
-            Some(i) => {
-                self.diag.handle_datagram(now, i, input.source, data);
-                true
-            }
-            None => false,
+/// The library describes values; say which flag set them.
+fn config_failure(e: ConfigError) -> Failure {
+    let msg = match e {
+        ConfigError::ZeroLifetime => "--max-wait must be longer than zero".to_string(),
+        ConfigError::NoServer => "no --server given".to_string(),
+        ConfigError::MixedFamilies(s) => {
+            format!("--server {s} and the local sockets are of different address families")
         }
-    }
-
-    fn handle_unreachable(&mut self, now: Instant, local: SocketAddr, dst: SocketAddr) -> bool {
-        match self.socket(local) {
-            Some(i) => {
-                self.diag.handle_unreachable(now, i, dst);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.diag.handle_timeout(now);
-    }
-
-    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let t = self.diag.poll_transmit(buf)?;
-        Some(Transmit { local: self.locals[t.socket], dst: t.dest, len: t.len })
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.diag.poll_timeout()
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        self.diag.poll_event()
-    }
+        other => format!("internal: {other}"),
+    };
+    Failure::new(EXIT_USAGE, anyhow!(msg))
 }
 
 /// Run the engine over the real sockets until it reports.
 pub fn run_diagnosis(cfg: Config, sockets: Sockets, verbose: bool) -> Result<Report, Failure> {
     let limit = hard_limit(&cfg);
     let start = Instant::now();
-    let mut diag =
-        Diagnosis::new(cfg, sockets.locals.clone(), start).map_err(|e| Failure::new(EXIT_USAGE, anyhow!("{e}")))?;
+    let mut diag = Diagnosis::new(cfg, sockets.locals.clone(), start).map_err(config_failure)?;
     let driver = sockets.driver.deadline(start + limit);
     let mut send_errors: Vec<String> = Vec::new();
-    let mut engine = DiagnosisEngine { diag: &mut diag, locals: &sockets.locals };
     let exit = driver
-        .run(&mut engine, |notice| {
+        .run(&mut diag, |notice| {
             match notice {
                 Notice::Event(Event::Finished) => return ControlFlow::Break(()),
                 Notice::Event(Event::ServerResult { server, mapped }) if verbose => match mapped {

@@ -48,7 +48,7 @@ pub fn json(r: &Report, servers: &[Server], pm: &portmap::Outcome) -> Value {
             "alternate": opt(s.alternate),
             "legacy": s.legacy,
             "software": s.software,
-            "error": s.error,
+            "error": s.error.as_ref().map(ToString::to_string),
             "rtt_ms": s.srtt.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0),
             "rto_ms": (s.rto.as_secs_f64() * 1e4).round() / 10.0,
         })).collect::<Vec<_>>(),
@@ -133,7 +133,7 @@ pub fn print_human(r: &Report, pm: &portmap::Outcome) {
                 }
                 t
             }
-            (None, Some(e)) => e.clone(),
+            (None, Some(e)) => e.to_string(),
             (None, None) => "no answer".into(),
         };
         line("server", &format!("{}: {what}", s.addr));
