@@ -332,6 +332,18 @@ mod tests {
         assert_eq!(exit, Exit::Done(PingEvent::Unreachable { local, dst }));
     }
 
+    /// After an ICMP report the driver goes back to sleeping: it neither spins on the error nor on the
+    /// socket (a handful of wake-ups in 300 ms, one per wake interval and input).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn no_spinning_after_an_icmp_report() {
+        let driver = Driver::new(vec![bind()]).unwrap().deadline(Instant::now() + Duration::from_millis(300));
+        let mut ping = Ping::new(driver.locals()[0], closed_port(), 1, Instant::now());
+        let exit = driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).unwrap();
+        assert_eq!(exit, Exit::Deadline);
+        assert!(ping.wakeups < 20, "{} wake-ups", ping.wakeups);
+    }
+
     #[test]
     fn stop_flag_ends_the_loop() {
         let flag = Arc::new(AtomicBool::new(false));

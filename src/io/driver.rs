@@ -74,6 +74,8 @@ pub(crate) mod testing {
         pub due: bool,
         pub events: Vec<PingEvent>,
         pub foreign: usize,
+        /// Calls of `handle_timeout`: a driver that spins shows here.
+        pub wakeups: usize,
     }
 
     impl Ping {
@@ -88,6 +90,7 @@ pub(crate) mod testing {
                 due: false,
                 events: Vec::new(),
                 foreign: 0,
+                wakeups: 0,
             }
         }
     }
@@ -118,6 +121,7 @@ pub(crate) mod testing {
         }
 
         fn handle_timeout(&mut self, now: Instant) {
+            self.wakeups += 1;
             if self.next.is_some_and(|t| t <= now) {
                 self.due = true;
                 self.next = if self.sent + 1 < self.count { Some(now + self.interval) } else { None };

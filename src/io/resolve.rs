@@ -133,8 +133,13 @@ pub fn resolve(host: &str, port: u16, family: Family, limit: Duration) -> Result
     }
     // Stable: keeps the resolver's preference within each family.
     addrs.sort_by_key(|a| a.is_ipv6());
-    addrs.dedup();
-    Ok(addrs)
+    let mut unique = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        if !unique.contains(&a) {
+            unique.push(a);
+        }
+    }
+    Ok(unique)
 }
 
 /// [`parse_host_port`] then [`resolve`], for a value given as one string.

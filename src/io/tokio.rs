@@ -286,4 +286,15 @@ mod tests {
             .unwrap();
         assert_eq!(exit, Exit::Done(PingEvent::Unreachable { local, dst }));
     }
+
+    /// After an ICMP report the error readiness is cleared: the driver sleeps instead of spinning.
+    #[cfg(target_os = "linux")]
+    #[::tokio::test(flavor = "current_thread")]
+    async fn no_spinning_after_an_icmp_report() {
+        let driver = Driver::from_std(vec![std_bind()]).unwrap().deadline(Instant::now() + Duration::from_millis(300));
+        let mut ping = Ping::new(driver.locals()[0], closed_port(), 1, Instant::now());
+        let exit = driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).await.unwrap();
+        assert_eq!(exit, Exit::Deadline);
+        assert!(ping.wakeups < 20, "{} wake-ups", ping.wakeups);
+    }
 }
