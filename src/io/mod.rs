@@ -5,7 +5,7 @@
 //!
 //! What each piece does and why: docs/io.md.
 //!
-//! - [`resolve`]: HOST[:PORT] parsing and resolution with a time limit ([`parse_host_port`], [`resolve()`]).
+//! - [`resolve`](mod@resolve): `HOST[:PORT]` parsing and resolution with a time limit ([`parse_host_port`], [`resolve()`]).
 //! - [`blocking`] and [`tokio`](mod@tokio) (feature `io-tokio`): drivers that run any `net::Engine` over UDP
 //!   sockets, sharing [`Notice`] and [`Exit`].
 //! - [`icmp`]: ICMP errors of unconnected UDP sockets (Linux IP_RECVERR).

@@ -1,4 +1,4 @@
-//! HOST[:PORT] parsing and name resolution with a time limit: the one way every binary turns a server name
+//! `HOST[:PORT]` parsing and name resolution with a time limit: the one way every binary turns a server name
 //! into socket addresses (docs/io.md).
 //!
 //! IPv6 literals are accepted with or without brackets (RFC 3986 §3.2.2 puts them in brackets when a port
@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-/// What was wrong with a HOST[:PORT] value.
+/// What was wrong with a `HOST[:PORT]` value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     #[error("empty host in {0:?}")]
@@ -81,7 +81,7 @@ pub enum ResolveError {
     NoAddressOfFamily { host: String, family: Family },
 }
 
-/// Splits HOST[:PORT]: `name`, `name:port`, `1.2.3.4`, `1.2.3.4:port`, `::1`, `[::1]`, `[::1]:port`.
+/// Splits `HOST[:PORT]`: `name`, `name:port`, `1.2.3.4`, `1.2.3.4:port`, `::1`, `[::1]`, `[::1]:port`.
 /// The port defaults to [`DEFAULT_STUN_PORT`]; port 0 is refused. The host is returned without brackets.
 pub fn parse_host_port(s: &str) -> Result<(String, u16), ParseError> {
     parse_host_port_or(s, DEFAULT_STUN_PORT)
