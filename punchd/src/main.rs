@@ -2,13 +2,15 @@
 //! runs), learns its public endpoint from stund, keeps the NAT mapping alive and reports when it moves.
 //! Rendezvous, punching and the tunnel build on this loop in later releases.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use holepunch::net::{Engine, Received, Retransmit};
+use holepunch::io::{self, blocking, Exit, Family, Notice, ResolveError};
+use holepunch::net::{unspecified_like, Retransmit};
 use holepunch::punch::{Event, KeeperConfig, ReflexiveKeeper};
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
     after_help = "Examples:\n  punchd --server stun.example.net:3478\n  punchd --server 203.0.113.10 --port 7000 --keepalive 5s --json\n  punchd --server 203.0.113.10 --once        # print the public endpoint and exit"
 )]
 struct Args {
-    /// STUN server (our stund or any RFC 5389 server), HOST[:PORT], default port 3478.
+    /// STUN server (our stund or any RFC 5389 server), HOST[:PORT], default port 3478 (port 0 is refused).
     #[arg(long)]
     server: String,
     /// Local UDP port of the punching socket.
@@ -49,33 +51,21 @@ struct Args {
 }
 
 /// The server's address: of `--bind`'s family when given, else IPv4 first (as stunclient prefers), so the
-/// endpoint punchd keeps is the one stunclient diagnosed.
-fn resolve(server: &str, family_of: Option<IpAddr>) -> Result<SocketAddr> {
-    let with_port = if server.parse::<SocketAddr>().is_ok()
-        || server.rsplit_once(':').is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
-    {
-        server.to_string()
-    } else if server.contains(':') && !server.starts_with('[') {
-        format!("[{server}]:3478")
-    } else {
-        format!("{server}:3478")
-    };
-    let addrs: Vec<SocketAddr> =
-        with_port.to_socket_addrs().with_context(|| format!("cannot resolve server {server:?}"))?.collect();
-    let wanted = |a: &&SocketAddr| family_of.map_or(a.is_ipv4(), |ip| ip.is_ipv4() == a.is_ipv4());
-    addrs.iter().find(wanted).or(if family_of.is_none() { addrs.first() } else { None }).copied().with_context(|| {
-        match family_of {
-            Some(ip) => format!("server {server:?} has no address of the family of --bind {ip}"),
-            None => format!("server {server:?} resolved to no address"),
+/// endpoint punchd keeps is the one stunclient diagnosed. The resolver gets as long as one request would.
+fn resolve(server: &str, family_of: Option<IpAddr>, limit: Duration) -> Result<SocketAddr> {
+    let (host, port) = io::parse_host_port(server).map_err(|e| anyhow!("--server: {e}"))?;
+    let family = family_of.map_or(Family::Any, Family::of);
+    let addrs = io::resolve(&host, port, family, limit).map_err(|e| match (e, family_of) {
+        (ResolveError::NoAddressOfFamily { .. }, Some(ip)) => {
+            anyhow!("--server {server:?} has no address of the family of --bind {ip}")
         }
-    })
+        (e, _) => anyhow!("--server: {e}"),
+    })?;
+    addrs.first().copied().with_context(|| format!("--server {server:?} resolved to no address"))
 }
 
 fn bind(args: &Args, server: SocketAddr) -> Result<UdpSocket> {
-    let ip = args.bind.unwrap_or(match server {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    });
+    let ip = args.bind.unwrap_or(unspecified_like(server.ip()));
     if ip.is_ipv4() != server.is_ipv4() {
         bail!("--bind {ip} and server {server} are of different address families");
     }
@@ -107,7 +97,8 @@ fn report(json: bool, event: &Event, local: SocketAddr) {
 }
 
 fn run(args: Args) -> Result<i32> {
-    let server = resolve(&args.server, args.bind)?;
+    let retransmit = Retransmit { rto: args.rto, rc: args.retries, ..Retransmit::default() };
+    let server = resolve(&args.server, args.bind, retransmit.give_up_after())?;
     let socket = bind(&args, server)?;
     let local = socket.local_addr().context("local address of the socket")?;
     log::info!("punching socket bound on {local}; tracking public endpoint via {server}");
@@ -119,37 +110,30 @@ fn run(args: Args) -> Result<i32> {
     let seed = holepunch::io::os_seed()?;
     let mut config = KeeperConfig::new(local, server);
     config.keepalive = args.keepalive;
-    config.retransmit = Retransmit { rto: args.rto, rc: args.retries, ..Retransmit::default() };
+    config.retransmit = retransmit;
     let mut keeper = ReflexiveKeeper::new(config, Instant::now(), seed);
 
-    let mut out = [0u8; 1500];
-    let mut inbuf = [0u8; 2048];
-    while !shutdown.load(Ordering::Relaxed) {
-        while let Some(t) = keeper.poll_transmit(&mut out) {
-            if let Err(e) = socket.send_to(&out[..t.len], t.dst) {
-                // A transient route error must not end the daemon: the retransmission schedule retries.
-                log::warn!("send to {} failed: {e}", t.dst);
-            }
-        }
-        while let Some(ev) = keeper.poll_event() {
+    let driver = blocking::Driver::new(vec![socket])
+        .context("setting up the punching socket")?
+        .stop_flag(shutdown)
+        .wake_every(SHUTDOWN_POLL);
+    let exit = driver.run(&mut keeper, |notice| match notice {
+        Notice::Event(ev) => {
             report(args.json, &ev, local);
             if args.once {
-                return Ok(if matches!(ev, Event::ServerLost) { 2 } else { 0 });
+                ControlFlow::Break(if matches!(ev, Event::ServerLost) { 2 } else { 0 })
+            } else {
+                ControlFlow::Continue(())
             }
         }
-        let now = Instant::now();
-        let wait = keeper.poll_timeout().map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now));
-        socket.set_read_timeout(Some(wait.clamp(Duration::from_millis(1), SHUTDOWN_POLL)))?;
-        match socket.recv_from(&mut inbuf) {
-            Ok((n, from)) => {
-                if !keeper.handle_input(Instant::now(), Received::udp(local, from), &inbuf[..n]) {
-                    log::debug!("dropped {n}-byte datagram from {from}");
-                }
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-            Err(e) => log::warn!("receive failed: {e}"),
+        Notice::SendFailed { transmit, error } => {
+            // A transient route error must not end the daemon: the retransmission schedule retries.
+            log::warn!("send to {} failed: {error}", transmit.dst);
+            ControlFlow::Continue(())
         }
-        keeper.handle_timeout(Instant::now());
+    })?;
+    if let Exit::Done(code) = exit {
+        return Ok(code);
     }
     log::info!("shutting down");
     Ok(0)
@@ -164,5 +148,29 @@ fn main() {
             eprintln!("punchd: {e:#}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn server_forms_and_family() {
+        assert_eq!(resolve("127.0.0.1", None, LIMIT).unwrap(), "127.0.0.1:3478".parse().unwrap());
+        assert_eq!(resolve("[::1]:7", None, LIMIT).unwrap(), "[::1]:7".parse().unwrap());
+        assert_eq!(resolve("::1", None, LIMIT).unwrap(), "[::1]:3478".parse().unwrap());
+        let v4 = resolve("localhost:9", Some("0.0.0.0".parse().unwrap()), LIMIT).unwrap();
+        assert_eq!(v4, "127.0.0.1:9".parse().unwrap());
+        let e = resolve("::1", Some("127.0.0.1".parse().unwrap()), LIMIT).unwrap_err();
+        assert_eq!(e.to_string(), "--server \"::1\" has no address of the family of --bind 127.0.0.1");
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        let e = resolve("127.0.0.1:0", None, LIMIT).unwrap_err();
+        assert!(e.to_string().starts_with("--server: port 0"), "{e}");
     }
 }

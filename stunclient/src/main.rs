@@ -2,7 +2,6 @@
 //! engine asks for and runs one loop around `holepunch::nat::Diagnosis`; all test logic is in the library.
 //! Exit codes are documented in docs/stunclient.md and in `--help`.
 
-mod icmp;
 mod net;
 mod output;
 mod portmap;
@@ -14,8 +13,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Default STUN port (RFC 8489 §9).
-pub const DEFAULT_PORT: u16 = 3478;
 /// punchd's port: testing from it shows what punchd's mapping will look like.
 pub const DEFAULT_LOCAL_PORT: u16 = 6666;
 
@@ -158,8 +155,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     if !args.json && (args.verbose || std::io::stderr().is_terminal()) {
         output::print_start(&servers, &sockets, &cfg);
     }
-    let report = net::run_diagnosis(cfg, &sockets, args.verbose && !args.json)?;
-    drop(sockets);
+    let report = net::run_diagnosis(cfg, sockets, args.verbose && !args.json)?;
 
     let portmap = if args.no_portmap {
         portmap::Outcome::Skipped("--no-portmap".into())

@@ -2,13 +2,13 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
+use holepunch::net::DEFAULT_STUN_PORT;
 use holepunch::server::{RateLimitConfig, RateLimitError, ServerConfig, MAX_BURST, MAX_RATE, MAX_SLOTS};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const DEFAULT_PORT: u16 = 3478;
 pub const DEFAULT_ALT_PORT: u16 = 3479;
 pub const DEFAULT_STATS_SECS: u64 = 60;
 pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 1024;
@@ -187,7 +187,7 @@ impl Settings {
         let server = ServerConfig {
             primary,
             alternate: cli.alternate.or(file.alternate),
-            port: cli.port.or(file.port).unwrap_or(DEFAULT_PORT),
+            port: cli.port.or(file.port).unwrap_or(DEFAULT_STUN_PORT),
             alt_port: cli.alt_port.or(file.alt_port).unwrap_or(DEFAULT_ALT_PORT),
             public_primary: cli.public_primary.or(file.public_primary),
             public_alternate: cli.public_alternate.or(file.public_alternate),

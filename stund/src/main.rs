@@ -14,8 +14,6 @@ use config::{Cli, Settings};
 use holepunch::server::{ConnectionLimit, LocalSocket, Responder, SharedCounters};
 use metrics::Stats;
 use net::Proto;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,11 +46,6 @@ fn init_logging(level: Option<&str>) {
         b.parse_filters(l);
     }
     b.format_timestamp_millis().init();
-}
-
-/// A random key for the rate limiter's hash, from std's per-process random state.
-fn random_seed(i: usize) -> u64 {
-    RandomState::new().hash_one(i)
 }
 
 /// File descriptors the settings may need: every TCP connection, the metrics endpoint's, the sockets, and
@@ -94,6 +87,9 @@ fn raise_fd_limit(s: &Settings) {
 fn run(s: Settings) -> Result<()> {
     let cfg = &s.server;
     let locals = cfg.local_sockets();
+    // Each responder's rate limiter gets its own hash key, drawn from one OS seed, so outsiders cannot
+    // aim a flood at one table slot.
+    let mut keys = holepunch::net::Rng::from_seed(holepunch::io::os_seed().context("reading OS randomness")?);
     if cfg.behavior_discovery() {
         log::info!(
             "RFC 5780 NAT behaviour discovery on: {} / {} / {} / {} (advertised OTHER-ADDRESS of primary: {})",
@@ -154,7 +150,7 @@ fn run(s: Settings) -> Result<()> {
         }
         let set = Arc::new(set);
         for &l in locals {
-            let responder = Responder::new(cfg.clone(), s.rate_limit, random_seed(t * 4 + l.index()), start)?;
+            let responder = Responder::new(cfg.clone(), s.rate_limit, keys.next_u64(), start)?;
             let shared = Arc::new(SharedCounters::new());
             blocks.push(shared.clone());
             let worker = udp::Worker {
@@ -180,7 +176,8 @@ fn run(s: Settings) -> Result<()> {
     );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
-    let result = rt.block_on(async_main(&s, metrics_listener, blocks, handles.len(), start, &handles));
+    let tcp_key = keys.next_u64();
+    let result = rt.block_on(async_main(&s, metrics_listener, blocks, handles.len(), start, tcp_key, &handles));
 
     stop.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -204,6 +201,7 @@ async fn async_main(
     mut blocks: Vec<Arc<SharedCounters>>,
     workers: usize,
     start: Instant,
+    tcp_key: u64,
     handles: &[JoinHandle<()>],
 ) -> Result<()> {
     let cfg = &s.server;
@@ -211,7 +209,7 @@ async fn async_main(
         let counters = Arc::new(SharedCounters::new());
         blocks.push(counters.clone());
         let shared = Arc::new(tcp::TcpShared {
-            responder: Mutex::new(Responder::new(cfg.clone(), s.rate_limit, random_seed(usize::MAX), start)?),
+            responder: Mutex::new(Responder::new(cfg.clone(), s.rate_limit, tcp_key, start)?),
             counters,
             limit: Mutex::new(ConnectionLimit::new(s.tcp_max_connections, s.tcp_max_connections_per_ip)),
             idle: s.tcp_idle_timeout,

@@ -3,13 +3,14 @@
 //! requests/s divided by this loop's is the share of the machine its own work leaves on the table.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::sys::{self, RecvBatch};
+use holepunch::io::batch::{self, RecvBatch, Wait};
+
+use crate::sys;
 
 /// Datagrams larger than this are echoed truncated; the rig only sends 20-byte requests.
 const BUF_SIZE: usize = 2048;
@@ -44,21 +45,20 @@ pub struct EchoConfig {
 
 /// Datagrams echoed and recvmmsg calls that returned some.
 fn serve(sock: UdpSocket, batch: usize, deadline: Instant) -> Result<(u64, u64)> {
-    let fd = sock.as_raw_fd();
-    let mut rb = RecvBatch::new(batch, BUF_SIZE, true);
+    let mut rb = RecvBatch::new(batch, BUF_SIZE);
     let cap = rb.capacity();
     let mut echoed = 0u64;
     let mut batches = 0u64;
     while !STOP.load(Ordering::Relaxed) && Instant::now() < deadline {
         // MSG_WAITFORONE: block for the first datagram, then take whatever else is already queued.
-        let n = match rb.recv(fd, cap, libc::MSG_WAITFORONE) {
+        let n = match rb.recv(&sock, cap, Wait::ForFirst) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => continue,
-            Err(e) if sys::is_transient(&e) => continue,
+            Err(e) if batch::is_transient(&e) => continue,
             Err(e) => return Err(e).context("recvmmsg"),
         };
         batches += 1;
-        echoed += rb.echo_back(fd, n).context("sendmmsg")? as u64;
+        echoed += rb.echo_back(&sock, n).context("sendmmsg")? as u64;
     }
     Ok((echoed, batches))
 }

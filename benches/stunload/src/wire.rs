@@ -108,13 +108,10 @@ fn decode_xor_address(value: &[u8], tid: &[u8; 12]) -> Option<SocketAddr> {
 pub struct Rng(u64);
 
 impl Rng {
-    /// Seeds from the kernel's random source; falls back to the clock if getrandom(2) fails.
+    /// Seeds from the OS's random source (`holepunch::io::os_seed`); falls back to the clock if it fails.
     pub fn from_entropy(stream: u64) -> Self {
-        let mut seed = [0u8; 8];
-        // SAFETY: the buffer is valid for writes of its length.
-        let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
-        let mut s = if n == 8 {
-            u64::from_ne_bytes(seed)
+        let mut s = if let Ok(seed) = holepunch::io::os_seed() {
+            u64::from_ne_bytes([seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7]])
         } else {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -1,4 +1,4 @@
-//! ICMP errors for unconnected UDP sockets. Linux reports an ICMP error to an unconnected UDP socket only
+//! ICMP errors for unconnected UDP sockets (RFC 1122 §3.2.2.1, RFC 4443 §3.1). Linux reports an ICMP error to an unconnected UDP socket only
 //! when IP_RECVERR (IPv4) or IPV6_RECVERR (IPv6) is set (ip(7), ipv6(7)); the error then waits in the socket's
 //! error queue with the destination of the datagram that caused it (msg_name) and the ICMP type and code
 //! (struct sock_extended_err). Only "port unreachable" is passed on to the engine: it is a hard error from
@@ -7,10 +7,14 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+#[cfg(target_os = "linux")]
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+#[cfg(target_os = "linux")]
+use super::sockaddr;
 
 /// One entry of a socket's error queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux fills it
 pub enum IcmpError {
     /// ICMP destination unreachable / port unreachable (ICMPv6 code 4): nothing listens on `dest`.
     PortUnreachable { dest: SocketAddr, offender: Option<IpAddr> },
@@ -21,20 +25,27 @@ pub enum IcmpError {
 /// Ask the kernel to queue ICMP errors on `sock` (IP_RECVERR / IPV6_RECVERR).
 #[cfg(target_os = "linux")]
 pub fn enable(sock: &UdpSocket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (level, name) = if sock.local_addr()?.is_ipv4() {
-        (libc::IPPROTO_IP, libc::IP_RECVERR)
+    enable_fd(sock.as_fd(), sock.local_addr()?)
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) fn enable_fd(sock: BorrowedFd<'_>, local: SocketAddr) -> io::Result<()> {
+    if local.is_ipv4() {
+        set_int(sock, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
     } else {
-        (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
-    };
-    let on: libc::c_int = 1;
+        set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_int(sock: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: a valid fd and a c_int option value of the size given.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             level,
             name,
-            (&on as *const libc::c_int).cast(),
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -50,18 +61,24 @@ pub fn enable(_sock: &UdpSocket) -> io::Result<()> {
     Ok(())
 }
 
-/// Read everything queued in `sock`'s error queue (bounded, never blocks).
+/// Read everything queued in `sock`'s error queue (bounded, never blocks). Reading the queue also clears
+/// the socket's pending error, which would otherwise fail its next send or receive.
 #[cfg(target_os = "linux")]
 pub fn drain(sock: &UdpSocket) -> Vec<IcmpError> {
-    use std::os::fd::AsRawFd;
+    drain_fd(sock.as_fd())
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) fn drain_fd(sock: BorrowedFd<'_>) -> Vec<IcmpError> {
     let fd = sock.as_raw_fd();
     let mut out = Vec::new();
     // The queue holds one entry per ICMP error; a few dozen at most in a run, so a bound costs nothing.
     for _ in 0..64 {
         // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
         let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut data = [0u8; 64]; // the offending datagram's start; not needed beyond being read out
-                                  // u64 elements: cmsg headers need their alignment.
+        // The offending datagram's start; not needed beyond being read out.
+        let mut data = [0u8; 64];
+        // u64 elements: cmsg headers need their alignment.
         let mut control = [0u64; 64];
         let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
         // SAFETY: see above.
@@ -77,9 +94,7 @@ pub fn drain(sock: &UdpSocket) -> Vec<IcmpError> {
         if n < 0 {
             break; // EAGAIN: the queue is empty
         }
-        // SAFETY: the kernel filled `name` with msg_namelen bytes.
-        let dest =
-            unsafe { sockaddr(&name as *const libc::sockaddr_storage as *const libc::sockaddr, msg.msg_namelen) };
+        let dest = sockaddr::read(&name, msg.msg_namelen);
         // SAFETY: walking the control buffer the kernel filled, with the libc CMSG macros.
         let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
         while !cmsg.is_null() {
@@ -98,7 +113,7 @@ pub fn drain(sock: &UdpSocket) -> Vec<IcmpError> {
                 let room = hdr.cmsg_len as usize - unsafe { libc::CMSG_LEN(ee_len as u32) } as usize;
                 let offender = if room >= std::mem::size_of::<libc::sockaddr_in>() {
                     // SAFETY: `room` bytes follow the struct inside the cmsg.
-                    unsafe { sockaddr(libc::SO_EE_OFFENDER(ee_ptr), room as libc::socklen_t) }.map(|a| a.ip())
+                    unsafe { sockaddr::read_raw(libc::SO_EE_OFFENDER(ee_ptr), room) }.map(|a| a.ip())
                 } else {
                     None
                 };
@@ -124,32 +139,6 @@ fn classify(dest: Option<SocketAddr>, offender: Option<IpAddr>, ee: &libc::sock_
     match dest {
         Some(dest) if port_unreachable => IcmpError::PortUnreachable { dest, offender },
         _ => IcmpError::Other { dest, origin: ee.ee_origin, kind: ee.ee_type, code: ee.ee_code, errno: ee.ee_errno },
-    }
-}
-
-/// A socket address from the kernel; None for other families or short lengths.
-///
-/// # Safety
-/// `sa` must point at `len` readable bytes.
-#[cfg(target_os = "linux")]
-unsafe fn sockaddr(sa: *const libc::sockaddr, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = len as usize;
-    if sa.is_null() || len < std::mem::size_of::<libc::sa_family_t>() {
-        return None;
-    }
-    let family = std::ptr::read_unaligned(sa.cast::<libc::sa_family_t>());
-    match i32::from(family) {
-        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
-            let a = std::ptr::read_unaligned(sa.cast::<libc::sockaddr_in>());
-            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
-        }
-        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            let a = std::ptr::read_unaligned(sa.cast::<libc::sockaddr_in6>());
-            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
-        }
-        _ => None,
     }
 }
 

@@ -1,0 +1,382 @@
+//! The blocking driver: runs any [`Engine`] over one or several `std::net::UdpSocket`s with plain threads
+//! (docs/io.md, "Drivers"). Portable (Linux, Windows), no async runtime.
+//!
+//! One receiver thread per socket feeds a channel, so the loop itself is the one every engine wants: send
+//! what the engine has, report its events, wait for a datagram or its next timeout, feed it, repeat. The
+//! loop ends when the caller's callback breaks, its deadline passes or its stop flag is set. On Linux every
+//! socket reports ICMP errors (IP_RECVERR, see `io::icmp`) and a port unreachable goes to
+//! [`Engine::handle_unreachable`]; elsewhere silence is found by the engine's timers alone.
+
+use super::driver::{no_socket, socket_for, Exit, Notice, DEFAULT_WAKE, RECV_BUF, SEND_BUF};
+use super::icmp::{self, IcmpError};
+use crate::net::{Engine, Received};
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a receiver thread blocks before it looks at the stop flag: bounds the time `run` takes to
+/// return after the loop ends.
+const RECV_WAKE: Duration = Duration::from_millis(50);
+
+/// Runs engines over a set of sockets (see the module docs).
+pub struct Driver {
+    sockets: Vec<UdpSocket>,
+    locals: Vec<SocketAddr>,
+    deadline: Option<Instant>,
+    stop: Option<Arc<AtomicBool>>,
+    wake: Duration,
+}
+
+/// What a receiver thread hands to the loop.
+enum Input {
+    Datagram {
+        socket: usize,
+        from: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// ICMP port unreachable for a datagram `socket` sent to `dst`.
+    Unreachable {
+        socket: usize,
+        dst: SocketAddr,
+    },
+}
+
+impl Driver {
+    /// A driver over `sockets`, in the order given. Asks each for ICMP error reports where the system has
+    /// them (best effort: without them an unreachable peer is found by timeout only).
+    pub fn new(sockets: Vec<UdpSocket>) -> io::Result<Driver> {
+        let locals = sockets.iter().map(UdpSocket::local_addr).collect::<io::Result<Vec<_>>>()?;
+        for (s, l) in sockets.iter().zip(&locals) {
+            if let Err(e) = icmp::enable(s) {
+                log::debug!(target: "holepunch::io", "{l}: ICMP error reports not available ({e})");
+            }
+        }
+        Ok(Driver { sockets, locals, deadline: None, stop: None, wake: DEFAULT_WAKE })
+    }
+
+    /// The local address of each socket, in order: what the engine names as `Transmit::local`.
+    pub fn locals(&self) -> &[SocketAddr] {
+        &self.locals
+    }
+
+    pub fn sockets(&self) -> &[UdpSocket] {
+        &self.sockets
+    }
+
+    /// The sockets back, for another use after the driver.
+    pub fn into_sockets(self) -> Vec<UdpSocket> {
+        self.sockets
+    }
+
+    /// `run` returns [`Exit::Deadline`] once `at` has passed.
+    pub fn deadline(mut self, at: Instant) -> Driver {
+        self.deadline = Some(at);
+        self
+    }
+
+    /// `run` returns [`Exit::Stopped`] soon after `flag` is set (within the wake interval).
+    pub fn stop_flag(mut self, flag: Arc<AtomicBool>) -> Driver {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// Longest one wait lasts before the stop flag and the deadline are looked at again.
+    pub fn wake_every(mut self, wake: Duration) -> Driver {
+        self.wake = wake.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Runs `engine` until `on` breaks, the deadline passes or the stop flag is set. `on` hears every event
+    /// and every failed send. Errors are the driver's own (a socket that cannot be set up, a receiver thread
+    /// that died), never the network's.
+    pub fn run<E: Engine, T>(
+        &self,
+        engine: &mut E,
+        mut on: impl FnMut(Notice<E::Event>) -> ControlFlow<T>,
+    ) -> io::Result<Exit<T>> {
+        for s in &self.sockets {
+            s.set_read_timeout(Some(RECV_WAKE))?;
+        }
+        let stop_threads = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel::<Input>();
+        thread::scope(|scope| {
+            // Buffers go back to their thread after use, so a steady flow allocates nothing per datagram.
+            let mut pools = Vec::with_capacity(self.sockets.len());
+            for (i, sock) in self.sockets.iter().enumerate() {
+                let (pool_tx, pool_rx) = mpsc::channel::<Vec<u8>>();
+                pools.push(pool_tx);
+                let tx = tx.clone();
+                let stop = &stop_threads;
+                scope.spawn(move || receive(i, sock, &tx, &pool_rx, stop));
+            }
+            drop(tx);
+            let result = self.drive(engine, &mut on, &rx, &pools);
+            stop_threads.store(true, Ordering::Relaxed);
+            result
+        })
+    }
+
+    fn drive<E: Engine, T>(
+        &self,
+        engine: &mut E,
+        on: &mut impl FnMut(Notice<E::Event>) -> ControlFlow<T>,
+        rx: &mpsc::Receiver<Input>,
+        pools: &[mpsc::Sender<Vec<u8>>],
+    ) -> io::Result<Exit<T>> {
+        let mut buf = [0u8; SEND_BUF];
+        let mut unreachable: Vec<(usize, SocketAddr)> = Vec::new();
+        loop {
+            for (i, dst) in unreachable.drain(..) {
+                engine.handle_unreachable(Instant::now(), self.locals[i], dst);
+            }
+            while let Some(t) = engine.poll_transmit(&mut buf) {
+                let Some(i) = socket_for(&self.locals, t.local) else {
+                    if let ControlFlow::Break(v) = on(Notice::SendFailed { transmit: t, error: no_socket(t.local) }) {
+                        return Ok(Exit::Done(v));
+                    }
+                    continue;
+                };
+                let sock = &self.sockets[i];
+                let data = &buf[..t.len.min(buf.len())];
+                let mut sent = sock.send_to(data, t.dst);
+                if sent.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused) {
+                    // With IP_RECVERR a queued ICMP error (for an earlier datagram, maybe to another address)
+                    // fails the next send and that datagram is not sent. Taking the errors out of the queue
+                    // clears the pending error; then send again.
+                    take_unreachable(i, sock, &mut unreachable);
+                    sent = sock.send_to(data, t.dst);
+                }
+                if let Err(error) = sent {
+                    log::debug!(target: "holepunch::io", "sending to {} from {} failed: {error}", t.dst, t.local);
+                    if let ControlFlow::Break(v) = on(Notice::SendFailed { transmit: t, error }) {
+                        return Ok(Exit::Done(v));
+                    }
+                }
+            }
+            if !unreachable.is_empty() {
+                continue; // feed them now: they may end transactions and start others
+            }
+            while let Some(ev) = engine.poll_event() {
+                if let ControlFlow::Break(v) = on(Notice::Event(ev)) {
+                    return Ok(Exit::Done(v));
+                }
+            }
+            if self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                return Ok(Exit::Stopped);
+            }
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                return Ok(Exit::Deadline);
+            }
+            let mut wait = engine.poll_timeout().map_or(self.wake, |t| t.saturating_duration_since(now));
+            wait = wait.min(self.wake);
+            if let Some(d) = self.deadline {
+                wait = wait.min(d.saturating_duration_since(now));
+            }
+            match rx.recv_timeout(wait) {
+                Ok(Input::Datagram { socket, from, data }) => {
+                    let input = Received::udp(self.locals[socket], from);
+                    if !engine.handle_input(Instant::now(), input, &data) {
+                        log::debug!(target: "holepunch::io", "dropped {}-byte datagram from {from}", data.len());
+                    }
+                    let _ = pools[socket].send(data);
+                }
+                Ok(Input::Unreachable { socket, dst }) => {
+                    engine.handle_unreachable(Instant::now(), self.locals[socket], dst);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(io::Error::other("the driver's receiver threads ended"));
+                }
+            }
+            engine.handle_timeout(Instant::now());
+        }
+    }
+}
+
+/// Drains `sock`'s error queue into `out` (port unreachable only; the rest is logged).
+fn take_unreachable(i: usize, sock: &UdpSocket, out: &mut Vec<(usize, SocketAddr)>) {
+    for err in icmp::drain(sock) {
+        match err {
+            IcmpError::PortUnreachable { dest, offender } => {
+                log::debug!(target: "holepunch::io", "socket {i}: ICMP port unreachable for {dest} (from {offender:?})");
+                out.push((i, dest));
+            }
+            other => log::debug!(target: "holepunch::io", "socket {i}: ignoring {other:?}"),
+        }
+    }
+}
+
+/// A receiver thread: datagrams and ICMP reports of socket `i` into `tx` until `stop`.
+fn receive(i: usize, sock: &UdpSocket, tx: &mpsc::Sender<Input>, pool: &mpsc::Receiver<Vec<u8>>, stop: &AtomicBool) {
+    let mut unreachable = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut data = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(RECV_BUF));
+        data.resize(RECV_BUF, 0);
+        match sock.recv_from(&mut data) {
+            Ok((n, from)) => {
+                data.truncate(n);
+                if tx.send(Input::Datagram { socket: i, from, data }).is_err() {
+                    return;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            // With IP_RECVERR a queued ICMP error surfaces as a receive error; the details are in the error
+            // queue. Windows reports an ICMP port unreachable as a reset without saying for which
+            // destination: nothing to tell the engine.
+            Err(e) => {
+                log::debug!(target: "holepunch::io", "socket {i}: receive error: {e}");
+                take_unreachable(i, sock, &mut unreachable);
+                if unreachable.is_empty() && e.kind() != ErrorKind::ConnectionReset {
+                    // Not an ICMP report: do not spin on a persistent error.
+                    thread::sleep(RECV_WAKE / 5);
+                }
+                for (socket, dst) in unreachable.drain(..) {
+                    if tx.send(Input::Unreachable { socket, dst }).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::driver::testing::{closed_port, pong_server, Ping, PingEvent};
+    use super::*;
+
+    fn bind() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").unwrap()
+    }
+
+    #[test]
+    fn pings_until_the_engine_is_done() {
+        let server = bind();
+        let peer = server.local_addr().unwrap();
+        let answered = pong_server(server, 3);
+        let driver = Driver::new(vec![bind()]).unwrap().deadline(Instant::now() + Duration::from_secs(5));
+        let local = driver.locals()[0];
+        let mut ping = Ping::new(local, peer, 3, Instant::now());
+        let mut pongs = Vec::new();
+        let exit = driver
+            .run(&mut ping, |n| match n {
+                Notice::Event(PingEvent::Done) => ControlFlow::Break("done"),
+                Notice::Event(e) => {
+                    pongs.push(e);
+                    ControlFlow::Continue(())
+                }
+                Notice::SendFailed { error, .. } => panic!("send failed: {error}"),
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done("done"));
+        let want: Vec<_> = (0..3).map(|seq| PingEvent::Pong { local, from: peer, seq }).collect();
+        assert_eq!(pongs, want);
+        assert_eq!(answered.join().unwrap(), 3);
+    }
+
+    #[test]
+    fn transmits_leave_from_the_socket_they_name() {
+        let server = bind();
+        let peer = server.local_addr().unwrap();
+        let answered = pong_server(server, 2);
+        let driver = Driver::new(vec![bind(), bind()]).unwrap().deadline(Instant::now() + Duration::from_secs(5));
+        let second = driver.locals()[1];
+        let mut ping = Ping::new(second, peer, 2, Instant::now());
+        let mut seen = Vec::new();
+        let exit = driver
+            .run(&mut ping, |n| match n {
+                Notice::Event(PingEvent::Done) => ControlFlow::Break(()),
+                Notice::Event(PingEvent::Pong { local, .. }) => {
+                    seen.push(local);
+                    ControlFlow::Continue(())
+                }
+                other => panic!("{other:?}"),
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done(()));
+        assert_eq!(seen, vec![second, second], "answers arrive on the socket that sent");
+        assert_eq!(answered.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn foreign_datagrams_are_offered_and_dropped() {
+        let driver = Driver::new(vec![bind()]).unwrap().deadline(Instant::now() + Duration::from_millis(300));
+        let local = driver.locals()[0];
+        let stranger = bind();
+        let mut ping = Ping::new(local, closed_port(), 0, Instant::now());
+        ping.next = None; // sends nothing
+        stranger.send_to(b"hello", local).unwrap();
+        let exit = driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).unwrap();
+        assert_eq!(exit, Exit::Deadline);
+        assert_eq!(ping.foreign, 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn icmp_port_unreachable_reaches_the_engine() {
+        let driver = Driver::new(vec![bind()]).unwrap().deadline(Instant::now() + Duration::from_secs(5));
+        let local = driver.locals()[0];
+        let dst = closed_port();
+        let mut ping = Ping::new(local, dst, 1, Instant::now());
+        let exit = driver
+            .run(&mut ping, |n| match n {
+                Notice::Event(e) => ControlFlow::Break(e),
+                Notice::SendFailed { .. } => ControlFlow::Continue(()),
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done(PingEvent::Unreachable { local, dst }));
+    }
+
+    /// After an ICMP report the driver goes back to sleeping: it neither spins on the error nor on the
+    /// socket (a handful of wake-ups in 300 ms, one per wake interval and input).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn no_spinning_after_an_icmp_report() {
+        let driver = Driver::new(vec![bind()]).unwrap().deadline(Instant::now() + Duration::from_millis(300));
+        let mut ping = Ping::new(driver.locals()[0], closed_port(), 1, Instant::now());
+        let exit = driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).unwrap();
+        assert_eq!(exit, Exit::Deadline);
+        assert!(ping.wakeups < 20, "{} wake-ups", ping.wakeups);
+    }
+
+    #[test]
+    fn stop_flag_ends_the_loop() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let driver = Driver::new(vec![bind()])
+            .unwrap()
+            .stop_flag(flag.clone())
+            .wake_every(Duration::from_millis(20))
+            .deadline(Instant::now() + Duration::from_secs(5));
+        let local = driver.locals()[0];
+        let mut ping = Ping::new(local, closed_port(), 0, Instant::now());
+        ping.next = None;
+        let setter = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let t0 = Instant::now();
+        let exit = driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).unwrap();
+        setter.join().unwrap();
+        assert_eq!(exit, Exit::Stopped);
+        assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn transmit_for_an_unknown_socket_is_reported() {
+        let driver = Driver::new(vec![bind(), bind()]).unwrap().deadline(Instant::now() + Duration::from_secs(5));
+        let elsewhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut ping = Ping::new(elsewhere, closed_port(), 1, Instant::now());
+        let exit = driver
+            .run(&mut ping, |n| match n {
+                Notice::SendFailed { transmit, error } => ControlFlow::Break((transmit.local, error.kind())),
+                Notice::Event(e) => panic!("{e:?}"),
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done((elsewhere, ErrorKind::AddrNotAvailable)));
+    }
+}
