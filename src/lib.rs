@@ -11,4 +11,5 @@ pub mod portmap;
 pub mod punch;
 pub mod server;
 pub mod stun;
+pub mod text;
 pub mod transaction;
