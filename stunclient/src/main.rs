@@ -121,7 +121,8 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("stunclient: {:#}", f.error);
+            // The error can quote a server's reason phrase: one escaped line, whatever it contains.
+            eprintln!("stunclient: {}", holepunch::text::escape_controls(&format!("{:#}", f.error)));
             ExitCode::from(f.code)
         }
     }
