@@ -576,6 +576,7 @@ fn alternate_that_never_answers_gets_one_transaction() {
     assert_eq!(tids.len(), 1, "one transaction to the named alternate: {hits:?}");
     assert_eq!(hits.len(), 7, "the RFC 8489 schedule once, not twice");
     assert_eq!(r.mapping, Mapping::Unknown);
+    assert!(r.notes.iter().any(|n| n.starts_with("mapping test III was not run")), "{:?}", r.notes);
     assert!(
         r.mapping_reason.contains("mapping test III: not run, the alternate address 192.0.2.99 did not answer test II"),
         "{}",

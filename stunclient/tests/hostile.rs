@@ -107,6 +107,11 @@ fn alternate_that_never_answers_gets_one_transaction() {
     assert_eq!(total, 4, "one transaction of --retries 4 to the silent alternate, then no more");
     assert_eq!(victim.received.load(Ordering::Relaxed), 0, "test III not started after test II went unanswered");
     assert_eq!(v["rfc5780"], Value::Bool(true), "the alternate itself was usable: {v}");
+    let notes: Vec<&str> = v["notes"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with("mapping test III was not run: the alternate address 127.0.0.3 did not")),
+        "the report says why: {notes:?}"
+    );
 }
 
 #[test]

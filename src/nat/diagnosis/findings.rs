@@ -145,10 +145,12 @@ impl Diagnosis {
         }
         if let (Some(alt), Some(ii)) = (alt, self.find(Probe::MappingII)) {
             if alt.port() != ii.dest.port() && self.find(Probe::MappingIII).is_none() {
-                mapping_failures.push(format!(
-                    "mapping test III: not run, the alternate address {} did not answer test II",
-                    alt.ip()
+                let why = format!("the alternate address {} did not answer test II", alt.ip());
+                notes.push(format!(
+                    "mapping test III was not run: {why}, and an alternate that never answered gets no second \
+                     transaction (a server can name any address as its alternate)"
                 ));
+                mapping_failures.push(format!("mapping test III: not run, {why}"));
             }
         }
         let (mut mapping, mut mapping_reason) = if nat {
