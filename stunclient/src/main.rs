@@ -25,8 +25,9 @@ Exit codes:
   1  runtime error (socket error, internal failure)
   2  usage error (bad flag, --local-port in use)
   3  a server name could not be resolved, or has no address of the chosen family
-  4  no STUN server answered (unreachable, wrong port, or UDP blocked); a wrong port on a reachable host
-     is reported at once (ICMP port unreachable), silence after the retransmission schedule
+  4  no STUN server answered usably (unreachable, wrong port, or UDP blocked; or only error responses and
+     unusable answers); a wrong port on a reachable host is reported at once (ICMP port unreachable),
+     silence after the retransmission schedule
 
 See docs/stunclient.md for every verdict and the JSON schema.";
 
