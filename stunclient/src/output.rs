@@ -5,6 +5,7 @@ use crate::net::{Server, Sockets};
 use crate::portmap;
 use holepunch::nat::{Allocation, Config, Report, Retransmit};
 use holepunch::text::escape_controls;
+use holepunch::transaction::check_target;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
@@ -130,6 +131,9 @@ pub fn print_human(r: &Report, pm: &portmap::Outcome) {
                 }
                 if let Some(a) = s.alternate {
                     t.push_str(&format!(", alternate {a}"));
+                    if let Err(why) = check_target(s.addr, a) {
+                        t.push_str(&format!(" (not used: {why})"));
+                    }
                 }
                 if s.legacy {
                     t.push_str(" (RFC 3489 legacy)");

@@ -130,6 +130,11 @@ fn unusable_alternates_are_not_used() {
         );
         assert!(!notes.iter().any(|n| n.contains("sending to")), "{other}: nothing was sent there: {notes:?}");
     }
+    let server = naming_other("255.255.255.255:9".parse().unwrap());
+    let out = run(server.addr, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("alternate 255.255.255.255:9 (not used: a broadcast address)"), "{stdout}");
 }
 
 #[test]
