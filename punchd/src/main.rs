@@ -235,7 +235,15 @@ fn parse_args() -> Args {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Log lines can quote what the server sent: escaped like every other human line.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            use std::io::Write as _;
+            let msg = record.args().to_string();
+            let ts = buf.timestamp();
+            writeln!(buf, "[{ts} {:<5} {}] {}", record.level(), record.target(), escape_controls(&msg))
+        })
+        .init();
     let args = parse_args();
     match run(args) {
         Ok(code) => std::process::exit(code),

@@ -118,7 +118,15 @@ pub const EXIT_NO_ANSWER: u8 = 4;
 fn main() -> ExitCode {
     let args = Args::parse();
     let level = if args.verbose { "debug" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
+    // Log lines (-v) can quote what servers and routers sent: escaped like every other human line.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format(|buf, record| {
+            use std::io::Write as _;
+            let msg = record.args().to_string();
+            let ts = buf.timestamp_millis();
+            writeln!(buf, "[{ts} {:<5} {}] {}", record.level(), record.target(), holepunch::text::escape_controls(&msg))
+        })
+        .init();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
