@@ -226,9 +226,12 @@ fn parse_args() -> Args {
             e.exit()
         }
         Err(e) => {
+            // clap's message up to its first blank line (what is wrong, and e.g. which flags are missing),
+            // without the usage block and the "try --help" tail.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            eprintln!("punchd: {}", first.strip_prefix("error: ").unwrap_or(first));
+            let what: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let what = what.join(" ");
+            eprintln!("punchd: {}", what.strip_prefix("error: ").unwrap_or(&what));
             std::process::exit(EXIT_USAGE);
         }
     }

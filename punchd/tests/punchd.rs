@@ -303,6 +303,13 @@ fn zero_or_tiny_intervals_are_usage_errors() {
     }
     let mut d = on_loopback("127.0.0.1:3478".parse().unwrap(), free_udp_port(), &["--retries", "0"]);
     assert_eq!(wait_exit(&mut d, Duration::from_secs(5)).code(), Some(4), "every usage error is exit 4");
+    let mut d = punchd(&["--port", "1"]);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(5)).code(), Some(4));
+    let err = stderr_of(&mut d);
+    assert_eq!(
+        err.trim_end().lines().collect::<Vec<_>>(),
+        ["punchd: the following required arguments were not provided: --server <SERVER>"]
+    );
 }
 
 #[test]
