@@ -15,4 +15,5 @@ pub mod signal;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod stun;
+pub mod text;
 pub mod transaction;

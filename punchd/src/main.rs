@@ -1,12 +1,14 @@
 //! punchd: the peer daemon. This release owns the one punching socket (fixed port, never closed while it
 //! runs), learns its public endpoint from stund, keeps the NAT mapping alive and reports when it moves.
-//! Rendezvous, punching and the tunnel build on this loop in later releases.
+//! Rendezvous, punching and the tunnel build on this loop in later releases. Flags, output and exit codes:
+//! docs/punchd.md and `--help`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use holepunch::io::{self, blocking, Exit, Family, Notice, ResolveError};
 use holepunch::net::{unspecified_like, Retransmit};
 use holepunch::punch::{Event, KeeperConfig, ReflexiveKeeper};
+use holepunch::text::escape_controls;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
@@ -17,11 +19,36 @@ use std::time::{Duration, Instant};
 /// Longest a single blocking read waits, so a shutdown signal is noticed promptly.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
+/// Exit codes (docs/punchd.md).
+const EXIT_OK: i32 = 0;
+const EXIT_RUNTIME: i32 = 1;
+const EXIT_NO_ANSWER: i32 = 2;
+const EXIT_REFUSED: i32 = 3;
+const EXIT_USAGE: i32 = 4;
+
+const AFTER_HELP: &str = "\
+Examples:
+  punchd --server stun.example.net:3478
+  punchd --server 203.0.113.10 --port 7000 --keepalive 5s --json
+  punchd --server 203.0.113.10 --once        # print the public endpoint and exit
+
+Exit codes:
+  0  --once: the public endpoint was learned and printed; without --once: stopped by SIGINT/SIGTERM
+  1  runtime error (cannot resolve the server, cannot bind the port, socket failure)
+  2  --once: the server did not answer (silence for the whole retransmission schedule, or ICMP port
+     unreachable)
+  3  --once: the server answered, but without a usable public endpoint (an error response, no mapped address,
+     an unusable one such as 0.0.0.0:0 or a broadcast address, or unknown comprehension-required attributes)
+  4  usage error (bad flag or value, e.g. --rto 0s)
+
+--once ends within one transaction's give-up time, --rto x (2^(retries-1) - 1 + 16): 39.5 s with the defaults.
+See docs/punchd.md for the output lines and the JSON events.";
+
 #[derive(Parser, Debug)]
 #[command(
     version,
     about = "holepunch peer daemon: keeps one UDP socket's public endpoint known and its NAT mapping alive",
-    after_help = "Examples:\n  punchd --server stun.example.net:3478\n  punchd --server 203.0.113.10 --port 7000 --keepalive 5s --json\n  punchd --server 203.0.113.10 --once        # print the public endpoint and exit"
+    after_help = AFTER_HELP
 )]
 struct Args {
     /// STUN server (our stund or any RFC 5389 server), HOST[:PORT], default port 3478 (port 0 is refused).
@@ -33,21 +60,39 @@ struct Args {
     /// Local address to bind (default: all addresses of the server's family).
     #[arg(long)]
     bind: Option<IpAddr>,
-    /// Interval between keepalives (humantime: 3s, 500ms, 1m).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    /// Interval between keepalives (humantime: 3s, 500ms, 1m); at least 100ms.
+    #[arg(long, default_value = "3s", value_parser = parse_keepalive)]
     keepalive: Duration,
-    /// Initial retransmission timeout of each request (RFC 8489 RTO).
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    /// Initial retransmission timeout of each request (RFC 8489 RTO); at least 1ms.
+    #[arg(long, default_value = "500ms", value_parser = parse_rto)]
     rto: Duration,
     /// Requests sent per transaction before the server counts as lost (RFC 8489 Rc).
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=Retransmit::MAX_RC as i64))]
     retries: u32,
-    /// Print the public endpoint once and exit (exit 0), or exit 2 when the server does not answer.
+    /// Print the public endpoint once and exit 0; exit 2 when the server does not answer, 3 when its answer
+    /// is unusable (see Exit codes below).
     #[arg(long)]
     once: bool,
     /// One JSON object per line instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// A duration flag of at least `min`: zero would turn the schedule into a busy loop of requests.
+fn at_least(s: &str, min: Duration, label: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < min {
+        return Err(format!("must be at least {label}"));
+    }
+    Ok(d)
+}
+
+fn parse_rto(s: &str) -> Result<Duration, String> {
+    at_least(s, Duration::from_millis(1), "1ms")
+}
+
+fn parse_keepalive(s: &str) -> Result<Duration, String> {
+    at_least(s, Duration::from_millis(100), "100ms")
 }
 
 /// The server's address: of `--bind`'s family when given, else IPv4 first (as stunclient prefers), so the
@@ -81,6 +126,11 @@ fn bind(args: &Args, server: SocketAddr) -> Result<UdpSocket> {
 
 fn report(json: bool, event: &Event, local: SocketAddr) {
     let line = match (json, event) {
+        (true, Event::Refused(r)) => serde_json::json!({"event": "refused", "reason": r.to_string()}).to_string(),
+        // The reason carries the server's text: escaped, so it cannot drive the terminal or forge lines.
+        (false, Event::Refused(r)) => {
+            format!("server answered without a usable public endpoint: {}", escape_controls(&r.to_string()))
+        }
         (true, Event::Discovered(p)) => {
             serde_json::json!({"event": "discovered", "public": p.to_string(), "local": local.to_string()}).to_string()
         }
@@ -111,17 +161,28 @@ fn run(args: Args) -> Result<i32> {
     let mut config = KeeperConfig::new(local, server);
     config.keepalive = args.keepalive;
     config.retransmit = retransmit;
-    let mut keeper = ReflexiveKeeper::new(config, Instant::now(), seed);
+    let started = Instant::now();
+    // --once is bounded by the first transaction: an answer, an ICMP error or the schedule's end finishes it.
+    // The margin covers the loop's own wake-ups; the deadline is a guard, the keeper's events come first.
+    let once_deadline = started + retransmit.give_up_after() + Duration::from_secs(1);
+    let mut keeper = ReflexiveKeeper::new(config, started, seed);
 
-    let driver = blocking::Driver::new(vec![socket])
+    let mut driver = blocking::Driver::new(vec![socket])
         .context("setting up the punching socket")?
         .stop_flag(shutdown)
         .wake_every(SHUTDOWN_POLL);
+    if args.once {
+        driver = driver.deadline(once_deadline);
+    }
     let exit = driver.run(&mut keeper, |notice| match notice {
         Notice::Event(ev) => {
             report(args.json, &ev, local);
             if args.once {
-                ControlFlow::Break(if matches!(ev, Event::ServerLost) { 2 } else { 0 })
+                ControlFlow::Break(match ev {
+                    Event::ServerLost => EXIT_NO_ANSWER,
+                    Event::Refused(_) => EXIT_REFUSED,
+                    Event::Discovered(_) | Event::Changed { .. } => EXIT_OK,
+                })
             } else {
                 ControlFlow::Continue(())
             }
@@ -132,21 +193,54 @@ fn run(args: Args) -> Result<i32> {
             ControlFlow::Continue(())
         }
     })?;
-    if let Exit::Done(code) = exit {
-        return Ok(code);
+    match exit {
+        Exit::Done(code) => return Ok(code),
+        Exit::Deadline => {
+            report(args.json, &Event::ServerLost, local);
+            return Ok(EXIT_NO_ANSWER);
+        }
+        Exit::Stopped => {}
     }
     log::info!("shutting down");
-    Ok(0)
+    Ok(EXIT_OK)
+}
+
+/// Parse the flags; a usage error is one line on stderr and exit 4 (clap's own exit code 2 would read as
+/// "no answer" to a script using --once).
+fn parse_args() -> Args {
+    match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => {
+            // clap's message up to its first blank line (what is wrong, and e.g. which flags are missing),
+            // without the usage block and the "try --help" tail.
+            let text = e.to_string();
+            let what: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let what = what.join(" ");
+            eprintln!("punchd: {}", what.strip_prefix("error: ").unwrap_or(&what));
+            std::process::exit(EXIT_USAGE);
+        }
+    }
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = Args::parse();
+    // Log lines can quote what the server sent: escaped like every other human line.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            use std::io::Write as _;
+            let msg = record.args().to_string();
+            let ts = buf.timestamp();
+            writeln!(buf, "[{ts} {:<5} {}] {}", record.level(), record.target(), escape_controls(&msg))
+        })
+        .init();
+    let args = parse_args();
     match run(args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("punchd: {e:#}");
-            std::process::exit(1);
+            std::process::exit(EXIT_RUNTIME);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! punchd end to end on loopback, against a tiny STUN responder in the test (so the daemon is checked without
 //! depending on stund).
 
-use holepunch::stun::{Attribute, Class, Message, MessageType, MessageWriter, Method};
+use holepunch::stun::{Attribute, Class, ErrorCode, Message, MessageType, MessageWriter, Method};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +25,27 @@ impl Drop for Responder {
 /// Answers Binding requests with the true source, or with its port shifted by `shift` after `after` answers
 /// (a NAT that re-mapped the flow).
 fn responder(after: u32, shift: u16) -> Responder {
+    serve(move |req, from, count| {
+        let mut mapped = from;
+        if count >= after {
+            mapped.set_port(from.port().wrapping_add(shift));
+        }
+        reply(req, Class::Success, |w| w.add(&Attribute::XorMappedAddress(mapped)).unwrap())
+    })
+}
+
+/// A message of `class` for `req`'s transaction, with the attributes `add` writes.
+fn reply(req: &Message<'_>, class: Class, add: impl FnOnce(&mut MessageWriter<'_>)) -> Vec<u8> {
+    let mut out = [0u8; 256];
+    let mut w = MessageWriter::new(&mut out, MessageType::new(Method::BINDING, class), req.transaction_id()).unwrap();
+    add(&mut w);
+    let len = w.finish();
+    out[..len].to_vec()
+}
+
+/// A loopback STUN "server" whose answer to the `count`-th request from `from` is `answer(..)` (hostile ones
+/// included); bounded to 60 s.
+fn serve(answer: impl Fn(&Message<'_>, SocketAddr, u32) -> Vec<u8> + Send + 'static) -> Responder {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let addr = sock.local_addr().unwrap();
@@ -38,16 +59,7 @@ fn responder(after: u32, shift: u16) -> Responder {
             let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
             let Ok(req) = Message::parse(&buf[..n]) else { continue };
             let count = a.fetch_add(1, Ordering::Relaxed);
-            let mut mapped = from;
-            if count >= after {
-                mapped.set_port(from.port().wrapping_add(shift));
-            }
-            let mut out = [0u8; 128];
-            let ty = MessageType::new(Method::BINDING, Class::Success);
-            let mut w = MessageWriter::new(&mut out, ty, req.transaction_id()).unwrap();
-            w.add(&Attribute::XorMappedAddress(mapped)).unwrap();
-            let len = w.finish();
-            let _ = sock.send_to(&out[..len], from);
+            let _ = sock.send_to(&answer(&req, from, count), from);
         }
     });
     Responder { addr, answered, stop }
@@ -160,4 +172,157 @@ fn sigterm_stops_it_cleanly() {
     let pid = d.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(wait_exit(&mut d, Duration::from_secs(5)).success());
+}
+
+fn stdout_of(d: &mut Daemon) -> String {
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut d.0.stdout.take().unwrap(), &mut out).unwrap();
+    out
+}
+
+fn stderr_of(d: &mut Daemon) -> String {
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut d.0.stderr.take().unwrap(), &mut err).unwrap();
+    err
+}
+
+/// `--once` against a server answering every request with `answer`: the exit code and stdout.
+fn once_against(
+    answer: impl Fn(&Message<'_>, SocketAddr, u32) -> Vec<u8> + Send + 'static,
+    extra: &[&str],
+    limit: Duration,
+) -> (Option<i32>, String) {
+    let r = serve(answer);
+    let mut args = vec!["--once"];
+    args.extend_from_slice(extra);
+    let mut d = on_loopback(r.addr, free_udp_port(), &args);
+    let st = wait_exit(&mut d, limit);
+    (st.code(), stdout_of(&mut d))
+}
+
+#[test]
+fn once_ends_with_exit_3_on_error_responses() {
+    // Each used to leave --once sending a keepalive every 3 s forever.
+    type Add = fn(&mut MessageWriter<'_>);
+    let cases: [(&str, Add); 3] = [
+        ("400", |w| w.add(&Attribute::ErrorCode(ErrorCode { code: 400, reason: "Bad Request" })).unwrap()),
+        ("300", |w| w.add(&Attribute::ErrorCode(ErrorCode { code: 300, reason: "Try Alternate" })).unwrap()),
+        ("no ERROR-CODE", |_| {}),
+    ];
+    for (what, add) in cases {
+        let started = Instant::now();
+        let (code, out) =
+            once_against(move |req, _, _| reply(req, Class::Error, add), &["--json"], Duration::from_secs(10));
+        assert_eq!(code, Some(3), "{what}: {out}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["event"], "refused", "{what}");
+        assert!(v["reason"].as_str().unwrap().contains("answered with"), "{what}: {v}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{what}: at once, not after the schedule");
+    }
+}
+
+#[test]
+fn once_ends_with_exit_3_on_unusable_success() {
+    let mapped = |m: &'static str| {
+        move |req: &Message<'_>, _: SocketAddr, _: u32| {
+            reply(req, Class::Success, |w| w.add(&Attribute::XorMappedAddress(m.parse().unwrap())).unwrap())
+        }
+    };
+    for bad in ["0.0.0.0:0", "255.255.255.255:9", "192.168.1.20:6666", "127.0.0.1:0"] {
+        let (code, out) = once_against(mapped(bad), &[], Duration::from_secs(10));
+        assert_eq!(code, Some(3), "{bad}: {out}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.starts_with("server answered without a usable public endpoint"), "{out}");
+        assert!(out.contains(&format!("mapped address {bad} is")), "{out}");
+        assert!(!out.contains("public endpoint 0") && !out.contains("public endpoint 2"), "never announced: {out}");
+    }
+    let (code, out) = once_against(|req, _, _| reply(req, Class::Success, |_| {}), &[], Duration::from_secs(10));
+    assert_eq!(code, Some(3), "no mapped address: {out}");
+    assert!(out.contains("carries no mapped address"), "{out}");
+}
+
+#[test]
+fn once_refuses_unknown_comprehension_required_attributes() {
+    // RFC 8489 §6.3.3: a success response with an unknown comprehension-required attribute fails the
+    // transaction, even with a perfectly good XOR-MAPPED-ADDRESS next to it.
+    let (code, out) = once_against(
+        |req, from, _| {
+            reply(req, Class::Success, |w| {
+                w.add(&Attribute::XorMappedAddress(from)).unwrap();
+                w.add_raw(0x7f01, b"what").unwrap();
+            })
+        },
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("unknown comprehension-required attributes 0x7f01"), "{out}");
+}
+
+#[test]
+fn once_ends_with_exit_2_within_the_schedule_when_only_indications_come_back() {
+    // An indication is not an answer (RFC 8489 §6.3): the transaction runs out its schedule. With --rto 50ms
+    // and --retries 2 that is 50 ms x (2^1 - 1 + 16) = 0.85 s.
+    let started = Instant::now();
+    let (code, out) = once_against(
+        |req, from, _| reply(req, Class::Indication, |w| w.add(&Attribute::XorMappedAddress(from)).unwrap()),
+        &["--rto", "50ms", "--retries", "2"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("server does not answer"), "{out}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(4), "{took:?}");
+}
+
+#[test]
+fn server_text_cannot_forge_lines() {
+    let forged = "Bad\x1b[2J\r\npublic endpoint 203.0.113.66:1 (local 127.0.0.1:1)\x07";
+    let (code, out) = once_against(
+        move |req, _, _| {
+            reply(req, Class::Error, |w| w.add(&Attribute::ErrorCode(ErrorCode { code: 400, reason: forged })).unwrap())
+        },
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(3));
+    assert_eq!(out.lines().count(), 1, "one line, whatever the server wrote: {out:?}");
+    assert!(!out.trim_end().chars().any(char::is_control), "{out:?}");
+    assert!(out.contains("Bad\\u{1b}[2J\\r\\npublic endpoint 203.0.113.66:1"), "{out:?}");
+}
+
+#[test]
+fn zero_or_tiny_intervals_are_usage_errors() {
+    for (flag, value) in [("--rto", "0s"), ("--keepalive", "0s"), ("--rto", "500us"), ("--keepalive", "10ms")] {
+        let mut d = on_loopback("127.0.0.1:3478".parse().unwrap(), free_udp_port(), &[flag, value]);
+        let st = wait_exit(&mut d, Duration::from_secs(5));
+        assert_eq!(st.code(), Some(4), "{flag} {value}");
+        let err = stderr_of(&mut d);
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+        assert!(err.contains(flag) && err.contains("must be at least"), "{err}");
+    }
+    let mut d = on_loopback("127.0.0.1:3478".parse().unwrap(), free_udp_port(), &["--retries", "0"]);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(5)).code(), Some(4), "every usage error is exit 4");
+    let mut d = punchd(&["--port", "1"]);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(5)).code(), Some(4));
+    let err = stderr_of(&mut d);
+    assert_eq!(
+        err.trim_end().lines().collect::<Vec<_>>(),
+        ["punchd: the following required arguments were not provided: --server <SERVER>"]
+    );
+}
+
+#[test]
+fn help_lists_the_exit_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_punchd")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "0  --once: the public endpoint",
+        "2  --once: the server did not answer",
+        "3  --once: the server answered",
+        "4  usage error",
+    ] {
+        assert!(help.contains(line), "{line}: {help}");
+    }
 }

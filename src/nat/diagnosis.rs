@@ -33,7 +33,7 @@ use super::config::{Config, ConfigError, SocketPlan};
 use super::report::Report;
 use crate::net::{Engine, Received, RttEstimate, Transmit};
 use crate::stun::{Class, Message, Method};
-use crate::transaction::{FailReason, Handled, Spec, Transactions};
+use crate::transaction::{check_target, FailReason, Handled, Spec, Transactions};
 use lifetime::LifeState;
 use log::{debug, info};
 use probe::{decode_answer, Answer, Got, HairpinPath, Probe, ProbeSpec, Tx};
@@ -69,6 +69,7 @@ pub struct Diagnosis {
     reference: Option<usize>,
     started: bool,
     filter_started: bool,
+    mapping_iii_started: bool,
     hairpin_started: bool,
     hairpin_skip: Option<String>,
     alloc_next: usize,
@@ -107,6 +108,7 @@ impl Diagnosis {
             reference: None,
             started: false,
             filter_started: false,
+            mapping_iii_started: false,
             hairpin_started: false,
             hairpin_skip: None,
             alloc_next: 0,
@@ -250,10 +252,15 @@ impl Diagnosis {
     }
 
     fn alternate(&self) -> Option<SocketAddr> {
-        let r = self.reference?;
-        let alt = self.answer(Probe::Basic(r))?.alternate()?;
-        let server = self.cfg.servers[r];
-        (alt.is_ipv4() == server.is_ipv4() && alt != server).then_some(alt)
+        self.usable_alternate(self.reference?)
+    }
+
+    /// The alternate address server `i` advertised, if the tests may send there: another address than the
+    /// server's, and one [`check_target`] allows (a hostile or broken server must not aim us elsewhere).
+    fn usable_alternate(&self, i: usize) -> Option<SocketAddr> {
+        let alt = self.answer(Probe::Basic(i))?.alternate()?;
+        let server = self.cfg.servers[i];
+        (alt != server && check_target(server, alt).is_ok()).then_some(alt)
     }
 
     fn choose_reference(&mut self) {
@@ -262,13 +269,7 @@ impl Diagnosis {
         }
         let n = self.cfg.servers.len();
         let answered = |i: usize| self.answer(Probe::Basic(i)).and_then(Answer::mapped).is_some();
-        let with_alt = (0..n).find(|&i| {
-            self.answer(Probe::Basic(i)).is_some_and(|a| {
-                a.mapped().is_some()
-                    && a.alternate()
-                        .is_some_and(|alt| alt.is_ipv4() == self.cfg.servers[i].is_ipv4() && alt != self.cfg.servers[i])
-            })
-        });
+        let with_alt = (0..n).find(|&i| answered(i) && self.usable_alternate(i).is_some());
         self.reference = with_alt.or_else(|| {
             let all_done = (0..n).all(|i| self.resolved(Probe::Basic(i)));
             if all_done {
@@ -299,9 +300,6 @@ impl Diagnosis {
                         let d2 = SocketAddr::new(alt.ip(), server.port());
                         self.start(now, ProbeSpec::new(Probe::MappingII, primary, d2));
                     }
-                    if alt.port() != server.port() {
-                        self.start(now, ProbeSpec::new(Probe::MappingIII, primary, alt));
-                    }
                     self.start(now, ProbeSpec::new(Probe::FilterI, self.plan.filtering, server));
                 }
                 if self.cfg.hairpin {
@@ -311,6 +309,7 @@ impl Diagnosis {
                     self.life_start(now, max_wait);
                 }
             }
+            self.advance_mapping_iii(now, server);
             self.advance_filtering(now, server);
             self.advance_allocation(now, server);
             self.advance_hairpin(now);
@@ -342,6 +341,27 @@ impl Diagnosis {
                 }
             }
         }
+    }
+
+    /// Mapping test III (RFC 5780 §4.3) goes to the alternate address exactly as advertised. When test II
+    /// already went to the alternate IP address and nothing answered, the alternate is not started on again:
+    /// a server naming someone else's address gets at most one unanswered transaction sent there.
+    fn advance_mapping_iii(&mut self, now: Instant, server: SocketAddr) {
+        if self.mapping_iii_started {
+            return;
+        }
+        let Some(alt) = self.alternate() else { return };
+        if alt.port() == server.port() {
+            return;
+        }
+        if alt.ip() != server.ip() && !self.resolved(Probe::MappingII) {
+            return;
+        }
+        self.mapping_iii_started = true;
+        if alt.ip() != server.ip() && self.answer(Probe::MappingII).is_none() {
+            return;
+        }
+        self.start(now, ProbeSpec::new(Probe::MappingIII, self.plan.primary, alt));
     }
 
     fn advance_filtering(&mut self, now: Instant, server: SocketAddr) {

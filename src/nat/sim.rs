@@ -83,6 +83,11 @@ pub struct SimServer {
     pub alt_ip: IpAddr,
     pub alt_port: u16,
     pub style: ServerStyle,
+    /// A hostile or broken server: the alternate address it advertises (OTHER-ADDRESS, CHANGED-ADDRESS)
+    /// instead of its own.
+    pub named_other: Option<SocketAddr>,
+    /// A hostile or broken server: the mapped address it reports instead of the request's source.
+    pub named_mapped: Option<SocketAddr>,
 }
 
 impl SimServer {
@@ -93,14 +98,34 @@ impl SimServer {
             alt_ip: ip("192.0.2.2"),
             alt_port: 3479,
             style: ServerStyle::Rfc5780,
+            named_other: None,
+            named_mapped: None,
         }
     }
     pub fn plain(addr: &str) -> Self {
         let a: SocketAddr = addr.parse().unwrap();
-        SimServer { ip: a.ip(), port: a.port(), alt_ip: a.ip(), alt_port: a.port(), style: ServerStyle::Plain }
+        SimServer {
+            ip: a.ip(),
+            port: a.port(),
+            alt_ip: a.ip(),
+            alt_port: a.port(),
+            style: ServerStyle::Plain,
+            named_other: None,
+            named_mapped: None,
+        }
     }
     pub fn with_style(mut self, style: ServerStyle) -> Self {
         self.style = style;
+        self
+    }
+    /// Advertise `other` as the alternate address (whatever it is).
+    pub fn naming_other(mut self, other: &str) -> Self {
+        self.named_other = Some(other.parse().unwrap());
+        self
+    }
+    /// Report `mapped` as every client's public endpoint.
+    pub fn naming_mapped(mut self, mapped: &str) -> Self {
+        self.named_mapped = Some(mapped.parse().unwrap());
         self
     }
     pub fn addr(&self) -> SocketAddr {
@@ -448,16 +473,17 @@ impl World {
         };
         let ty = MessageType::new(Method::BINDING, Class::Success);
         let mut w = MessageWriter::new(&mut out, ty, msg.transaction_id()).unwrap();
-        let other = SocketAddr::new(
+        let other = server.named_other.unwrap_or(SocketAddr::new(
             if dst.ip() == server.ip { server.alt_ip } else { server.ip },
             if dst.port() == server.port { server.alt_port } else { server.port },
-        );
+        ));
+        let src = server.named_mapped.unwrap_or(src);
         match server.style {
             ServerStyle::Rfc5780 | ServerStyle::IgnoresChange => {
                 w.add(&Attribute::XorMappedAddress(src)).unwrap();
                 w.add(&Attribute::MappedAddress(src)).unwrap();
                 w.add(&Attribute::ResponseOrigin(from)).unwrap();
-                if server.has_alt() {
+                if server.has_alt() || server.named_other.is_some() {
                     w.add(&Attribute::OtherAddress(other)).unwrap();
                 }
             }

@@ -430,9 +430,10 @@ fn learned_rto_schedule_rfc6298_values() {
 #[test]
 fn karn_no_sample_from_a_retransmitted_request() {
     // Lose test I's first request (send #0): its answer comes after the retransmission at 500 ms and is
-    // ambiguous, so nothing is learned. Then lose filtering test I's first request (send #4, after mapping
-    // tests II and III): it must be retransmitted after the configured 500 ms, not after a learned RTO.
-    let mut w = port_restricted_world().dropping_sends(&[0, 4]);
+    // ambiguous, so nothing is learned. Then lose filtering test I's first request (send #3, after mapping
+    // test II; test III waits for test II's answer): it must be retransmitted after the configured 500 ms,
+    // not after a learned RTO.
+    let mut w = port_restricted_world().dropping_sends(&[0, 3]);
     let mut c = default_cfg();
     c.min_rto = ms(1);
     let r = w.run(c).0;
@@ -443,9 +444,9 @@ fn karn_no_sample_from_a_retransmitted_request() {
     let d = w.diag.as_ref().unwrap();
     assert_eq!(d.rtt_estimate(SimServer::rfc5780().ip).unwrap().srtt, ms(20));
 
-    // Control: test I answered at once, so the same loss of filtering test I's first request (now send #3)
+    // Control: test I answered at once, so the same loss of filtering test I's first request (now send #2)
     // is repaired after the learned 60 ms.
-    let mut w = port_restricted_world().dropping_sends(&[3]);
+    let mut w = port_restricted_world().dropping_sends(&[2]);
     let mut c = default_cfg();
     c.min_rto = ms(1);
     w.run(c);
@@ -552,4 +553,63 @@ fn icmp_from_our_own_router_does_not_decide_hairpinning() {
 
 fn has_change_request(data: &[u8]) -> bool {
     crate::stun::Message::parse(data).is_ok_and(|m| m.change_request().is_some())
+}
+
+// ---- hostile or broken servers: addresses they name (docs/transactions.md, "Addresses a server names") ----
+
+/// A NAT world whose only server is `server`; the report, and every client datagram to `victim`'s IP.
+fn run_against(server: SimServer, victim: &str) -> (Report, Vec<Sent>) {
+    let victim: std::net::SocketAddr = victim.parse().unwrap();
+    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![server], sockets(false));
+    let r = w.run(default_cfg()).0;
+    let hits = w.log.iter().filter(|s| s.dst.ip() == victim.ip()).cloned().collect();
+    (r, hits)
+}
+
+#[test]
+fn alternate_that_never_answers_gets_one_transaction() {
+    // OTHER-ADDRESS names a third party with a global address: it cannot be told from a real alternate, but
+    // once it leaves mapping test II unanswered, test III is not sent there too.
+    let (r, hits) = run_against(SimServer::rfc5780().naming_other("192.0.2.99:3479"), "192.0.2.99:3479");
+    let mut tids: Vec<_> = hits.iter().map(|s| s.tid).collect();
+    tids.dedup();
+    assert_eq!(tids.len(), 1, "one transaction to the named alternate: {hits:?}");
+    assert_eq!(hits.len(), 7, "the RFC 8489 schedule once, not twice");
+    assert_eq!(r.mapping, Mapping::Unknown);
+    assert!(r.notes.iter().any(|n| n.starts_with("mapping test III was not run")), "{:?}", r.notes);
+    assert!(
+        r.mapping_reason.contains("mapping test III: not run, the alternate address 192.0.2.99 did not answer test II"),
+        "{}",
+        r.mapping_reason
+    );
+}
+
+#[test]
+fn unusable_alternates_are_never_sent_to() {
+    for other in ["255.255.255.255:9", "0.0.0.0:0", "224.0.0.1:3479", "127.0.0.1:3479", "10.0.0.1:3479"] {
+        let (r, hits) = run_against(SimServer::rfc5780().naming_other(other), other);
+        assert!(hits.is_empty(), "{other}: sent there: {hits:?}");
+        assert!(!r.rfc5780, "{other}: an unusable alternate is no RFC 5780 support");
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains(&format!("named {other} as its alternate address")) && n.contains("not used")),
+            "{other}: {:?}",
+            r.notes
+        );
+        assert_eq!(r.public, Some(std::net::SocketAddr::new(PUBLIC_IP.into(), 6666)), "{other}: test I still counts");
+    }
+}
+
+#[test]
+fn unusable_mapped_address_is_refused_and_never_sent_to() {
+    // The hairpinning test sends to the mapped address: a server reporting a broadcast, unspecified, or
+    // someone's private address as our public endpoint must not aim those requests there.
+    for mapped in ["255.255.255.255:9", "0.0.0.0:0", "192.168.7.7:6666", "127.0.0.1:6666", "198.51.100.9:0"] {
+        let (r, hits) = run_against(SimServer::rfc5780().naming_mapped(mapped), mapped);
+        assert!(hits.iter().all(|s| s.dst != mapped.parse().unwrap()), "{mapped}: sent there: {hits:?}");
+        assert_eq!(r.public, None, "{mapped}: not a public endpoint");
+        let err = r.servers[0].error.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(err.contains(&format!("unusable answer from 192.0.2.1:3478: mapped address {mapped} is")), "{err}");
+    }
 }

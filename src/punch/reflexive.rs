@@ -7,7 +7,7 @@
 
 use crate::net::{Engine, Received, Retransmit, Seed, Transmit, DEFAULT_MIN_RTO};
 use crate::stun::{Message, Method};
-use crate::transaction::{FailReason, Handled, Spec, Transactions, TxKey};
+use crate::transaction::{check_target, FailReason, Handled, Spec, Transactions, TxKey};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ impl KeeperConfig {
 }
 
 /// Things the application must know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The first public endpoint, or the first after the server was lost.
     Discovered(SocketAddr),
@@ -50,6 +50,11 @@ pub enum Event {
     /// A whole transaction went unanswered (RFC 8489 §6.2.1 gave up) or the server's port was reported
     /// unreachable: the server or the path is down.
     ServerLost,
+    /// The server answered, but not with an endpoint we can use: an error response (RFC 8489 §6.3.4), a
+    /// success without a mapped address or with one [`check_target`] refuses (unspecified, broadcast, port
+    /// 0, someone's private address), or unknown comprehension-required attributes (§6.3.3). The public
+    /// endpoint stays as it was; the next keepalive asks again.
+    Refused(FailReason),
 }
 
 /// The engine ([`Engine`]): feed datagrams and timeouts, drain transmits and events.
@@ -112,17 +117,23 @@ impl ReflexiveKeeper {
                         self.events.push_back(Event::ServerLost);
                     }
                 }
-                Some(Err(r)) => log::warn!(target: "punch", "keepalive to {}: {r}", self.config.server),
-                None => {}
+                Some(Err(FailReason::Cancelled)) | None => {}
+                Some(Err(r)) => {
+                    log::debug!(target: "punch", "keepalive to {}: {r}", self.config.server);
+                    self.events.push_back(Event::Refused(r));
+                }
             }
         }
     }
 }
 
 /// A Binding success response's mapped address. Servers that predate RFC 5389 send only MAPPED-ADDRESS; an
-/// ALG may rewrite that one, so XOR-MAPPED-ADDRESS comes first.
-fn mapped(msg: &Message<'_>, _from: SocketAddr) -> Result<SocketAddr, String> {
-    msg.xor_mapped_address().or_else(|| msg.mapped_address()).ok_or_else(|| "carries no mapped address".into())
+/// ALG may rewrite that one, so XOR-MAPPED-ADDRESS comes first. Peers will be told to send to it, so it must
+/// be an address [`check_target`] allows for a client of `server`.
+fn mapped(server: SocketAddr, msg: &Message<'_>) -> Result<SocketAddr, String> {
+    let m = msg.xor_mapped_address().or_else(|| msg.mapped_address()).ok_or("carries no mapped address")?;
+    check_target(server, m).map_err(|why| format!("mapped address {m} is {why}"))?;
+    Ok(m)
 }
 
 impl Engine for ReflexiveKeeper {
@@ -130,7 +141,8 @@ impl Engine for ReflexiveKeeper {
 
     /// True when it was the answer to our request (and so consumed).
     fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
-        match self.txs.handle_input(now, input, data, mapped) {
+        let server = self.config.server;
+        match self.txs.handle_input(now, input, data, |msg, _| mapped(server, msg)) {
             Handled::NotOurs => false,
             Handled::Ignored => true,
             Handled::Completed(_) => {
@@ -312,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn error_response_ends_the_transaction_without_an_event() {
+    fn error_response_ends_the_transaction_with_a_refusal() {
         let t0 = Instant::now();
         let mut k = keeper(t0);
         let req = send(&mut k);
@@ -323,8 +335,54 @@ mod tests {
         w.add(&Attribute::ErrorCode(crate::stun::ErrorCode { code: 500, reason: "Server Error" })).unwrap();
         let n = w.finish();
         assert!(k.handle_input(t0, from(SERVER), &out[..n]));
+        let Some(Event::Refused(r)) = k.poll_event() else { panic!("an error response is news") };
+        assert_eq!(r.to_string(), "203.0.113.10:3478 answered with error 500 Server Error");
         assert_eq!(k.poll_event(), None);
         assert_eq!(k.public(), None);
         assert_eq!(k.poll_timeout(), Some(t0 + Duration::from_secs(3)), "the next keepalive, no retransmission");
+    }
+
+    #[test]
+    fn unusable_or_missing_mapped_address_is_refused_not_announced() {
+        for bad in ["0.0.0.0:0", "255.255.255.255:9", "192.168.1.20:6666", "127.0.0.1:6666", "198.51.100.7:0"] {
+            let t0 = Instant::now();
+            let mut k = keeper(t0);
+            let req = send(&mut k);
+            assert!(k.handle_input(t0, from(SERVER), &answer(&req, bad.parse().unwrap())));
+            let Some(Event::Refused(r)) = k.poll_event() else { panic!("{bad}: must be refused") };
+            assert!(r.to_string().contains(&format!("mapped address {bad} is")), "{r}");
+            assert_eq!(k.public(), None, "{bad} never becomes the public endpoint");
+            assert_eq!(k.poll_event(), None);
+        }
+        // No mapped address at all.
+        let t0 = Instant::now();
+        let mut k = keeper(t0);
+        let req = send(&mut k);
+        let m = Message::parse(&req).unwrap();
+        let mut out = [0u8; 64];
+        let w = MessageWriter::new(&mut out, MessageType::new(Method::BINDING, Class::Success), m.transaction_id());
+        let n = w.unwrap().finish();
+        assert!(k.handle_input(t0, from(SERVER), &out[..n]));
+        assert!(matches!(k.poll_event(), Some(Event::Refused(FailReason::UnusableAnswer { .. }))));
+    }
+
+    #[test]
+    fn unknown_comprehension_required_attribute_fails_the_transaction() {
+        let t0 = Instant::now();
+        let mut k = keeper(t0);
+        let req = send(&mut k);
+        let m = Message::parse(&req).unwrap();
+        let mut out = [0u8; 128];
+        let ty = MessageType::new(Method::BINDING, Class::Success);
+        let mut w = MessageWriter::new(&mut out, ty, m.transaction_id()).unwrap();
+        w.add(&Attribute::XorMappedAddress("198.51.100.7:40000".parse().unwrap())).unwrap();
+        w.add_raw(0x7f01, b"none").unwrap();
+        let n = w.finish();
+        assert!(k.handle_input(t0, from(SERVER), &out[..n]));
+        assert!(matches!(
+            k.poll_event(),
+            Some(Event::Refused(FailReason::UnknownComprehensionRequired { ref attributes, .. })) if attributes == &[0x7f01]
+        ));
+        assert_eq!(k.public(), None);
     }
 }

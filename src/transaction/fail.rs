@@ -1,11 +1,13 @@
 //! Why a STUN client transaction failed (RFC 8489 §6.2.1 time-out, §6.3.3 and §6.3.4 responses, and the ICMP
 //! hint RFC 8489 §6.2.1 allows a client to act on).
 
+use crate::text::escape_controls;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The typed end of a failed transaction. `Display` gives one line for people.
+/// The typed end of a failed transaction. `Display` gives one line for people, with the server's text
+/// escaped ([`escape_controls`]); the fields keep it as received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailReason {
     /// Every request of the RFC 8489 §6.2.1 schedule went out and nothing answered: `sends` requests to `dst`,
@@ -39,12 +41,15 @@ impl fmt::Display for FailReason {
             }
             FailReason::Unreachable { dst } => write!(f, "nothing listens on {dst}: port unreachable (ICMP)"),
             FailReason::ErrorResponse { from, code: Some(code), reason } => {
-                write!(f, "{from} answered with error {code} {reason}")
+                // The reason phrase is the server's free text: never let it drive the terminal.
+                write!(f, "{from} answered with error {code} {}", escape_controls(reason))
             }
             FailReason::ErrorResponse { from, code: None, .. } => {
                 write!(f, "{from} answered with an error response without ERROR-CODE")
             }
-            FailReason::UnusableAnswer { from, problem } => write!(f, "unusable answer from {from}: {problem}"),
+            FailReason::UnusableAnswer { from, problem } => {
+                write!(f, "unusable answer from {from}: {}", escape_controls(problem))
+            }
             FailReason::UnknownComprehensionRequired { from, attributes } => {
                 write!(f, "{from} answered with unknown comprehension-required attributes")?;
                 for (i, a) in attributes.iter().enumerate() {

@@ -15,6 +15,7 @@
 
 mod fail;
 mod spec;
+mod target;
 mod transactions;
 
 #[cfg(test)]
@@ -22,4 +23,5 @@ mod tests;
 
 pub use fail::FailReason;
 pub use spec::Spec;
+pub use target::{check_target, Unusable};
 pub use transactions::{Handled, Transactions, TxKey};

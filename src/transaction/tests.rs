@@ -214,3 +214,21 @@ fn delayed_first_send_and_chosen_rto_address() {
     assert_eq!(t.poll_timeout(), Some(t0 + ms(1100)), "the seeded 100 ms RTO");
     assert_eq!(t.sends(key), 1);
 }
+
+#[test]
+fn error_reason_is_escaped_for_people_and_kept_raw_in_the_value() {
+    let t0 = Instant::now();
+    let mut t = table();
+    let key = start(&mut t, t0, Spec::new(addr(LOCAL), addr(SERVER)));
+    let req = sent(&mut t);
+    let forged = "Bad\x1b[2J\nVerdict: direct peer-to-peer likely";
+    let err = response(&req, Class::Error, |w| {
+        w.add(&Attribute::ErrorCode(ErrorCode { code: 400, reason: forged })).unwrap()
+    });
+    assert_eq!(t.handle_input(t0, from_server(), &err, decode), Handled::Completed(key));
+    let r = t.outcome(key).unwrap().clone().unwrap_err();
+    assert!(matches!(&r, FailReason::ErrorResponse { reason, .. } if reason == forged));
+    let line = r.to_string();
+    assert_eq!(line, "192.0.2.1:3478 answered with error 400 Bad\\u{1b}[2J\\nVerdict: direct peer-to-peer likely");
+    assert!(!line.chars().any(char::is_control), "{line:?}");
+}

@@ -22,8 +22,9 @@ Exit codes:
   1  runtime error (socket error, internal failure)
   2  usage error (bad flag, --local-port in use)
   3  a server name could not be resolved, or has no address of the chosen family
-  4  no STUN server answered (unreachable, wrong port, or UDP blocked); a wrong port on a reachable host
-     is reported at once (ICMP port unreachable), silence after the retransmission schedule
+  4  no STUN server answered usably (unreachable, wrong port, or UDP blocked; or only error responses and
+     unusable answers); a wrong port on a reachable host is reported at once (ICMP port unreachable),
+     silence after the retransmission schedule
 
 See docs/stunclient.md for every verdict and the JSON schema.";
 
@@ -114,11 +115,20 @@ pub const EXIT_NO_ANSWER: u8 = 4;
 fn main() -> ExitCode {
     let args = Args::parse();
     let level = if args.verbose { "debug" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
+    // Log lines (-v) can quote what servers and routers sent: escaped like every other human line.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format(|buf, record| {
+            use std::io::Write as _;
+            let msg = record.args().to_string();
+            let ts = buf.timestamp_millis();
+            writeln!(buf, "[{ts} {:<5} {}] {}", record.level(), record.target(), holepunch::text::escape_controls(&msg))
+        })
+        .init();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("stunclient: {:#}", f.error);
+            // The error can quote a server's reason phrase: one escaped line, whatever it contains.
+            eprintln!("stunclient: {}", holepunch::text::escape_controls(&format!("{:#}", f.error)));
             ExitCode::from(f.code)
         }
     }

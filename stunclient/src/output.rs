@@ -4,6 +4,8 @@
 use crate::net::{Server, Sockets};
 use crate::portmap;
 use holepunch::nat::{Allocation, Config, Report, Retransmit};
+use holepunch::text::escape_controls;
+use holepunch::transaction::check_target;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
@@ -116,7 +118,9 @@ fn yes_no(v: Option<bool>, yes: &str, no: &str) -> String {
 
 /// The human report.
 pub fn print_human(r: &Report, pm: &portmap::Outcome) {
-    let line = |k: &str, v: &str| println!("  {k:<18} {v}");
+    // Values can carry a server's or a router's text (an ERROR-CODE reason phrase, a UPnP description):
+    // escaped, so none of it can drive the terminal or forge a line of the report.
+    let line = |k: &str, v: &str| println!("  {:<18} {}", escape_controls(k), escape_controls(v));
     println!();
     for s in &r.servers {
         let what = match (&s.mapped, &s.error) {
@@ -127,6 +131,9 @@ pub fn print_human(r: &Report, pm: &portmap::Outcome) {
                 }
                 if let Some(a) = s.alternate {
                     t.push_str(&format!(", alternate {a}"));
+                    if let Err(why) = check_target(s.addr, a) {
+                        t.push_str(&format!(" (not used: {why})"));
+                    }
                 }
                 if s.legacy {
                     t.push_str(" (RFC 3489 legacy)");
@@ -179,14 +186,14 @@ pub fn print_human(r: &Report, pm: &portmap::Outcome) {
     if !r.not_tested.is_empty() {
         println!("\nNot tested or no answer:");
         for n in &r.not_tested {
-            println!("  - {n}");
+            println!("  - {}", escape_controls(n));
         }
     }
     if !r.notes.is_empty() {
         println!("\nNotes:");
         for n in &r.notes {
-            println!("  - {n}");
+            println!("  - {}", escape_controls(n));
         }
     }
-    println!("\nVerdict: {}: {}", r.verdict, r.verdict_reason);
+    println!("\nVerdict: {}: {}", r.verdict, escape_controls(&r.verdict_reason));
 }

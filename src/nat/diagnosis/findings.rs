@@ -8,7 +8,7 @@ use crate::nat::behaviour::{
 };
 use crate::nat::report::{Report, ServerReport};
 use crate::nat::verdict::{nat_kind, verdict};
-use crate::transaction::FailReason;
+use crate::transaction::{check_target, FailReason};
 use std::net::SocketAddr;
 
 impl Diagnosis {
@@ -93,6 +93,15 @@ impl Diagnosis {
             if let Some(e) = &s.error {
                 notes.push(format!("server {}: {e}", s.addr));
             }
+            if let Some(alt) = s.alternate.filter(|a| *a != s.addr) {
+                if let Err(why) = check_target(s.addr, alt) {
+                    notes.push(format!(
+                        "server {} named {alt} as its alternate address, which is {why}: not used, no request \
+                         was sent there",
+                        s.addr
+                    ));
+                }
+            }
         }
 
         let reference = self.reference.map(|r| self.cfg.servers[r]);
@@ -132,6 +141,16 @@ impl Diagnosis {
                         self.describe_failure(tx)
                     )),
                 }
+            }
+        }
+        if let (Some(alt), Some(ii)) = (alt, self.find(Probe::MappingII)) {
+            if alt.port() != ii.dest.port() && self.find(Probe::MappingIII).is_none() {
+                let why = format!("the alternate address {} did not answer test II", alt.ip());
+                notes.push(format!(
+                    "mapping test III was not run: {why}, and an alternate that never answered gets no second \
+                     transaction (a server can name any address as its alternate)"
+                ));
+                mapping_failures.push(format!("mapping test III: not run, {why}"));
             }
         }
         let (mut mapping, mut mapping_reason) = if nat {

@@ -3,7 +3,7 @@
 //! its answer said ([`Answer`]).
 
 use crate::stun::{Attribute, ChangeRequest, Message, MessageWriter};
-use crate::transaction::TxKey;
+use crate::transaction::{check_target, TxKey};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -146,8 +146,13 @@ pub(super) fn decode_answer(msg: &Message<'_>, from: SocketAddr) -> Result<Got, 
         software: msg.software().map(|s| s.trim_end_matches(char::from(0)).to_owned()),
         rfc3489: msg.is_rfc3489(),
     };
-    if a.mapped().is_none() {
+    let Some(mapped) = a.mapped() else {
         return Err("no XOR-MAPPED-ADDRESS or MAPPED-ADDRESS".into());
+    };
+    // Later tests send to the mapped address (hairpinning): it must be one a client of this server can
+    // plausibly have, never a broadcast address or a third party's private one.
+    if let Err(why) = check_target(from, mapped) {
+        return Err(format!("mapped address {mapped} is {why}"));
     }
     Ok(Got::Answer(a))
 }
