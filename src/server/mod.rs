@@ -21,7 +21,7 @@ pub use connlimit::{ConnectionLimit, Refused};
 pub use counters::{Counters, SharedCounters};
 pub use ratelimit::{RateLimitConfig, RateLimitError, RateLimiter, MAX_BURST, MAX_RATE, MAX_SLOTS, SLOT_BYTES, WAYS};
 pub use responder::{
-    ConfigError, Dropped, LocalSocket, Responder, ServerConfig, MAX_QUEUED_REPLIES, MAX_REQUEST_LEN, MAX_RESPONSE_LEN,
-    MAX_SOFTWARE_LEN, MAX_UNKNOWN_LISTED,
+    ConfigError, Dropped, Field, LocalSocket, Responder, ServerConfig, MAX_QUEUED_REPLIES, MAX_REQUEST_LEN,
+    MAX_RESPONSE_LEN, MAX_SOFTWARE_LEN, MAX_UNKNOWN_LISTED,
 };
 pub use source::Source;

@@ -184,7 +184,7 @@ impl ServerConfig {
         }
         if let Some(p) = self.public_primary {
             if p.is_ipv4() != self.primary.is_ipv4() {
-                return Err(ConfigError::FamilyMismatch("--public-primary", "--primary"));
+                return Err(ConfigError::FamilyMismatch(Field::PublicPrimary, Field::Primary));
             }
         }
         match self.alternate {
@@ -201,14 +201,14 @@ impl ServerConfig {
                     return Err(ConfigError::SameAddress(alt));
                 }
                 if alt.is_ipv4() != self.primary.is_ipv4() {
-                    return Err(ConfigError::FamilyMismatch("--alternate", "--primary"));
+                    return Err(ConfigError::FamilyMismatch(Field::Alternate, Field::Primary));
                 }
                 if self.alt_port == self.port || self.alt_port == 0 {
                     return Err(ConfigError::SamePort(self.alt_port));
                 }
                 if let Some(p) = self.public_alternate {
                     if p.is_ipv4() != alt.is_ipv4() {
-                        return Err(ConfigError::FamilyMismatch("--public-alternate", "--alternate"));
+                        return Err(ConfigError::FamilyMismatch(Field::PublicAlternate, Field::Alternate));
                     }
                 }
             }
@@ -217,7 +217,27 @@ impl ServerConfig {
     }
 }
 
-/// What is wrong with a [`ServerConfig`] or the rate-limit settings.
+/// An address field of [`ServerConfig`], named for people (binaries map it to their own flag names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Primary,
+    Alternate,
+    PublicPrimary,
+    PublicAlternate,
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Field::Primary => "the primary address",
+            Field::Alternate => "the alternate address",
+            Field::PublicPrimary => "the public primary address",
+            Field::PublicAlternate => "the public alternate address",
+        })
+    }
+}
+
+/// What is wrong with a [`ServerConfig`] or the rate-limit settings: the values, not how they were given.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{0} is a wildcard address; give the host's own address so replies leave from the right one")]
@@ -227,12 +247,12 @@ pub enum ConfigError {
     #[error("SOFTWARE is {0} bytes; at most {MAX_SOFTWARE_LEN} allowed")]
     SoftwareTooLong(usize),
     #[error("{0} and {1} must be the same address family")]
-    FamilyMismatch(&'static str, &'static str),
-    #[error("--public-alternate needs --alternate")]
+    FamilyMismatch(Field, Field),
+    #[error("a public alternate address needs an alternate address")]
     PublicAlternateWithoutAlternate,
-    #[error("--alternate {0} is the same as --primary; RFC 5780 needs two different addresses")]
+    #[error("the alternate address {0} is the primary address; RFC 5780 needs two different addresses")]
     SameAddress(IpAddr),
-    #[error("--alt-port {0} must be non-zero and differ from --port")]
+    #[error("the alternate port {0} must be non-zero and differ from the primary port")]
     SamePort(u16),
     #[error(transparent)]
     RateLimit(#[from] RateLimitError),

@@ -3,7 +3,9 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use holepunch::net::DEFAULT_STUN_PORT;
-use holepunch::server::{RateLimitConfig, RateLimitError, ServerConfig, MAX_BURST, MAX_RATE, MAX_SLOTS};
+use holepunch::server::{
+    ConfigError, Field, RateLimitConfig, RateLimitError, ServerConfig, MAX_BURST, MAX_RATE, MAX_SLOTS, MAX_SOFTWARE_LEN,
+};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -193,7 +195,7 @@ impl Settings {
             public_alternate: cli.public_alternate.or(file.public_alternate),
             software,
         };
-        server.validate()?;
+        server.validate().map_err(server_config_error)?;
 
         let threads = match cli.threads.or(file.threads).unwrap_or(0) {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS),
@@ -250,6 +252,31 @@ impl Settings {
 }
 
 /// The limiter's complaint in terms of the setting the user gave.
+/// The library describes the values; the user set them through these flags (or the same TOML keys).
+fn flag(field: Field) -> &'static str {
+    match field {
+        Field::Primary => "--primary",
+        Field::Alternate => "--alternate",
+        Field::PublicPrimary => "--public-primary",
+        Field::PublicAlternate => "--public-alternate",
+    }
+}
+
+fn server_config_error(e: ConfigError) -> anyhow::Error {
+    match e {
+        ConfigError::FamilyMismatch(a, b) => anyhow!("{} and {} must be the same address family", flag(a), flag(b)),
+        ConfigError::PublicAlternateWithoutAlternate => anyhow!("--public-alternate needs --alternate"),
+        ConfigError::SameAddress(ip) => {
+            anyhow!("--alternate {ip} is the same as --primary; RFC 5780 needs two different addresses")
+        }
+        ConfigError::SamePort(p) => anyhow!("--alt-port {p} must be non-zero and differ from --port"),
+        ConfigError::PortZero => anyhow!("--port 0 is not a valid server port"),
+        ConfigError::SoftwareTooLong(n) => anyhow!("--software is {n} bytes; at most {MAX_SOFTWARE_LEN} allowed"),
+        ConfigError::RateLimit(e) => rate_limit_error(e),
+        e @ ConfigError::Unspecified(_) => anyhow!("{e}"),
+    }
+}
+
 fn rate_limit_error(e: RateLimitError) -> anyhow::Error {
     match e {
         RateLimitError::ZeroRate => anyhow!("--rate-limit 0 turns the limiter off; it has no other meaning"),

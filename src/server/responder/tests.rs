@@ -476,7 +476,7 @@ fn config_validation() {
     );
     assert_eq!(
         bad(ServerConfig { alternate: Some(v4("::2")), ..plain() }),
-        ConfigError::FamilyMismatch("--alternate", "--primary")
+        ConfigError::FamilyMismatch(Field::Alternate, Field::Primary)
     );
     assert_eq!(bad(ServerConfig { alt_port: 3478, ..rfc5780() }), ConfigError::SamePort(3478));
     assert_eq!(
