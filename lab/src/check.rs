@@ -45,6 +45,8 @@ pub fn start_responder(lab: &Lab, probe_bin: &Path) -> Result<Process> {
 /// What the probe saw of one host's NAT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Observed {
+    /// The mapped address differs from the host's own (a NAT rewrote it).
+    pub translated: bool,
     pub mapping: Mapping,
     pub filtering: Filtering,
     /// The first mapped port equalled the local port.
@@ -107,9 +109,8 @@ pub fn observe(lab: &Lab, probe_bin: &Path, host: &str, port: u16) -> Result<Obs
         mappings[k] = a.ok_or_else(|| Error::Unsupported(format!("{host}: the responder did not answer query {k}")))?.0;
     }
     let host_ip = lab.node(host)?.ip();
-    let mapping = if mappings[0].ip() == std::net::IpAddr::V4(host_ip) {
-        Mapping::None
-    } else if mappings[0] == mappings[1] && mappings[0] == mappings[2] {
+    let translated = mappings[0].ip() != std::net::IpAddr::V4(host_ip);
+    let mapping = if mappings[0] == mappings[1] && mappings[0] == mappings[2] {
         Mapping::EndpointIndependent
     } else if mappings[0] == mappings[1] {
         Mapping::AddressDependent
@@ -125,7 +126,14 @@ pub fn observe(lab: &Lab, probe_bin: &Path, host: &str, port: u16) -> Result<Obs
         (false, true) => Filtering::AddressDependent,
         (false, false) => Filtering::AddressAndPortDependent,
     };
-    Ok(Observed { mapping, filtering, port_preserved: mappings[0].port() == port, mapped: mappings[0], mappings })
+    Ok(Observed {
+        translated,
+        mapping,
+        filtering,
+        port_preserved: mappings[0].port() == port,
+        mapped: mappings[0],
+        mappings,
+    })
 }
 
 /// Whether `from_host` reaches `to_host` (same site) through the site's public address: `to_host`

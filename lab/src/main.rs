@@ -361,18 +361,21 @@ struct Row {
     stunclient: String,
 }
 
-fn fmt_behaviour(m: holepunch_lab::Mapping, f: holepunch_lab::Filtering) -> String {
+fn fmt_behaviour(translated: bool, m: holepunch_lab::Mapping, f: holepunch_lab::Filtering) -> String {
     use holepunch_lab::{Filtering as F, Mapping as M};
     let m = match m {
-        M::None => "no NAT",
+        _ if !translated => "no NAT",
         M::EndpointIndependent => "EIM",
         M::AddressDependent => "ADM",
         M::AddressAndPortDependent => "APDM",
+        M::EndpointDependent => "EDM",
+        M::Unknown => "?M",
     };
     let f = match f {
         F::EndpointIndependent => "EIF",
         F::AddressDependent => "ADF",
         F::AddressAndPortDependent => "APDF",
+        F::Unknown => "?F",
     };
     format!("{m}/{f}")
 }
@@ -415,7 +418,7 @@ fn demo(bin_dir: Option<PathBuf>, timeout: Duration) -> Result<()> {
         let b = site.behaviour();
         let probe = match check::observe(&lab, &me, &site.hosts()[0], 41000 + 2 * i as u16) {
             Ok(o) => {
-                let mut s = fmt_behaviour(o.mapping, o.filtering);
+                let mut s = fmt_behaviour(o.translated, o.mapping, o.filtering);
                 s.push_str(if o.port_preserved { ", port kept" } else { ", port changed" });
                 s
             }
@@ -425,7 +428,7 @@ fn demo(bin_dir: Option<PathBuf>, timeout: Duration) -> Result<()> {
             site: site.name().to_owned(),
             preset: site.preset(),
             portmap: site.natpmp_addr().is_some(),
-            expected: fmt_behaviour(b.mapping, b.filtering),
+            expected: fmt_behaviour(b.translated, b.mapping, b.filtering),
             probe,
             stunclient: String::new(),
         });

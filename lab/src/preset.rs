@@ -50,27 +50,16 @@ pub enum Preset {
     Firewall,
 }
 
-/// RFC 4787 §4.1 mapping behaviour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mapping {
-    /// No translation at all (the host's address is public).
-    None,
-    EndpointIndependent,
-    AddressDependent,
-    AddressAndPortDependent,
-}
-
-/// RFC 4787 §5 filtering behaviour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Filtering {
-    EndpointIndependent,
-    AddressDependent,
-    AddressAndPortDependent,
-}
+// RFC 4787 behaviour names are the library's own (`holepunch::nat`), so a preset, the lab probe and the
+// diagnosis speak one vocabulary. "No translation at all" (preset 8) is `Behaviour::translated == false`.
+pub use holepunch::nat::{Filtering, Mapping};
 
 /// What a preset is meant to do, for tests that compare a verdict (ours or stunclient's) with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Behaviour {
+    /// The router rewrites source addresses (false: a routed address behind a firewall, preset 8).
+    pub translated: bool,
+    /// Mapping behaviour; endpoint-independent when nothing is translated.
     pub mapping: Mapping,
     pub filtering: Filtering,
     /// The public port equals the local port (when nothing else holds it).
@@ -143,9 +132,9 @@ impl Preset {
             Preset::Hairpin => (M::EndpointIndependent, F::AddressAndPortDependent, true, true),
             Preset::Symmetric => (M::AddressAndPortDependent, F::AddressAndPortDependent, false, false),
             Preset::PortShift => (M::EndpointIndependent, F::AddressAndPortDependent, false, false),
-            Preset::Firewall => (M::None, F::AddressAndPortDependent, true, false),
+            Preset::Firewall => (M::EndpointIndependent, F::AddressAndPortDependent, true, false),
         };
-        Behaviour { mapping, filtering, port_preserving, hairpin }
+        Behaviour { translated: self != Preset::Firewall, mapping, filtering, port_preserving, hairpin }
     }
 }
 
@@ -372,8 +361,9 @@ pub(crate) fn nat_ruleset(r: &NatRouter) -> String {
         Filtering::AddressDependent => {
             pre.push_str("    iifname \"pub\" meta l4proto udp dnat ip to udp dport . ip saddr map @contacted\n")
         }
-        // Conntrack alone lets in only replies from the exact remote endpoint.
-        Filtering::AddressAndPortDependent => {}
+        // Conntrack alone lets in only replies from the exact remote endpoint. A rule set is always built
+        // from a preset's own filtering, which is never `Unknown`: the strictest is the safe reading.
+        Filtering::AddressAndPortDependent | Filtering::Unknown => {}
     }
     if r.hairpin {
         let _ = writeln!(

@@ -516,11 +516,12 @@ impl Lab {
             let b = site.behaviour();
             let _ = writeln!(
                 s,
-                "  site {:<4} preset {} ({}), public {}, mapping {:?}, filtering {:?}, hosts {}",
+                "  site {:<4} preset {} ({}), public {}, translated {}, mapping {}, filtering {}, hosts {}",
                 site.name,
                 site.preset().number(),
                 site.preset(),
                 site.public_ip(),
+                b.translated,
                 b.mapping,
                 b.filtering,
                 site.hosts.join(" ")

@@ -18,6 +18,7 @@ fn check_site(spec: SiteSpec) -> check::Observed {
     let _responder = start_responder(&lab, probe_bin()).expect("responder");
     let port = 40000;
     let o = observe(&lab, probe_bin(), "a1", port).expect("observe");
+    assert_eq!(o.translated, expected.translated, "{preset}: translation; saw {}", o.mapped);
     assert_eq!(o.mapping, expected.mapping, "{preset}: mapping; saw {:?}", o.mappings);
     assert_eq!(o.filtering, expected.filtering, "{preset}: filtering");
     assert_eq!(o.port_preserved, expected.port_preserving, "{preset}: port preservation; saw {}", o.mapped);
