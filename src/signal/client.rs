@@ -122,7 +122,7 @@ pub enum Event {
     Registered { reflexive: SocketAddr },
     /// The server sees us at a new endpoint (the NAT mapping changed): punched paths may be gone.
     ReflexiveChanged { old: SocketAddr, new: SocketAddr },
-    /// No successful registration for a lifetime: the server is down or unreachable (we keep trying).
+    /// No answer from the server for a lifetime: it is down or unreachable (we keep trying).
     ServerLost,
     /// The server refused our registration (we keep trying every keepalive; reported once per cause).
     Refused(RefuseReason),
@@ -148,6 +148,8 @@ pub struct Client {
     reflexive: Option<SocketAddr>,
     /// When the last registration succeeded (or the client started).
     last_ok: Instant,
+    /// When the server last answered anything of ours, even a refusal (or the client started).
+    last_heard: Instant,
     registered: bool,
     lost: bool,
     refused: Option<RefuseReason>,
@@ -170,6 +172,7 @@ impl Client {
             profile: NatProfile::UNKNOWN,
             reflexive: None,
             last_ok: now,
+            last_heard: now,
             registered: false,
             lost: false,
             refused: None,
@@ -381,6 +384,7 @@ impl Client {
         if self.tx.find(m.transaction_id()).is_none() {
             return;
         }
+        self.last_heard = now;
         let code = m.error_code().map(|e| e.code);
         // Challenges and 401 cannot be signed by a server that does not share our key (or has not checked
         // it); every other answer must be.
@@ -520,9 +524,13 @@ impl Engine for Client {
             self.next_register = now + self.config.keepalive;
         }
         self.pump(now);
-        if !self.lost && now.saturating_duration_since(self.last_ok) >= self.config.lifetime {
+        if self.registered && now.saturating_duration_since(self.last_ok) >= self.config.lifetime {
+            // The server has forgotten us by now; the next success is a new registration.
+            self.registered = false;
+        }
+        if !self.lost && now.saturating_duration_since(self.last_heard) >= self.config.lifetime {
             self.lost = true;
-            info!(target: LOG, "no registration with {} for {:?}", self.config.server, self.config.lifetime);
+            info!(target: LOG, "no answer from {} for {:?}", self.config.server, self.config.lifetime);
             self.event(Event::ServerLost);
         }
     }
@@ -542,6 +550,9 @@ impl Engine for Client {
             t = t.min(x);
         }
         if !self.lost {
+            t = t.min(self.last_heard + self.config.lifetime);
+        }
+        if self.registered {
             t = t.min(self.last_ok + self.config.lifetime);
         }
         Some(t)

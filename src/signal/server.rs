@@ -41,8 +41,8 @@ pub struct ServerConfig {
     pub nonce_bucket: Duration,
     /// Repeated CONNECTs for the same pair within this window reuse the introduction (default 10 s).
     pub connect_window: Duration,
-    /// Retransmission of PUSH requests (default RFC 8489 §6.2.1 with 6 sends: 15.5 s, about the lifetime
-    /// of the registration that the push goes to).
+    /// Retransmission of PUSH requests (default RFC 8489 §6.2.1 with 5 sends, given up 15.5 s after the
+    /// first: about the lifetime of the registration the push goes to).
     pub push_retransmit: Retransmit,
     /// Per-source limit on rendezvous requests (keyed like stund's Binding limit: IPv4 address or IPv6 /64).
     pub rate_limit: RateLimitConfig,
@@ -58,7 +58,7 @@ impl ServerConfig {
             capacity: 100_000,
             nonce_bucket: Duration::from_secs(60),
             connect_window: Duration::from_secs(10),
-            push_retransmit: Retransmit { rc: 6, rm: 16, ..Retransmit::rfc8489() },
+            push_retransmit: Retransmit { rc: 5, rm: 16, ..Retransmit::rfc8489() },
             rate_limit: RateLimitConfig { rate_per_sec: 20, burst: 40, slots: 16384 },
             sweep_interval: Duration::from_secs(1),
         }
