@@ -119,16 +119,24 @@ impl fmt::Display for ConnectFailure {
 pub enum Event {
     /// Registered (first time, or again after [`Event::ServerLost`]); `reflexive` is our endpoint as the server
     /// sees it.
-    Registered { reflexive: SocketAddr },
+    Registered {
+        reflexive: SocketAddr,
+    },
     /// The server sees us at a new endpoint (the NAT mapping changed): punched paths may be gone.
-    ReflexiveChanged { old: SocketAddr, new: SocketAddr },
+    ReflexiveChanged {
+        old: SocketAddr,
+        new: SocketAddr,
+    },
     /// No answer from the server for a lifetime: it is down or unreachable (we keep trying).
     ServerLost,
     /// The server refused our registration (we keep trying every keepalive; reported once per cause).
     Refused(RefuseReason),
     /// The server introduced a peer: punch towards it now.
     Introduced(Introduction),
-    ConnectFailed { peer: PeerName, reason: ConnectFailure },
+    ConnectFailed {
+        peer: PeerName,
+        reason: ConnectFailure,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -232,7 +240,6 @@ impl Client {
     fn spec(&self) -> Spec {
         Spec::new(self.config.local, self.config.server)
     }
-
 
     fn start_register(&mut self, now: Instant, challenges: u32) {
         // One registration at a time: a fresh one replaces a waiting one (its retransmissions would only
@@ -359,7 +366,12 @@ impl Client {
         }
     }
 
-    fn connect_outcome(&mut self, now: Instant, peer: PeerName, outcome: Result<Option<SocketAddr>, FailReason>) -> bool {
+    fn connect_outcome(
+        &mut self,
+        now: Instant,
+        peer: PeerName,
+        outcome: Result<Option<SocketAddr>, FailReason>,
+    ) -> bool {
         let reason = match outcome {
             Ok(_) | Err(FailReason::Cancelled) => return false,
             Err(FailReason::ErrorResponse { code: Some(codes::NOT_REGISTERED), .. }) => {
@@ -384,7 +396,6 @@ impl Client {
         if self.tx.find(m.transaction_id()).is_none() {
             return;
         }
-        self.last_heard = now;
         let code = m.error_code().map(|e| e.code);
         // Challenges and 401 cannot be signed by a server that does not share our key (or has not checked
         // it); every other answer must be.
@@ -393,6 +404,7 @@ impl Client {
             debug!(target: LOG, "dropped an unauthenticated answer from {}", input.source);
             return;
         }
+        self.last_heard = now;
         if code == Some(codes::STALE_NONCE) {
             if let Some(n) = wire::nonce(m).filter(|n| !n.is_empty() && n.len() <= 128) {
                 self.nonce = Some(n.to_vec());

@@ -49,8 +49,12 @@ pub enum RegistryError {
 pub trait Registry {
     /// Insert or refresh `reg` until `now + lifetime`. A live registration of the same name with another key
     /// is [`RegistryError::KeyMismatch`]; a new name when there is no room is [`RegistryError::Full`].
-    fn register(&mut self, now: Instant, lifetime: Duration, reg: &Registration)
-        -> Result<RegisterOutcome, RegistryError>;
+    fn register(
+        &mut self,
+        now: Instant,
+        lifetime: Duration,
+        reg: &Registration,
+    ) -> Result<RegisterOutcome, RegistryError>;
     /// The live registration of `name`.
     fn lookup(&self, now: Instant, name: &PeerName) -> Option<Registration>;
     /// Remove every registration whose lifetime is over, telling `expired` each name.
@@ -193,7 +197,11 @@ impl MemoryRegistry {
             key: PublicKey(e.key),
             endpoint: e.endpoint.addr(),
             local: self.locals[usize::from(e.local)],
-            candidates: e.candidates.iter().map(|c| Candidate { kind: kind_from(c.kind), addr: c.addr.addr() }).collect(),
+            candidates: e
+                .candidates
+                .iter()
+                .map(|c| Candidate { kind: kind_from(c.kind), addr: c.addr.addr() })
+                .collect(),
             profile: decode_profile(e.profile, Some(e.delta)),
         }
     }
@@ -321,7 +329,7 @@ mod tests {
         assert!(gone.is_empty());
         assert!(r.lookup(t0 + Duration::from_secs(19), &a.name).is_none(), "past its lifetime");
         r.expire(t0 + Duration::from_secs(19), &mut |n| gone.push(n));
-        assert_eq!(gone, [a.name.clone()]);
+        assert_eq!(gone, std::slice::from_ref(&a.name));
         assert!(r.is_empty());
         assert_eq!(r.memory_bytes() % MEMORY_SLOT_BYTES, 0, "candidates freed with their entry");
     }
@@ -361,7 +369,7 @@ mod tests {
         }
         let per_peer = r.memory_bytes() / n;
         eprintln!("slot {MEMORY_SLOT_BYTES} B, {per_peer} B per peer, {} B total", r.memory_bytes());
-        assert!(MEMORY_SLOT_BYTES <= 128, "slot of {MEMORY_SLOT_BYTES} bytes");
+        const { assert!(MEMORY_SLOT_BYTES <= 128) };
         assert!(per_peer <= 200, "{per_peer} bytes per peer at 100 000 peers");
         assert_eq!(MEMORY_CANDIDATE_BYTES, 20);
     }

@@ -216,8 +216,15 @@ impl<R: Registry> Server<R> {
 
     /// Queue an answer to `m`. `sign` adds MESSAGE-INTEGRITY-SHA256; `limit` drops the answer when it would
     /// be longer (the rule for answers to requests that did not prove their source).
-    fn answer<F>(&mut self, input: Received, m: &Message<'_>, class: Class, sign: Option<&PeerAuthKey>, limit: Option<usize>, add: F)
-    where
+    fn answer<F>(
+        &mut self,
+        input: Received,
+        m: &Message<'_>,
+        class: Class,
+        sign: Option<&PeerAuthKey>,
+        limit: Option<usize>,
+        add: F,
+    ) where
         F: FnOnce(&mut MessageWriter<'_>) -> Result<(), stun::Error>,
     {
         let mut buf = [0u8; MAX_MESSAGE];
@@ -252,7 +259,15 @@ impl<R: Registry> Server<R> {
         });
     }
 
-    fn refuse(&mut self, input: Received, m: &Message<'_>, name: &PeerName, k: &PeerAuthKey, code: u16, reason: Refusal) {
+    fn refuse(
+        &mut self,
+        input: Received,
+        m: &Message<'_>,
+        name: &PeerName,
+        k: &PeerAuthKey,
+        code: u16,
+        reason: Refusal,
+    ) {
         debug!(target: LOG, "{} ({name}): {code} {reason}", input.source);
         self.error(input, m, code, Some(k));
         self.event(Event::Refused { source: input.source, name: Some(name.clone()), reason });
@@ -314,11 +329,14 @@ impl<R: Registry> Server<R> {
     }
 
     fn on_register(&mut self, now: Instant, input: Received, m: &Message<'_>, name: PeerName, k: PeerAuthKey) {
-        let parsed = (|| Ok::<_, wire::WireError>((wire::peer_key(m)?, wire::candidates(m, MAX_CANDIDATES)?, wire::profile(m)?)))();
+        let parsed = (|| {
+            Ok::<_, wire::WireError>((wire::peer_key(m)?, wire::candidates(m, MAX_CANDIDATES)?, wire::profile(m)?))
+        })();
         let Ok((key, candidates, profile)) = parsed else {
             return self.refuse(input, m, &name, &k, codes::BAD_REQUEST, Refusal::Malformed);
         };
-        let reg = Registration { name: name.clone(), key, endpoint: input.source, local: input.local, candidates, profile };
+        let reg =
+            Registration { name: name.clone(), key, endpoint: input.source, local: input.local, candidates, profile };
         let mut result = self.registry.register(now, self.config.lifetime, &reg);
         if result == Err(RegistryError::Full) {
             // Expired entries may still hold the room: sweep now rather than at the next tick.
@@ -373,7 +391,9 @@ impl<R: Registry> Server<R> {
             if self.sessions.len() >= self.config.max_sessions() {
                 self.sweep_sessions(now);
             }
-            if self.sessions.len() >= self.config.max_sessions() || self.push_meta.len() + 2 > 2 * self.config.max_sessions() {
+            if self.sessions.len() >= self.config.max_sessions()
+                || self.push_meta.len() + 2 > 2 * self.config.max_sessions()
+            {
                 return self.refuse(input, m, &name, &k, codes::INSUFFICIENT_CAPACITY, Refusal::Full);
             }
             let id = self.rng.next_u64();

@@ -6,7 +6,7 @@ use super::server::{Event as SEvent, Refusal, Server, ServerConfig};
 use super::*;
 use crate::identity::PublicKey;
 use crate::net::{Engine, Received};
-use crate::stun::{attr, Attribute, Class, Message};
+use crate::stun::{self, attr, Attribute, Class, Message};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,9 @@ struct Peer {
 /// What crossed the network: (from, to, bytes).
 type Wire = Vec<(SocketAddr, SocketAddr, Vec<u8>)>;
 
+/// Decides which datagrams (from, to, bytes) the network loses.
+type DropRule = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>;
+
 struct Net {
     t0: Instant,
     now: Instant,
@@ -45,7 +48,7 @@ struct Net {
     server_events: Vec<(Instant, SEvent)>,
     peers: Vec<Peer>,
     /// Returns true to drop a datagram (from, to, bytes).
-    drop: Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>,
+    drop: DropRule,
     wire: Wire,
 }
 
@@ -101,7 +104,10 @@ impl Net {
                     }
                     if let Some(p) = self.peers.iter_mut().find(|p| p.public == t.dst && p.up) {
                         let input = Received::udp(p.client.config().local, t.local);
-                        assert!(p.client.handle_input(self.now, input, &bytes), "the client consumes its server's messages");
+                        assert!(
+                            p.client.handle_input(self.now, input, &bytes),
+                            "the client consumes its server's messages"
+                        );
                     }
                 }
             }
@@ -206,8 +212,6 @@ impl Net {
     }
 }
 
-use crate::stun;
-
 #[test]
 fn two_peers_register_and_are_introduced_in_the_same_instant() {
     let mut net = Net::new(server_config());
@@ -232,10 +236,9 @@ fn two_peers_register_and_are_introduced_in_the_same_instant() {
     assert_eq!((ia.peer.as_str(), ia.key, ia.reflexive), ("bob", PublicKey([2; 32]), net.peers[bob].public));
     assert_eq!(ia.candidates, cands);
     assert_eq!((ib.peer.as_str(), ib.reflexive), ("alice", net.peers[alice].public));
-    assert!(net
-        .server_events
-        .iter()
-        .any(|(_, e)| matches!(e, SEvent::Introduced { from, to, .. } if from.as_str() == "alice" && to.as_str() == "bob")));
+    assert!(net.server_events.iter().any(
+        |(_, e)| matches!(e, SEvent::Introduced { from, to, .. } if from.as_str() == "alice" && to.as_str() == "bob")
+    ));
     assert_eq!(net.server.stats().pushes_acked, 2);
     assert_eq!(net.server.introductions().1, 0, "no push left in flight");
 }
@@ -272,10 +275,7 @@ fn wrong_secret_is_refused_with_a_typed_reason() {
     net.run_until(secs(30));
     let events = net.events(mallory);
     assert_eq!(events, [CEvent::Refused(RefuseReason::WrongSecret)], "reported once; the server is not lost");
-    assert_eq!(
-        RefuseReason::WrongSecret.to_string(),
-        "the server refused our credentials: wrong network secret"
-    );
+    assert_eq!(RefuseReason::WrongSecret.to_string(), "the server refused our credentials: wrong network secret");
     assert!(net.server.registry().is_empty());
     assert!(net.server_events.iter().any(|(_, e)| matches!(e, SEvent::Refused { reason: Refusal::BadIntegrity, .. })));
     // Every answer to mallory is an unsigned error no larger than what she sent.
@@ -390,10 +390,9 @@ fn a_push_nobody_answers_fails_after_its_schedule() {
     net.peers[bob].up = false;
     net.connect(alice, "bob");
     net.run_until(secs(20));
-    assert!(net
-        .server_events
-        .iter()
-        .any(|(_, e)| matches!(e, SEvent::PushFailed { to, reason, .. } if to.as_str() == "bob" && reason.is_no_answer())));
+    assert!(net.server_events.iter().any(
+        |(_, e)| matches!(e, SEvent::PushFailed { to, reason, .. } if to.as_str() == "bob" && reason.is_no_answer())
+    ));
     assert_eq!(net.sent(net.peers[bob].public, wire::PUSH, Class::Request).len(), 5);
 }
 
@@ -434,7 +433,9 @@ fn registrations_expire_when_keepalives_stop() {
     assert!(net.server_events.iter().any(|(_, e)| matches!(e, SEvent::Expired { name } if name.as_str() == "bob")));
     net.connect(alice, "bob");
     net.run_until(secs(19));
-    assert!(net.events(alice).contains(&CEvent::ConnectFailed { peer: name("bob"), reason: ConnectFailure::PeerNotRegistered }));
+    assert!(net
+        .events(alice)
+        .contains(&CEvent::ConnectFailed { peer: name("bob"), reason: ConnectFailure::PeerNotRegistered }));
 }
 
 #[test]
@@ -444,10 +445,7 @@ fn a_silent_server_is_lost_and_found_again_after_a_restart() {
     net.run_until(secs(1));
     net.server_up = false;
     net.run_until(secs(20));
-    assert_eq!(
-        net.events(alice),
-        [CEvent::Registered { reflexive: net.peers[alice].public }, CEvent::ServerLost]
-    );
+    assert_eq!(net.events(alice), [CEvent::Registered { reflexive: net.peers[alice].public }, CEvent::ServerLost]);
     // A restarted server: new nonce key, empty registry.
     let config = server_config();
     net.server = Server::new(config, MemoryRegistry::new(100, net.now), [2; 32], net.now).unwrap();
@@ -468,10 +466,9 @@ fn re_registering_from_a_new_endpoint_replaces_the_old_one() {
     net.run_until(secs(5));
     assert_eq!(net.events(alice)[1], CEvent::ReflexiveChanged { old, new });
     assert_eq!(net.server.registry().lookup(net.now, &name("alice")).unwrap().endpoint, new);
-    assert!(net
-        .server_events
-        .iter()
-        .any(|(_, e)| matches!(e, SEvent::Registered { moved_from: Some(f), endpoint, .. } if *f == old && *endpoint == new)));
+    assert!(net.server_events.iter().any(
+        |(_, e)| matches!(e, SEvent::Registered { moved_from: Some(f), endpoint, .. } if *f == old && *endpoint == new)
+    ));
 }
 
 #[test]
@@ -482,7 +479,8 @@ fn a_name_held_by_another_key_is_refused() {
     // Another peer (key [2; 32]) claims "alice".
     let i = net.peer("bob");
     let local = net.peers[i].client.config().local;
-    let config = ClientConfig::new(local, addr(SERVER), name("alice"), PublicKey([9; 32]), &NetworkSecret::new(SECRET.to_vec()));
+    let config =
+        ClientConfig::new(local, addr(SERVER), name("alice"), PublicKey([9; 32]), &NetworkSecret::new(SECRET.to_vec()));
     net.peers[i].client = Client::new(config, [77; 32], net.now);
     net.run_until(secs(3));
     assert_eq!(net.events(i), [CEvent::Refused(RefuseReason::NameTaken)]);
@@ -494,10 +492,12 @@ fn clients_and_server_leave_other_traffic_alone() {
     let t0 = Instant::now();
     let mut server = Server::new(server_config(), MemoryRegistry::new(10, t0), [1; 32], t0).unwrap();
     let local = addr("10.0.0.1:6666");
-    let config = ClientConfig::new(local, addr(SERVER), name("alice"), PublicKey([1; 32]), &NetworkSecret::new(SECRET.to_vec()));
+    let config =
+        ClientConfig::new(local, addr(SERVER), name("alice"), PublicKey([1; 32]), &NetworkSecret::new(SECRET.to_vec()));
     let mut client = Client::new(config, [3; 32], t0);
     let mut buf = [0u8; 64];
-    let w = stun::MessageWriter::new(&mut buf, stun::MessageType::new(stun::Method::BINDING, Class::Request), &[1; 12]).unwrap();
+    let w = stun::MessageWriter::new(&mut buf, stun::MessageType::new(stun::Method::BINDING, Class::Request), &[1; 12])
+        .unwrap();
     let n = w.finish();
     let binding = &buf[..n];
     assert!(!server.handle_input(t0, Received::udp(addr(SERVER), local), binding), "Binding is the responder's");
@@ -506,7 +506,10 @@ fn clients_and_server_leave_other_traffic_alone() {
     let mut push = [0u8; 64];
     let n = wire::writer(&mut push, wire::PUSH, Class::Request, &[2; 12]).unwrap().finish();
     assert!(!client.handle_input(t0, Received::udp(local, addr("203.0.113.9:6666")), &push[..n]));
-    assert!(client.handle_input(t0, Received::udp(local, addr(SERVER)), &push[..n]), "from the server: consumed (and dropped)");
+    assert!(
+        client.handle_input(t0, Received::udp(local, addr(SERVER)), &push[..n]),
+        "from the server: consumed (and dropped)"
+    );
     assert!(client.poll_transmit(&mut [0u8; 1500]).is_none(), "an unauthenticated push gets no answer");
     assert!(!client.handle_input(t0, Received::udp(local, addr(SERVER)), b"WireGuard-ish bytes"));
 }
@@ -571,7 +574,11 @@ fn memory_stays_bounded_under_a_flood_of_registrations() {
     server.handle_input(now, Received::udp(addr(SERVER), source), &register_request("late", SECRET, [4; 12], None));
     let t = server.poll_transmit(&mut buf).unwrap();
     let nonce = Message::parse(&buf[..t.len]).unwrap().raw(attr::NONCE).unwrap().value.to_vec();
-    server.handle_input(now, Received::udp(addr(SERVER), source), &register_request("late", SECRET, [5; 12], Some(&nonce)));
+    server.handle_input(
+        now,
+        Received::udp(addr(SERVER), source),
+        &register_request("late", SECRET, [5; 12], Some(&nonce)),
+    );
     let t = server.poll_transmit(&mut buf).unwrap();
     assert_eq!(Message::parse(&buf[..t.len]).unwrap().class(), Class::Success);
     assert_eq!(server.registry().len(), 1);

@@ -247,7 +247,12 @@ pub fn raw_id_of(transaction_id: &[u8; 12]) -> [u8; 16] {
 }
 
 /// Start a message of our own methods.
-pub fn writer<'b>(buf: &'b mut [u8], method: Method, class: Class, id: &[u8; 12]) -> Result<MessageWriter<'b>, stun::Error> {
+pub fn writer<'b>(
+    buf: &'b mut [u8],
+    method: Method,
+    class: Class,
+    id: &[u8; 12],
+) -> Result<MessageWriter<'b>, stun::Error> {
     MessageWriter::new(buf, MessageType::new(method, class), id)
 }
 
@@ -282,9 +287,9 @@ pub fn profile(m: &Message<'_>) -> Result<NatProfile, WireError> {
     let Some(raw) = m.raw(NAT_PROFILE) else { return Ok(NatProfile::UNKNOWN) };
     let v = <[u8; 4]>::try_from(raw.value).map_err(|_| WireError::Malformed("NAT-PROFILE"))?;
     let delta = match m.raw(NAT_DELTA) {
-        Some(d) => Some(
-            <[u8; 4]>::try_from(d.value).map(i32::from_be_bytes).map_err(|_| WireError::Malformed("NAT-DELTA"))?,
-        ),
+        Some(d) => {
+            Some(<[u8; 4]>::try_from(d.value).map(i32::from_be_bytes).map_err(|_| WireError::Malformed("NAT-DELTA"))?)
+        }
         None => None,
     };
     Ok(decode_profile(v, delta))
