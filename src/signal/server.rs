@@ -400,6 +400,7 @@ impl<R: Registry> Server<R> {
             self.push(now, &me, &other, id);
             self.push(now, &other, &me, id);
             self.pushes.handle_timeout(now);
+            self.drain_pushes();
             self.sessions.insert(pair, Session { id, created: now });
             self.stats.introductions += 1;
             info!(target: LOG, "introduced {name} and {target} (session {id:016x})");
