@@ -601,9 +601,99 @@ fn per_source_rate_limit_drops_silently() {
     assert_eq!(server.stats().rate_limited, 60);
 }
 
+/// A PUSH for alice about bob, signed with `secret`.
+fn push_request(secret: &[u8], id: [u8; 12], session: u64) -> Vec<u8> {
+    use wire::WriteSignal;
+    let mut buf = [0u8; 1500];
+    let mut w = wire::writer(&mut buf, wire::PUSH, Class::Request, &id).unwrap();
+    let raw_id = w.raw_id();
+    w.add(&Attribute::Username("alice")).unwrap();
+    w.add_peer_name(&name("bob")).unwrap();
+    w.add_peer_key(&PublicKey([2; 32])).unwrap();
+    w.add(&Attribute::XorPeerAddress(addr("203.0.113.2:40000"))).unwrap();
+    w.add_candidate(&Candidate { kind: CandidateKind::Host, addr: addr("10.0.0.2:6666") }, &raw_id).unwrap();
+    w.add_profile(&NatProfile::UNKNOWN).unwrap();
+    w.add_session(session).unwrap();
+    let k = NetworkSecret::new(secret.to_vec()).peer_key(&name("alice"));
+    w.add_message_integrity_sha256(k.as_bytes()).unwrap();
+    w.add_fingerprint().unwrap();
+    let n = w.finish();
+    buf[..n].to_vec()
+}
+
+fn alice_client(t0: Instant) -> Client {
+    let config = ClientConfig::new(
+        addr("10.0.0.1:6666"),
+        addr(SERVER),
+        name("alice"),
+        PublicKey([1; 32]),
+        &NetworkSecret::new(SECRET.to_vec()),
+    );
+    Client::new(config, [3; 32], t0)
+}
+
+#[test]
+fn a_signed_push_is_answered_and_reported_once_per_session() {
+    let t0 = Instant::now();
+    let mut client = alice_client(t0);
+    let from_server = Received::udp(addr("10.0.0.1:6666"), addr(SERVER));
+    let mut buf = [0u8; 1500];
+    for (id, session) in [([1; 12], 7), ([2; 12], 7), ([3; 12], 8)] {
+        assert!(client.handle_input(t0, from_server, &push_request(SECRET, id, session)));
+        let t = client.poll_transmit(&mut buf).expect("every signed push is answered");
+        let m = Message::parse(&buf[..t.len]).unwrap();
+        assert_eq!((m.method(), m.class(), m.transaction_id()), (wire::PUSH, Class::Success, &id));
+        let k = NetworkSecret::new(SECRET.to_vec()).peer_key(&name("alice"));
+        assert!(m.check_integrity_sha256(k.as_bytes()).is_ok());
+    }
+    let sessions: Vec<u64> = std::iter::from_fn(|| client.poll_event())
+        .filter_map(|e| match e {
+            CEvent::Introduced(i) => Some(i.session),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sessions, [7, 8]);
+    // Signed with another secret: dropped without an answer.
+    assert!(client.handle_input(t0, from_server, &push_request(b"other", [4; 12], 9)));
+    assert!(client.poll_transmit(&mut buf).is_none());
+    assert!(client.poll_event().is_none());
+}
+
 mod prop {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// A client never answers or reports anything that is not a PUSH signed with its key, whatever the
+        /// server's address sends (a mutated signed PUSH included), and never panics.
+        #[test]
+        fn the_client_answers_only_signed_pushes(
+            flip in proptest::option::of((0usize..400, 1u8..=255)),
+            junk in proptest::collection::vec(any::<u8>(), 0..300),
+            use_junk in any::<bool>(),
+        ) {
+            let t0 = Instant::now();
+            let mut client = alice_client(t0);
+            let mut data = if use_junk { junk } else { push_request(SECRET, [5; 12], 1) };
+            let mut changed = false;
+            if let (Some((at, x)), false) = (flip, data.is_empty()) {
+                let at = at % data.len();
+                data[at] ^= x;
+                changed = true;
+            }
+            let from_server = Received::udp(addr("10.0.0.1:6666"), addr(SERVER));
+            let consumed = client.handle_input(t0, from_server, &data);
+            prop_assert_eq!(consumed, is_signal_message(&data));
+            let answered = client.poll_transmit(&mut [0u8; 1500]).is_some();
+            let introduced = client.poll_event().is_some();
+            if use_junk || changed {
+                // A change anywhere breaks FINGERPRINT or integrity (or the header): no answer, no event.
+                prop_assert!(!answered && !introduced);
+            } else {
+                prop_assert!(answered && introduced);
+            }
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
