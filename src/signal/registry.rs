@@ -105,13 +105,18 @@ impl PackedAddr {
         PackedAddr { ip, port: a.port() }
     }
 
-    /// Back to a socket address. A peer registering from a real IPv4-mapped IPv6 source (a dual-stack socket
-    /// on the server) gets it back as IPv4, which is what that socket needs anyway.
+    /// Back to a socket address; IPv4-mapped addresses come back as IPv4.
     fn addr(&self) -> SocketAddr {
+        self.addr_as(false)
+    }
+
+    /// Back to a socket address; `mapped` keeps an IPv4-mapped IPv6 address in that form (the source
+    /// address a dual-stack server socket reports, and must send to).
+    fn addr_as(&self, mapped: bool) -> SocketAddr {
         let v6 = Ipv6Addr::from(self.ip);
         match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), self.port),
-            None => SocketAddr::new(IpAddr::V6(v6), self.port),
+            Some(v4) if !mapped => SocketAddr::new(IpAddr::V4(v4), self.port),
+            _ => SocketAddr::new(IpAddr::V6(v6), self.port),
         }
     }
 }
@@ -141,6 +146,8 @@ fn kind_from(c: u8) -> CandidateKind {
 struct Entry {
     key: [u8; 32],
     endpoint: PackedAddr,
+    /// The endpoint arrived as an IPv4-mapped IPv6 address (a dual-stack server socket).
+    endpoint_mapped: bool,
     local: u8,
     profile: [u8; 4],
     delta: i32,
@@ -195,7 +202,7 @@ impl MemoryRegistry {
         Registration {
             name: name.name(),
             key: PublicKey(e.key),
-            endpoint: e.endpoint.addr(),
+            endpoint: e.endpoint.addr_as(e.endpoint_mapped),
             local: self.locals[usize::from(e.local)],
             candidates: e
                 .candidates
@@ -219,7 +226,7 @@ impl Registry for MemoryRegistry {
         let outcome = match self.map.get(&name) {
             Some(e) if e.expires_ms > now_ms && e.key != reg.key.0 => return Err(RegistryError::KeyMismatch),
             Some(e) if e.expires_ms > now_ms && e.endpoint != PackedAddr::of(reg.endpoint) => {
-                RegisterOutcome::Moved { from: e.endpoint.addr() }
+                RegisterOutcome::Moved { from: e.endpoint.addr_as(e.endpoint_mapped) }
             }
             Some(e) if e.expires_ms > now_ms => RegisterOutcome::Refreshed,
             Some(_) => RegisterOutcome::New,
@@ -236,6 +243,7 @@ impl Registry for MemoryRegistry {
         let entry = Entry {
             key: reg.key.0,
             endpoint: PackedAddr::of(reg.endpoint),
+            endpoint_mapped: reg.endpoint.is_ipv6(),
             local,
             profile,
             delta: delta.unwrap_or(0),
@@ -332,6 +340,18 @@ mod tests {
         assert_eq!(gone, std::slice::from_ref(&a.name));
         assert!(r.is_empty());
         assert_eq!(r.memory_bytes() % MEMORY_SLOT_BYTES, 0, "candidates freed with their entry");
+    }
+
+    #[test]
+    fn a_dual_stack_source_is_given_back_as_it_came() {
+        let t0 = Instant::now();
+        let mut r = MemoryRegistry::new(10, t0);
+        let mapped = reg("alice", 1, "[::ffff:203.0.113.1]:6666");
+        r.register(t0, LIFE, &mapped).unwrap();
+        assert_eq!(r.lookup(t0, &mapped.name).unwrap().endpoint, mapped.endpoint);
+        let plain = reg("bob", 2, "203.0.113.2:6666");
+        r.register(t0, LIFE, &plain).unwrap();
+        assert_eq!(r.lookup(t0, &plain.name).unwrap().endpoint, plain.endpoint);
     }
 
     #[test]
