@@ -3,7 +3,25 @@
 //!
 //! - [`types`]: what crosses between the rendezvous and the punch engines: peer names, candidates, the NAT
 //!   profile a peer reports, and the introduction the server pushes.
+//! - [`wire`]: methods, attributes and their typed encoders over the STUN codec; [`is_signal_message`].
+//! - [`auth`]: per-peer keys from the network secret, stateless nonces.
+//! - [`registry`]: the [`Registry`] trait and the in-memory backend.
+//! - [`server`]: the server engine; [`client`]: the peer's engine.
 
+pub mod auth;
+pub mod client;
+pub mod codes;
+pub mod registry;
+pub mod server;
 pub mod types;
+pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
+pub use auth::{NetworkSecret, NonceMint, PeerAuthKey};
+pub use client::{Client, ClientConfig, ConnectFailure, Event as ClientEvent, RefuseReason};
+pub use registry::{MemoryRegistry, RegisterOutcome, Registration, Registry, RegistryError};
+pub use server::{Event as ServerEvent, Refusal, Server, ServerConfig, Stats};
 pub use types::{Candidate, CandidateKind, Introduction, NameError, NatProfile, PeerName, MAX_CANDIDATES};
+pub use wire::is_signal_message;

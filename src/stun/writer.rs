@@ -39,6 +39,12 @@ impl<'b> MessageWriter<'b> {
         self.buf[4..20].try_into().expect("header written in new")
     }
 
+    /// Header bytes 4..20 of the message being written (cookie and transaction id): the mask of XOR-encoded
+    /// addresses, for attributes written with [`Self::add_raw`].
+    pub fn raw_id(&self) -> [u8; 16] {
+        self.key()
+    }
+
     /// Reserve a TLV of `value_len` bytes (padding zeroed), fix the length field, return the value slice.
     fn reserve(&mut self, kind: u16, value_len: usize) -> Result<&mut [u8], Error> {
         if self.sealed {
