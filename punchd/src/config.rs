@@ -172,7 +172,16 @@ pub struct Settings {
 /// The values without their files read: checked by [`Settings::merge`], read by [`Settings::load`].
 struct Plan {
     settings: Settings,
-    peer: Option<(PeerName, PathBuf, PathBuf, Vec<Peer>, Vec<PeerName>)>,
+    peer: Option<PeerPlan>,
+}
+
+/// Peer mode before its files are read.
+struct PeerPlan {
+    name: PeerName,
+    key_file: PathBuf,
+    secret_file: PathBuf,
+    peers: Vec<Peer>,
+    connect: Vec<PeerName>,
 }
 
 impl Settings {
@@ -187,7 +196,7 @@ impl Settings {
 
     pub fn load(args: DaemonArgs, file: FileConfig) -> Result<Settings> {
         let Plan { mut settings, peer } = Self::merge(args, file)?;
-        if let Some((name, key_file, secret_file, peers, connect)) = peer {
+        if let Some(PeerPlan { name, key_file, secret_file, peers, connect }) = peer {
             let key = read_secret_key(&key_file)?;
             let own = key.public();
             if let Some(p) = peers.iter().find(|p| p.key == own) {
@@ -279,7 +288,7 @@ impl Settings {
                 connect.push(p.name.clone());
             }
         }
-        Ok(Plan { settings, peer: Some((name, key_file, secret_file, peers, connect)) })
+        Ok(Plan { settings, peer: Some(PeerPlan { name, key_file, secret_file, peers, connect }) })
     }
 }
 
@@ -379,7 +388,7 @@ mod tests {
         assert_eq!(p.settings.server, "b.example");
         assert_eq!(p.settings.port, 7000);
         assert_eq!(p.settings.keepalive, Duration::from_secs(5));
-        let (name, _, _, peers, connect) = p.peer.unwrap();
+        let PeerPlan { name, peers, connect, .. } = p.peer.unwrap();
         assert_eq!(name.as_str(), "alice");
         assert_eq!(peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["carol", "bob"]);
         assert_eq!(connect[0].as_str(), "bob");
