@@ -94,7 +94,8 @@ type Control = control::ControlServer;
 /// Windows has no control socket yet (control/mod.rs): an explicit `--control` is refused with one line, the
 /// default is skipped with a log line.
 #[cfg(not(unix))]
-type Control = ();
+#[allow(dead_code)] // never made: there is no control socket on Windows yet
+struct Control;
 
 #[cfg(unix)]
 fn open_control(settings: &Settings, snapshot: &Snapshot) -> Result<Option<(Control, mpsc::Receiver<Command>)>> {
@@ -153,7 +154,7 @@ pub fn run(settings: Settings) -> Result<i32> {
         s.local = Some(local);
         s.server = Some(server);
     }
-    let control = control.map(|(server, commands)| {
+    let _control = control.map(|(server, commands)| {
         answer_without_rendezvous(commands);
         server
     });
@@ -217,7 +218,8 @@ pub fn run(settings: Settings) -> Result<i32> {
     }
     log::info!("shutting down");
     // The control socket is removed here, before the process exits.
-    drop(control);
+    #[cfg(unix)]
+    drop(_control);
     Ok(EXIT_OK)
 }
 

@@ -17,13 +17,11 @@ mod keys;
 mod status;
 
 use clap::{Args, Parser, Subcommand};
-use config::{DaemonArgs, FileConfig, Settings};
+use config::{DaemonArgs, Settings};
 use exit::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE};
 use holepunch::io::KeyFileError;
-use holepunch::signal::PeerName;
 use holepunch::text::escape_controls;
 use std::path::PathBuf;
-use std::time::Duration;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -91,7 +89,8 @@ struct StatusArgs {
 }
 
 /// How long `punchd status` waits for the daemon.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+#[cfg(unix)]
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An error with the exit code it ends the process with.
 struct Failure(i32, anyhow::Error);
@@ -106,6 +105,8 @@ fn runtime(e: anyhow::Error) -> Failure {
 
 #[cfg(unix)]
 fn status(args: StatusArgs) -> Result<i32, Failure> {
+    use config::FileConfig;
+    use holepunch::signal::PeerName;
     let file = match &args.config {
         Some(p) => FileConfig::load(p).map_err(usage)?,
         None => FileConfig::default(),
