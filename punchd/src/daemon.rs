@@ -1,10 +1,11 @@
 //! The daemon: binds the one punching socket, keeps its public endpoint known and its NAT mapping alive
 //! (holepunch::punch::ReflexiveKeeper), and serves the control socket from a shared status snapshot.
-//! The rendezvous and punching engines join this loop as one node; until then `connect` requests are
-//! answered as not available.
+//! The rendezvous and punching engines join this loop as one node (an engine that is `Controllable`, in place
+//! of the keeper); until then `connect` requests are answered as not available.
 
 use crate::config::Settings;
 use crate::control::{self, Command};
+use crate::controlled::{Controllable, Controlled};
 use crate::exit::{EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED};
 use crate::status::{PeerStatus, Snapshot, Status};
 use anyhow::{anyhow, bail, Context, Result};
@@ -116,21 +117,21 @@ fn open_control(settings: &Settings, _snapshot: &Snapshot) -> Result<Option<(Con
     Ok(None)
 }
 
-/// Answers the control socket's commands while no rendezvous engine runs in this daemon.
-fn answer_without_rendezvous(commands: mpsc::Receiver<Command>) {
-    let spawned = std::thread::Builder::new().name("commands".into()).spawn(move || {
-        for command in commands {
-            match command {
-                Command::Connect { peer, reply } => {
-                    let _ = reply.send(Err(format!(
-                        "cannot connect to {peer}: this punchd keeps the public endpoint only (no rendezvous engine)"
-                    )));
-                }
+/// The keeper under the control socket: it knows the public endpoint; it cannot connect to peers (the
+/// rendezvous engine is not part of it).
+impl Controllable for ReflexiveKeeper {
+    fn command(&mut self, _now: Instant, command: Command) {
+        match command {
+            Command::Connect { peer, reply } => {
+                let _ = reply.send(Err(format!(
+                    "cannot connect to {peer}: this punchd keeps the public endpoint only (no rendezvous engine)"
+                )));
             }
         }
-    });
-    if let Err(e) = spawned {
-        log::warn!("control commands will go unanswered: {e}");
+    }
+
+    fn fill_status(&self, _now: Instant, status: &mut Status) {
+        status.reflexive = self.public();
     }
 }
 
@@ -154,10 +155,10 @@ pub fn run(settings: Settings) -> Result<i32> {
         s.local = Some(local);
         s.server = Some(server);
     }
-    let _control = control.map(|(server, commands)| {
-        answer_without_rendezvous(commands);
-        server
-    });
+    let (_control, commands) = match control {
+        Some((server, commands)) => (Some(server), Some(commands)),
+        None => (None, None),
+    };
 
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -171,7 +172,8 @@ pub fn run(settings: Settings) -> Result<i32> {
     // --once is bounded by the first transaction: an answer, an ICMP error or the schedule's end finishes it.
     // The margin covers the loop's own wake-ups; the deadline is a guard, the keeper's events come first.
     let once_deadline = started + retransmit.give_up_after() + Duration::from_secs(1);
-    let mut keeper = ReflexiveKeeper::new(config, started, seed);
+    let keeper = ReflexiveKeeper::new(config, started, seed);
+    let mut engine = Controlled::new(keeper, commands, Arc::clone(&snapshot));
 
     let mut driver = blocking::Driver::new(vec![socket])
         .context("setting up the punching socket")?
@@ -181,17 +183,9 @@ pub fn run(settings: Settings) -> Result<i32> {
         driver = driver.deadline(once_deadline);
     }
     let (once, json) = (settings.once, settings.json);
-    let exit = driver.run(&mut keeper, |notice| match notice {
+    let exit = driver.run(&mut engine, |notice| match notice {
         Notice::Event(ev) => {
             report(json, &ev, local);
-            {
-                let mut s = snapshot.lock().unwrap_or_else(|p| p.into_inner());
-                match &ev {
-                    Event::Discovered(p) | Event::Changed { new: p, .. } => s.reflexive = Some(*p),
-                    Event::ServerLost => s.reflexive = None,
-                    Event::Refused(_) => {}
-                }
-            }
             if once {
                 ControlFlow::Break(match ev {
                     Event::ServerLost => EXIT_NO_ANSWER,

@@ -6,11 +6,13 @@
 //! - `config`: flags and the TOML file merged into checked settings.
 //! - `daemon`: the socket, the loop, the status snapshot.
 //! - `control`: the control socket (server thread, client, default path) and its line protocol.
+//! - `controlled`: an engine under the control socket: commands in, status snapshot out.
 //! - `status`: the status schema the control socket serves.
 //! - `keys`: `genkey` and `pubkey`.
 
 mod config;
 mod control;
+mod controlled;
 mod daemon;
 mod exit;
 mod keys;
