@@ -119,11 +119,44 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The user id of the process at the other end (Linux SO_PEERCRED); `None` where unknown.
+#[cfg(target_os = "linux")]
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the size `len` says, and the descriptor is open for
+    // the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peer_uid(_stream: &UnixStream) -> Option<u32> {
+    None
+}
+
 fn accept_loop(listener: UnixListener, snapshot: Snapshot, commands: mpsc::Sender<Command>, stop: Arc<AtomicBool>) {
     let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((mut stream, _)) => {
+                let me = euid();
+                if let Some(uid) = peer_uid(&stream).filter(|&uid| uid != me && uid != 0) {
+                    // Mode 0600 already keeps other users out; this holds even if someone loosens the mode.
+                    log::warn!("control socket: refused a client of uid {uid}");
+                    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+                    let _ = write_line(&mut stream, &Response::error("not this daemon's user"));
+                    continue;
+                }
                 if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
                     let _ = write_line(&mut stream, &Response::error("too many control connections; try again"));
@@ -212,6 +245,13 @@ mod tests {
     use super::*;
     use crate::status::{PeerStatus, Status};
     use std::sync::Mutex;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn peer_credentials_name_our_user() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(peer_uid(&a), Some(euid()));
+    }
 
     #[test]
     fn answers() {
