@@ -253,6 +253,37 @@ mod tests {
         assert_eq!(peer_uid(&a), Some(euid()));
     }
 
+    /// Clients beyond the bound get one error line; those within it are served; the socket is 0600 and is
+    /// gone after the server is dropped.
+    #[test]
+    fn connections_are_bounded() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("punchd-control-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub").join("t.sock");
+        let snap: Snapshot = Arc::new(Mutex::new(Status::default()));
+        let (tx, _rx) = mpsc::channel();
+        let server = ControlServer::start(&path, snap, tx).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        let read_line = |s: &UnixStream| {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).unwrap();
+            serde_json::from_str::<Response>(&line).unwrap()
+        };
+        let idle: Vec<UnixStream> = (0..MAX_CONNECTIONS).map(|_| UnixStream::connect(&path).unwrap()).collect();
+        // The accept loop takes connections in order: the idle ones are counted before this one.
+        let extra = UnixStream::connect(&path).unwrap();
+        assert_eq!(read_line(&extra).error.as_deref(), Some("too many control connections; try again"));
+        let mut first = &idle[0];
+        first.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        assert!(read_line(first).ok);
+        drop(server);
+        assert!(std::fs::symlink_metadata(&path).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn answers() {
         let snap: Snapshot = Arc::new(Mutex::new(Status {
