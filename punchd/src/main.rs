@@ -1,215 +1,175 @@
-//! punchd: the peer daemon. This release owns the one punching socket (fixed port, never closed while it
-//! runs), learns its public endpoint from stund, keeps the NAT mapping alive and reports when it moves.
-//! Rendezvous, punching and the tunnel build on this loop in later releases. Flags, output and exit codes:
-//! docs/punchd.md and `--help`.
+//! punchd: the peer daemon. It owns the one punching socket (fixed port, never closed while it runs), learns
+//! its public endpoint from stund and keeps the NAT mapping alive; with `--peer-id` it also carries the peer's
+//! identity (an X25519 key, the configured peers) and serves a control socket for `punchd status`.
+//! Rendezvous and punching join the same loop. Flags, output and exit codes: docs/punchd.md and `--help`.
+//!
+//! - `config`: flags and the TOML file merged into checked settings.
+//! - `daemon`: the socket, the loop, the status snapshot.
+//! - `control`: the control socket (server thread, client, default path) and its line protocol.
+//! - `controlled`: an engine under the control socket: commands in, status snapshot out.
+//! - `status`: the status schema the control socket serves.
+//! - `keys`: `genkey` and `pubkey`.
 
-use anyhow::{anyhow, bail, Context, Result};
-use clap::Parser;
-use holepunch::io::{self, blocking, Exit, Family, Notice, ResolveError};
-use holepunch::net::{unspecified_like, Retransmit};
-use holepunch::punch::{Event, KeeperConfig, ReflexiveKeeper};
+mod config;
+mod control;
+mod controlled;
+mod daemon;
+mod exit;
+mod keys;
+mod status;
+
+use clap::{Args, Parser, Subcommand};
+use config::{DaemonArgs, Settings};
+use exit::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE};
+use holepunch::io::KeyFileError;
 use holepunch::text::escape_controls;
-use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::ops::ControlFlow;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Longest a single blocking read waits, so a shutdown signal is noticed promptly.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
-
-/// Exit codes (docs/punchd.md).
-const EXIT_OK: i32 = 0;
-const EXIT_RUNTIME: i32 = 1;
-const EXIT_NO_ANSWER: i32 = 2;
-const EXIT_REFUSED: i32 = 3;
-const EXIT_USAGE: i32 = 4;
+use std::path::PathBuf;
 
 const AFTER_HELP: &str = "\
 Examples:
   punchd --server stun.example.net:3478
   punchd --server 203.0.113.10 --port 7000 --keepalive 5s --json
   punchd --server 203.0.113.10 --once        # print the public endpoint and exit
+  punchd genkey > alice.key                  # a new secret key, file mode 0600
+  punchd pubkey < alice.key                  # its public key, to give to the other peers
+  punchd --peer-id alice --server stun.example.net --secret-file net.secret --key alice.key \\
+         --peer bob=PUBKEY --connect bob
+  punchd status --peer-id alice [--json]
 
 Exit codes:
-  0  --once: the public endpoint was learned and printed; without --once: stopped by SIGINT/SIGTERM
-  1  runtime error (cannot resolve the server, cannot bind the port, socket failure)
+  0  --once: the public endpoint was learned and printed; without --once: stopped by SIGINT/SIGTERM;
+     genkey, pubkey, status: done
+  1  runtime error (cannot resolve the server, cannot bind the port, socket failure, control socket in use
+     or unreachable, key or secret file missing, malformed or readable by others, malformed key on stdin)
   2  --once: the server did not answer (silence for the whole retransmission schedule, or ICMP port
      unreachable)
   3  --once: the server answered, but without a usable public endpoint (an error response, no mapped address,
      an unusable one such as 0.0.0.0:0 or a broadcast address, or unknown comprehension-required attributes)
-  4  usage error (bad flag or value, e.g. --rto 0s)
+  4  usage error (bad flag or value, e.g. --rto 0s; bad config file; unknown or duplicate peer)
 
 --once ends within one transaction's give-up time, --rto x (2^(retries-1) - 1 + 16): 39.5 s with the defaults.
-See docs/punchd.md for the output lines and the JSON events.";
+See docs/punchd.md for the output lines, the JSON events and the control socket's schema.";
 
 #[derive(Parser, Debug)]
 #[command(
     version,
     about = "holepunch peer daemon: keeps one UDP socket's public endpoint known and its NAT mapping alive",
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
 )]
-struct Args {
-    /// STUN server (our stund or any RFC 5389 server), HOST[:PORT], default port 3478 (port 0 is refused).
-    #[arg(long)]
-    server: String,
-    /// Local UDP port of the punching socket.
-    #[arg(long, default_value_t = 6666)]
-    port: u16,
-    /// Local address to bind (default: all addresses of the server's family).
-    #[arg(long)]
-    bind: Option<IpAddr>,
-    /// Interval between keepalives (humantime: 3s, 500ms, 1m); at least 100ms.
-    #[arg(long, default_value = "3s", value_parser = parse_keepalive)]
-    keepalive: Duration,
-    /// Initial retransmission timeout of each request (RFC 8489 RTO); at least 1ms.
-    #[arg(long, default_value = "500ms", value_parser = parse_rto)]
-    rto: Duration,
-    /// Requests sent per transaction before the server counts as lost (RFC 8489 Rc).
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=Retransmit::MAX_RC as i64))]
-    retries: u32,
-    /// Print the public endpoint once and exit 0; exit 2 when the server does not answer, 3 when its answer
-    /// is unusable (see Exit codes below).
-    #[arg(long)]
-    once: bool,
-    /// One JSON object per line instead of text.
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print a new secret key (base64, as `wg genkey`); `punchd genkey > alice.key` makes the file mode 0600.
+    Genkey,
+    /// Read a secret key on standard input and print its public key (as `wg pubkey`).
+    Pubkey,
+    /// Show a running daemon's peers and paths, through its control socket.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The daemon's peer id (finds its default control socket).
+    #[arg(long, value_name = "NAME")]
+    peer_id: Option<String>,
+    /// The daemon's control socket (overrides --peer-id).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// The daemon's config file (its `peer_id` and `control`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The status as one JSON object (schema: docs/punchd.md).
     #[arg(long)]
     json: bool,
 }
 
-/// A duration flag of at least `min`: zero would turn the schedule into a busy loop of requests.
-fn at_least(s: &str, min: Duration, label: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d < min {
-        return Err(format!("must be at least {label}"));
-    }
-    Ok(d)
+/// How long `punchd status` waits for the daemon.
+#[cfg(unix)]
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An error with the exit code it ends the process with.
+struct Failure(i32, anyhow::Error);
+
+fn usage(e: anyhow::Error) -> Failure {
+    Failure(EXIT_USAGE, e)
 }
 
-fn parse_rto(s: &str) -> Result<Duration, String> {
-    at_least(s, Duration::from_millis(1), "1ms")
+fn runtime(e: anyhow::Error) -> Failure {
+    Failure(EXIT_RUNTIME, e)
 }
 
-fn parse_keepalive(s: &str) -> Result<Duration, String> {
-    at_least(s, Duration::from_millis(100), "100ms")
-}
-
-/// The server's address: of `--bind`'s family when given, else IPv4 first (as stunclient prefers), so the
-/// endpoint punchd keeps is the one stunclient diagnosed. The resolver gets as long as one request would.
-fn resolve(server: &str, family_of: Option<IpAddr>, limit: Duration) -> Result<SocketAddr> {
-    let (host, port) = io::parse_host_port(server).map_err(|e| anyhow!("--server: {e}"))?;
-    let family = family_of.map_or(Family::Any, Family::of);
-    let addrs = io::resolve(&host, port, family, limit).map_err(|e| match (e, family_of) {
-        (ResolveError::NoAddressOfFamily { .. }, Some(ip)) => {
-            anyhow!("--server {server:?} has no address of the family of --bind {ip}")
-        }
-        (e, _) => anyhow!("--server: {e}"),
-    })?;
-    addrs.first().copied().with_context(|| format!("--server {server:?} resolved to no address"))
-}
-
-fn bind(args: &Args, server: SocketAddr) -> Result<UdpSocket> {
-    let ip = args.bind.unwrap_or(unspecified_like(server.ip()));
-    if ip.is_ipv4() != server.is_ipv4() {
-        bail!("--bind {ip} and server {server} are of different address families");
-    }
-    let local = SocketAddr::new(ip, args.port);
-    UdpSocket::bind(local).map_err(|e| match e.kind() {
-        ErrorKind::AddrInUse => anyhow::anyhow!("UDP {local} is in use (another punchd? choose --port)"),
-        ErrorKind::PermissionDenied => {
-            anyhow::anyhow!("not allowed to bind UDP {local} (ports below 1024 need privileges)")
-        }
-        _ => anyhow::anyhow!("cannot bind UDP {local}: {e}"),
-    })
-}
-
-fn report(json: bool, event: &Event, local: SocketAddr) {
-    let line = match (json, event) {
-        (true, Event::Refused(r)) => serde_json::json!({"event": "refused", "reason": r.to_string()}).to_string(),
-        // The reason carries the server's text: escaped, so it cannot drive the terminal or forge lines.
-        (false, Event::Refused(r)) => {
-            format!("server answered without a usable public endpoint: {}", escape_controls(&r.to_string()))
-        }
-        (true, Event::Discovered(p)) => {
-            serde_json::json!({"event": "discovered", "public": p.to_string(), "local": local.to_string()}).to_string()
-        }
-        (true, Event::Changed { old, new }) => {
-            serde_json::json!({"event": "changed", "old": old.to_string(), "public": new.to_string(), "local": local.to_string()})
-                .to_string()
-        }
-        (true, Event::ServerLost) => serde_json::json!({"event": "server-lost"}).to_string(),
-        (false, Event::Discovered(p)) => format!("public endpoint {p} (local {local})"),
-        (false, Event::Changed { old, new }) => format!("public endpoint changed: {old} -> {new} (local {local})"),
-        (false, Event::ServerLost) => "server does not answer: public endpoint unknown".to_string(),
+#[cfg(unix)]
+fn status(args: StatusArgs) -> Result<i32, Failure> {
+    use config::FileConfig;
+    use holepunch::signal::PeerName;
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p).map_err(usage)?,
+        None => FileConfig::default(),
     };
-    println!("{line}");
+    let path = match (args.control.or(file.control), args.peer_id.or(file.peer_id)) {
+        (Some(path), _) => path,
+        (None, Some(id)) => {
+            let name = PeerName::new(&id).map_err(|e| usage(anyhow::anyhow!("--peer-id {id:?}: {e}")))?;
+            control::path::default_path(&name)
+        }
+        (None, None) => return Err(usage(anyhow::anyhow!("status needs --peer-id NAME or --control PATH"))),
+    };
+    let response = control::request(&path, &control::Request::Status, STATUS_TIMEOUT).map_err(runtime)?;
+    let Some(status) = response.status.filter(|_| response.ok) else {
+        let why = response.error.unwrap_or_else(|| "no status in the answer".into());
+        return Err(runtime(anyhow::anyhow!("the daemon answered: {}", escape_controls(&why))));
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&status).map_err(|e| runtime(e.into()))?);
+    } else {
+        for line in status.render().lines() {
+            println!("{}", escape_controls(line));
+        }
+    }
+    Ok(EXIT_OK)
 }
 
-fn run(args: Args) -> Result<i32> {
-    let retransmit = Retransmit { rto: args.rto, rc: args.retries, ..Retransmit::default() };
-    let server = resolve(&args.server, args.bind, retransmit.give_up_after())?;
-    let socket = bind(&args, server)?;
-    let local = socket.local_addr().context("local address of the socket")?;
-    log::info!("punching socket bound on {local}; tracking public endpoint via {server}");
+#[cfg(not(unix))]
+fn status(_args: StatusArgs) -> Result<i32, Failure> {
+    Err(runtime(anyhow::anyhow!(
+        "punchd status: the control socket is Unix-only for now (a named pipe on Windows is not built yet)"
+    )))
+}
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("installing signal handler")?;
-    }
-    let seed = holepunch::io::os_seed()?;
-    let mut config = KeeperConfig::new(local, server);
-    config.keepalive = args.keepalive;
-    config.retransmit = retransmit;
-    let started = Instant::now();
-    // --once is bounded by the first transaction: an answer, an ICMP error or the schedule's end finishes it.
-    // The margin covers the loop's own wake-ups; the deadline is a guard, the keeper's events come first.
-    let once_deadline = started + retransmit.give_up_after() + Duration::from_secs(1);
-    let mut keeper = ReflexiveKeeper::new(config, started, seed);
-
-    let mut driver = blocking::Driver::new(vec![socket])
-        .context("setting up the punching socket")?
-        .stop_flag(shutdown)
-        .wake_every(SHUTDOWN_POLL);
-    if args.once {
-        driver = driver.deadline(once_deadline);
-    }
-    let exit = driver.run(&mut keeper, |notice| match notice {
-        Notice::Event(ev) => {
-            report(args.json, &ev, local);
-            if args.once {
-                ControlFlow::Break(match ev {
-                    Event::ServerLost => EXIT_NO_ANSWER,
-                    Event::Refused(_) => EXIT_REFUSED,
-                    Event::Discovered(_) | Event::Changed { .. } => EXIT_OK,
-                })
-            } else {
-                ControlFlow::Continue(())
-            }
-        }
-        Notice::SendFailed { transmit, error } => {
-            // A transient route error must not end the daemon: the retransmission schedule retries.
-            log::warn!("send to {} failed: {error}", transmit.dst);
-            ControlFlow::Continue(())
+fn daemon(args: DaemonArgs) -> Result<i32, Failure> {
+    let settings = Settings::from_args(args).map_err(|e| {
+        // A key or secret file is found wanting when it is read: a runtime error like a busy port. The rest
+        // is what the user typed.
+        if e.downcast_ref::<KeyFileError>().is_some() {
+            runtime(e)
+        } else {
+            usage(e)
         }
     })?;
-    match exit {
-        Exit::Done(code) => return Ok(code),
-        Exit::Deadline => {
-            report(args.json, &Event::ServerLost, local);
-            return Ok(EXIT_NO_ANSWER);
-        }
-        Exit::Stopped => {}
+    daemon::run(settings).map_err(runtime)
+}
+
+fn run(cli: Cli) -> Result<i32, Failure> {
+    match cli.command {
+        Some(Cmd::Genkey) => keys::genkey().map(|()| EXIT_OK).map_err(runtime),
+        Some(Cmd::Pubkey) => keys::pubkey().map(|()| EXIT_OK).map_err(runtime),
+        Some(Cmd::Status(args)) => status(args),
+        None => daemon(cli.daemon),
     }
-    log::info!("shutting down");
-    Ok(EXIT_OK)
 }
 
 /// Parse the flags; a usage error is one line on stderr and exit 4 (clap's own exit code 2 would read as
 /// "no answer" to a script using --once).
-fn parse_args() -> Args {
-    match Args::try_parse() {
-        Ok(args) => args,
+fn parse_args() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
             e.exit()
         }
@@ -235,36 +195,12 @@ fn main() {
             writeln!(buf, "[{ts} {:<5} {}] {}", record.level(), record.target(), escape_controls(&msg))
         })
         .init();
-    let args = parse_args();
-    match run(args) {
+    let cli = parse_args();
+    match run(cli) {
         Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("punchd: {e:#}");
-            std::process::exit(EXIT_RUNTIME);
+        Err(Failure(code, e)) => {
+            eprintln!("punchd: {}", escape_controls(&format!("{e:#}")));
+            std::process::exit(code);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMIT: Duration = Duration::from_secs(5);
-
-    #[test]
-    fn server_forms_and_family() {
-        assert_eq!(resolve("127.0.0.1", None, LIMIT).unwrap(), "127.0.0.1:3478".parse().unwrap());
-        assert_eq!(resolve("[::1]:7", None, LIMIT).unwrap(), "[::1]:7".parse().unwrap());
-        assert_eq!(resolve("::1", None, LIMIT).unwrap(), "[::1]:3478".parse().unwrap());
-        let v4 = resolve("localhost:9", Some("0.0.0.0".parse().unwrap()), LIMIT).unwrap();
-        assert_eq!(v4, "127.0.0.1:9".parse().unwrap());
-        let e = resolve("::1", Some("127.0.0.1".parse().unwrap()), LIMIT).unwrap_err();
-        assert_eq!(e.to_string(), "--server \"::1\" has no address of the family of --bind 127.0.0.1");
-    }
-
-    #[test]
-    fn port_zero_is_refused() {
-        let e = resolve("127.0.0.1:0", None, LIMIT).unwrap_err();
-        assert!(e.to_string().starts_with("--server: port 0"), "{e}");
     }
 }

@@ -1,0 +1,463 @@
+//! The daemon's flags (clap) and its TOML config file, merged into one [`Settings`]: flag > config file >
+//! default, as stund does. Every value is checked here, before a file or socket is opened, and a bad one is
+//! one line naming the flag (or the config key) it came from.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use holepunch::identity::{PublicKey, SecretKey};
+use holepunch::io::{read_network_secret, read_secret_key, NetworkSecret};
+use holepunch::net::Retransmit;
+use holepunch::signal::PeerName;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_PORT: u16 = 6666;
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(3);
+pub const DEFAULT_RTO: Duration = Duration::from_millis(500);
+pub const DEFAULT_RETRIES: u32 = 7;
+/// Most configured peers: each costs a line of status and a slot in the punch engine.
+pub const MAX_PEERS: usize = 256;
+/// Longest config file read (a bound against `--config /dev/zero`).
+const MAX_CONFIG_LEN: u64 = 1 << 20;
+
+/// The daemon's flags (`punchd [FLAGS]`, no subcommand).
+#[derive(Args, Debug, Default, Clone)]
+pub struct DaemonArgs {
+    /// STUN / rendezvous server (our stund or any RFC 5389 server), HOST[:PORT], default port 3478 (port 0 is
+    /// refused). Required, here or in the config file.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Local UDP port of the punching socket [default: 6666].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Local address to bind (default: all addresses of the server's family).
+    #[arg(long, value_name = "IP")]
+    pub bind: Option<IpAddr>,
+    /// Interval between keepalives (humantime: 3s, 500ms, 1m); at least 100ms [default: 3s].
+    #[arg(long, value_parser = parse_keepalive)]
+    pub keepalive: Option<Duration>,
+    /// Initial retransmission timeout of each request (RFC 8489 RTO); at least 1ms [default: 500ms].
+    #[arg(long, value_parser = parse_rto)]
+    pub rto: Option<Duration>,
+    /// Requests sent per transaction before the server counts as lost (RFC 8489 Rc), 1-64 [default: 7].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=Retransmit::MAX_RC as i64))]
+    pub retries: Option<u32>,
+    /// Print the public endpoint once and exit 0; exit 2 when the server does not answer, 3 when its answer
+    /// is unusable (see Exit codes below).
+    #[arg(long)]
+    pub once: bool,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// This peer's name at the rendezvous (1-32 of A-Z a-z 0-9 . _ -). Turns on peer mode: needs --key and
+    /// --secret-file.
+    #[arg(long, value_name = "NAME")]
+    pub peer_id: Option<String>,
+    /// This peer's secret key file (`punchd genkey > alice.key`), mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The rendezvous network secret shared with the server and the other peers (at least 16 bytes), mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// A peer this one accepts, NAME=PUBKEY (base64, `punchd pubkey`); repeatable, added to the config file's.
+    #[arg(long = "peer", value_name = "NAME=PUBKEY")]
+    pub peers: Vec<String>,
+    /// Connect to this configured peer at start; repeatable, added to the config file's.
+    #[arg(long = "connect", value_name = "NAME")]
+    pub connect: Vec<String>,
+    /// The control socket `punchd status` talks to [default: per peer id, see docs/punchd.md].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// TOML config file with the same settings (snake_case keys, `[[peer]]` tables); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file: the daemon's flags in snake_case, peers as `[[peer]] name = "bob"  key = "..."`. Relative
+/// paths are relative to the config file's directory.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: Option<String>,
+    pub port: Option<u16>,
+    pub bind: Option<IpAddr>,
+    pub keepalive: Option<String>,
+    pub rto: Option<String>,
+    pub retries: Option<u32>,
+    pub json: Option<bool>,
+    pub peer_id: Option<String>,
+    pub key: Option<PathBuf>,
+    pub secret_file: Option<PathBuf>,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<FilePeer>,
+    #[serde(default)]
+    pub connect: Vec<String>,
+    pub control: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FilePeer {
+    pub name: String,
+    pub key: String,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        use std::io::Read as _;
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_LEN + 1)
+            .read_to_string(&mut text)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if text.len() as u64 > MAX_CONFIG_LEN {
+            bail!("{} is longer than {MAX_CONFIG_LEN} bytes", path.display());
+        }
+        let mut cfg: FileConfig = toml::from_str(&text).map_err(|e| {
+            let msg = e.message().trim().replace('\n', " ");
+            anyhow!("{}: {msg}", path.display())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.key, &mut cfg.secret_file, &mut cfg.control].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// A peer this one accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: PeerName,
+    pub key: PublicKey,
+}
+
+/// Peer mode: who this peer is and whom it accepts.
+#[derive(Debug)]
+pub struct Identity {
+    pub name: PeerName,
+    pub key: SecretKey,
+    /// Named in errors about the key (e.g. a configured peer with our own key).
+    #[allow(dead_code)]
+    pub key_file: PathBuf,
+    /// The rendezvous engine's key material (read here so a bad file is refused at start).
+    #[allow(dead_code)]
+    pub secret: NetworkSecret,
+    pub peers: Vec<Peer>,
+    /// Peers to connect to at start, each one of `peers`.
+    pub connect: Vec<PeerName>,
+}
+
+/// Everything the daemon needs, merged and checked.
+#[derive(Debug)]
+pub struct Settings {
+    pub server: String,
+    pub port: u16,
+    pub bind: Option<IpAddr>,
+    pub keepalive: Duration,
+    pub retransmit: Retransmit,
+    pub once: bool,
+    pub json: bool,
+    /// Peer mode; `None` is keeper mode (the public endpoint only).
+    pub identity: Option<Identity>,
+    /// The control socket's path given by `--control` (peer mode picks a default when absent).
+    pub control: Option<PathBuf>,
+}
+
+/// The values without their files read: checked by [`Settings::merge`], read by [`Settings::load`].
+struct Plan {
+    settings: Settings,
+    peer: Option<PeerPlan>,
+}
+
+/// Peer mode before its files are read.
+struct PeerPlan {
+    name: PeerName,
+    key_file: PathBuf,
+    secret_file: PathBuf,
+    peers: Vec<Peer>,
+    connect: Vec<PeerName>,
+}
+
+impl Settings {
+    /// Flags and config file merged, every value checked, then the key and secret files read.
+    pub fn from_args(args: DaemonArgs) -> Result<Settings> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        Self::load(args, file)
+    }
+
+    pub fn load(args: DaemonArgs, file: FileConfig) -> Result<Settings> {
+        let Plan { mut settings, peer } = Self::merge(args, file)?;
+        if let Some(PeerPlan { name, key_file, secret_file, peers, connect }) = peer {
+            let key = read_secret_key(&key_file)?;
+            let own = key.public();
+            if let Some(p) = peers.iter().find(|p| p.key == own) {
+                bail!("--peer {}: that is this peer's own public key ({})", p.name, key_file.display());
+            }
+            let secret = read_network_secret(&secret_file)?;
+            settings.identity = Some(Identity { name, key, key_file, secret, peers, connect });
+        }
+        Ok(settings)
+    }
+
+    fn merge(args: DaemonArgs, file: FileConfig) -> Result<Plan> {
+        let Some(server) = args.server.or(file.server) else {
+            // clap's wording, from when the flag was required on the command line (scripts may match it).
+            bail!("the following required arguments were not provided: --server <SERVER>");
+        };
+        let keepalive = match (args.keepalive, file.keepalive) {
+            (Some(d), _) => d,
+            (None, Some(s)) => parse_keepalive(&s).map_err(|e| anyhow!("keepalive {s:?} in the config file: {e}"))?,
+            (None, None) => DEFAULT_KEEPALIVE,
+        };
+        let rto = match (args.rto, file.rto) {
+            (Some(d), _) => d,
+            (None, Some(s)) => parse_rto(&s).map_err(|e| anyhow!("rto {s:?} in the config file: {e}"))?,
+            (None, None) => DEFAULT_RTO,
+        };
+        let retries = args.retries.or(file.retries).unwrap_or(DEFAULT_RETRIES);
+        if !(1..=Retransmit::MAX_RC).contains(&retries) {
+            bail!("retries {retries} in the config file is not in 1..={}", Retransmit::MAX_RC);
+        }
+        let settings = Settings {
+            server,
+            port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
+            bind: args.bind.or(file.bind),
+            keepalive,
+            retransmit: Retransmit { rto, rc: retries, ..Retransmit::default() },
+            once: args.once,
+            json: args.json || file.json.unwrap_or(false),
+            identity: None,
+            control: args.control.or(file.control),
+        };
+
+        let mut peers = Vec::new();
+        for text in &args.peers {
+            peers.push(parse_peer_flag(text)?);
+        }
+        for p in &file.peers {
+            let name =
+                PeerName::new(&p.name).map_err(|e| anyhow!("[[peer]] name {:?} in the config file: {e}", p.name))?;
+            let key = PublicKey::from_base64(&p.key)
+                .map_err(|e| anyhow!("[[peer]] {name} in the config file: bad public key: {e}"))?;
+            peers.push(Peer { name, key });
+        }
+        let connect_texts: Vec<&String> = args.connect.iter().chain(&file.connect).collect();
+
+        let Some(id_text) = args.peer_id.or(file.peer_id) else {
+            for (given, flag) in [
+                (args.key.is_some() || file.key.is_some(), "--key"),
+                (args.secret_file.is_some() || file.secret_file.is_some(), "--secret-file"),
+                (!peers.is_empty(), "--peer"),
+                (!connect_texts.is_empty(), "--connect"),
+            ] {
+                if given {
+                    bail!("{flag} needs --peer-id NAME");
+                }
+            }
+            if settings.once && settings.control.is_some() {
+                bail!("--control does not go with --once (a one-shot check serves no status)");
+            }
+            return Ok(Plan { settings, peer: None });
+        };
+        if settings.once {
+            bail!("--once is the public-endpoint check; it does not go with --peer-id");
+        }
+        let name = PeerName::new(&id_text).map_err(|e| anyhow!("--peer-id {id_text:?}: {e}"))?;
+        let Some(key_file) = args.key.or(file.key) else {
+            bail!("--peer-id needs --key FILE (create one: punchd genkey > {name}.key)");
+        };
+        let Some(secret_file) = args.secret_file.or(file.secret_file) else {
+            bail!("--peer-id needs --secret-file FILE (the network secret shared with the server)");
+        };
+        check_peers(&name, &peers)?;
+        let mut connect: Vec<PeerName> = Vec::new();
+        for text in connect_texts {
+            let Some(p) = peers.iter().find(|p| p.name.as_str() == text.as_str()) else {
+                bail!("--connect {text}: not a configured peer (add --peer {text}=PUBKEY)");
+            };
+            if !connect.contains(&p.name) {
+                connect.push(p.name.clone());
+            }
+        }
+        Ok(Plan { settings, peer: Some(PeerPlan { name, key_file, secret_file, peers, connect }) })
+    }
+}
+
+/// `NAME=PUBKEY`.
+fn parse_peer_flag(text: &str) -> Result<Peer> {
+    let Some((name, key)) = text.split_once('=') else {
+        bail!("--peer {text:?}: expected NAME=PUBKEY");
+    };
+    let name = PeerName::new(name.trim()).map_err(|e| anyhow!("--peer {text:?}: {e}"))?;
+    // base64 ends with '=' padding: split at the first '=' only, so the key keeps its own.
+    let key = PublicKey::from_base64(key).map_err(|e| anyhow!("--peer {name}: bad public key: {e}"))?;
+    Ok(Peer { name, key })
+}
+
+/// No name or key twice, not ourselves, not too many.
+fn check_peers(own: &PeerName, peers: &[Peer]) -> Result<()> {
+    if peers.len() > MAX_PEERS {
+        bail!("{} peers configured; at most {MAX_PEERS}", peers.len());
+    }
+    let mut by_key: HashMap<PublicKey, &PeerName> = HashMap::new();
+    for (i, p) in peers.iter().enumerate() {
+        if &p.name == own {
+            bail!("--peer {own}: that is this peer's own name (--peer-id)");
+        }
+        if peers[..i].iter().any(|q| q.name == p.name) {
+            bail!("--peer {}: configured twice", p.name);
+        }
+        if let Some(other) = by_key.insert(p.key, &p.name) {
+            bail!("--peer {}: same key as peer {other}", p.name);
+        }
+    }
+    Ok(())
+}
+
+/// A duration flag of at least `min`: zero would turn the schedule into a busy loop of requests.
+fn at_least(s: &str, min: Duration, label: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < min {
+        return Err(format!("must be at least {label}"));
+    }
+    Ok(d)
+}
+
+pub fn parse_rto(s: &str) -> Result<Duration, String> {
+    at_least(s, Duration::from_millis(1), "1ms")
+}
+
+pub fn parse_keepalive(s: &str) -> Result<Duration, String> {
+    at_least(s, Duration::from_millis(100), "100ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: DaemonArgs,
+    }
+
+    fn args(list: &[&str]) -> DaemonArgs {
+        T::try_parse_from(std::iter::once("punchd").chain(list.iter().copied())).unwrap().a
+    }
+
+    fn key(seed: u8) -> String {
+        SecretKey::from_seed([seed; 32]).public().to_base64()
+    }
+
+    fn merge_err(list: &[&str], file: &str) -> String {
+        let file: FileConfig = toml::from_str(file).unwrap();
+        match Settings::merge(args(list), file) {
+            Ok(_) => panic!("{list:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn keeper_mode_defaults() {
+        let p = Settings::merge(args(&["--server", "127.0.0.1"]), FileConfig::default()).unwrap();
+        assert!(p.peer.is_none());
+        let s = p.settings;
+        assert_eq!((s.port, s.keepalive, s.retransmit.rto, s.retransmit.rc), (6666, DEFAULT_KEEPALIVE, DEFAULT_RTO, 7));
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let file: FileConfig = toml::from_str(&format!(
+            "server = \"a.example\"\nport = 7000\nkeepalive = \"5s\"\npeer_id = \"alice\"\nkey = \"k\"\n\
+             secret_file = \"s\"\nconnect = [\"bob\"]\n[[peer]]\nname = \"bob\"\nkey = \"{}\"\n",
+            key(2)
+        ))
+        .unwrap();
+        let p =
+            Settings::merge(args(&["--server", "b.example", "--peer", &format!("carol={}", key(3))]), file).unwrap();
+        assert_eq!(p.settings.server, "b.example");
+        assert_eq!(p.settings.port, 7000);
+        assert_eq!(p.settings.keepalive, Duration::from_secs(5));
+        let PeerPlan { name, peers, connect, .. } = p.peer.unwrap();
+        assert_eq!(name.as_str(), "alice");
+        assert_eq!(peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["carol", "bob"]);
+        assert_eq!(connect[0].as_str(), "bob");
+    }
+
+    #[test]
+    fn validation_errors_are_one_line() {
+        let b = key(2);
+        let peer_mode = ["--server", "x", "--peer-id", "alice", "--key", "k", "--secret-file", "s"];
+        let with = |extra: &[&str]| -> Vec<String> { peer_mode.iter().chain(extra).map(|s| s.to_string()).collect() };
+        let cases: Vec<(Vec<String>, &str)> = vec![
+            (with(&["--connect", "carol"]), "--connect carol: not a configured peer (add --peer carol=PUBKEY)"),
+            (
+                with(&["--peer", &format!("bob={b}"), "--peer", &format!("bob={}", key(3))]),
+                "--peer bob: configured twice",
+            ),
+            (
+                with(&["--peer", &format!("bob={b}"), "--peer", &format!("carol={b}")]),
+                "--peer carol: same key as peer bob",
+            ),
+            (with(&["--peer", &format!("alice={b}")]), "--peer alice: that is this peer's own name (--peer-id)"),
+            (with(&["--peer", "bob=nokey"]), "--peer bob: bad public key: not base64"),
+            (with(&["--peer", "bob"]), "--peer \"bob\": expected NAME=PUBKEY"),
+            (with(&["--peer", "b b=x"]), "may hold ASCII letters"),
+            (with(&["--once"]), "--once is the public-endpoint check"),
+            (vec!["--server".into(), "x".into(), "--peer-id".into(), "alice".into()], "--peer-id needs --key FILE"),
+            (vec!["--server".into(), "x".into(), "--connect".into(), "bob".into()], "--connect needs --peer-id NAME"),
+            (vec!["--peer-id".into(), "alice".into()], "required arguments were not provided: --server <SERVER>"),
+        ];
+        for (list, want) in cases {
+            let list: Vec<&str> = list.iter().map(String::as_str).collect();
+            let e = merge_err(&list, "");
+            assert!(e.starts_with(want) || e.contains(want), "{list:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        assert!(merge_err(&["--server", "x"], "keepalive = \"0s\"").contains("must be at least 100ms"));
+        assert!(merge_err(&["--server", "x"], "retries = 0").contains("retries 0"));
+    }
+
+    #[test]
+    fn own_key_as_a_peer_is_refused() {
+        let dir = std::env::temp_dir().join(format!("punchd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let k = SecretKey::from_seed([7; 32]);
+        let (kf, sf) = (dir.join("a.key"), dir.join("net.secret"));
+        std::fs::write(&kf, k.to_base64()).unwrap();
+        std::fs::write(&sf, "0123456789abcdef0123").unwrap();
+        #[cfg(unix)]
+        for f in [&kf, &sf] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let own = format!("bob={}", k.public().to_base64());
+        let list = [
+            "--server",
+            "x",
+            "--peer-id",
+            "alice",
+            "--key",
+            kf.to_str().unwrap(),
+            "--secret-file",
+            sf.to_str().unwrap(),
+        ];
+        let mut bad: Vec<&str> = list.to_vec();
+        bad.extend(["--peer", own.as_str()]);
+        let e = Settings::load(args(&bad), FileConfig::default()).unwrap_err().to_string();
+        assert!(e.starts_with("--peer bob: that is this peer's own public key"), "{e}");
+        let s = Settings::load(args(&list), FileConfig::default()).unwrap();
+        assert_eq!(s.identity.unwrap().key.public(), k.public());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,242 @@
+//! The daemon: binds the one punching socket, keeps its public endpoint known and its NAT mapping alive
+//! (holepunch::punch::ReflexiveKeeper), and serves the control socket from a shared status snapshot.
+//! The rendezvous and punching engines join this loop as one node (an engine that is `Controllable`, in place
+//! of the keeper); until then `connect` requests are answered as not available.
+
+use crate::config::Settings;
+use crate::control::{self, Command};
+use crate::controlled::{Controllable, Controlled};
+use crate::exit::{EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED};
+use crate::status::{PeerStatus, Snapshot, Status};
+use anyhow::{anyhow, bail, Context, Result};
+use holepunch::io::{self, blocking, Exit, Family, Notice, ResolveError};
+use holepunch::net::unspecified_like;
+use holepunch::punch::{Event, KeeperConfig, ReflexiveKeeper};
+use holepunch::text::escape_controls;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest a single blocking read waits, so a shutdown signal is noticed promptly.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+
+/// The server's address: of `--bind`'s family when given, else IPv4 first (as stunclient prefers), so the
+/// endpoint punchd keeps is the one stunclient diagnosed. The resolver gets as long as one request would.
+pub fn resolve(server: &str, family_of: Option<IpAddr>, limit: Duration) -> Result<SocketAddr> {
+    let (host, port) = io::parse_host_port(server).map_err(|e| anyhow!("--server: {e}"))?;
+    let family = family_of.map_or(Family::Any, Family::of);
+    let addrs = io::resolve(&host, port, family, limit).map_err(|e| match (e, family_of) {
+        (ResolveError::NoAddressOfFamily { .. }, Some(ip)) => {
+            anyhow!("--server {server:?} has no address of the family of --bind {ip}")
+        }
+        (e, _) => anyhow!("--server: {e}"),
+    })?;
+    addrs.first().copied().with_context(|| format!("--server {server:?} resolved to no address"))
+}
+
+fn bind(settings: &Settings, server: SocketAddr) -> Result<UdpSocket> {
+    let ip = settings.bind.unwrap_or(unspecified_like(server.ip()));
+    if ip.is_ipv4() != server.is_ipv4() {
+        bail!("--bind {ip} and server {server} are of different address families");
+    }
+    let local = SocketAddr::new(ip, settings.port);
+    UdpSocket::bind(local).map_err(|e| match e.kind() {
+        ErrorKind::AddrInUse => anyhow!("UDP {local} is in use (another punchd? choose --port)"),
+        ErrorKind::PermissionDenied => anyhow!("not allowed to bind UDP {local} (ports below 1024 need privileges)"),
+        _ => anyhow!("cannot bind UDP {local}: {e}"),
+    })
+}
+
+fn report(json: bool, event: &Event, local: SocketAddr) {
+    let line = match (json, event) {
+        (true, Event::Refused(r)) => serde_json::json!({"event": "refused", "reason": r.to_string()}).to_string(),
+        // The reason carries the server's text: escaped, so it cannot drive the terminal or forge lines.
+        (false, Event::Refused(r)) => {
+            format!("server answered without a usable public endpoint: {}", escape_controls(&r.to_string()))
+        }
+        (true, Event::Discovered(p)) => {
+            serde_json::json!({"event": "discovered", "public": p.to_string(), "local": local.to_string()}).to_string()
+        }
+        (true, Event::Changed { old, new }) => {
+            serde_json::json!({"event": "changed", "old": old.to_string(), "public": new.to_string(), "local": local.to_string()})
+                .to_string()
+        }
+        (true, Event::ServerLost) => serde_json::json!({"event": "server-lost"}).to_string(),
+        (false, Event::Discovered(p)) => format!("public endpoint {p} (local {local})"),
+        (false, Event::Changed { old, new }) => format!("public endpoint changed: {old} -> {new} (local {local})"),
+        (false, Event::ServerLost) => "server does not answer: public endpoint unknown".to_string(),
+    };
+    println!("{line}");
+}
+
+/// The status before anything is known: identity and configured peers.
+fn initial_status(settings: &Settings) -> Status {
+    let mut s = Status::default();
+    if let Some(id) = &settings.identity {
+        s.name = Some(id.name.to_string());
+        s.key = Some(id.key.public().to_base64());
+        s.peers = id.peers.iter().map(|p| PeerStatus::configured(p.name.to_string(), p.key.to_base64())).collect();
+    }
+    s
+}
+
+/// The control socket's path: `--control`, else the default of the peer id, else none (keeper mode).
+fn control_path(settings: &Settings) -> Option<PathBuf> {
+    settings.control.clone().or_else(|| settings.identity.as_ref().map(|id| control::path::default_path(&id.name)))
+}
+
+#[cfg(unix)]
+type Control = control::ControlServer;
+
+/// Windows has no control socket yet (control/mod.rs): an explicit `--control` is refused with one line, the
+/// default is skipped with a log line.
+#[cfg(not(unix))]
+#[allow(dead_code)] // never made: there is no control socket on Windows yet
+struct Control;
+
+#[cfg(unix)]
+fn open_control(settings: &Settings, snapshot: &Snapshot) -> Result<Option<(Control, mpsc::Receiver<Command>)>> {
+    let Some(path) = control_path(settings) else { return Ok(None) };
+    let (tx, rx) = mpsc::channel();
+    let server = control::ControlServer::start(&path, Arc::clone(snapshot), tx)?;
+    Ok(Some((server, rx)))
+}
+
+#[cfg(not(unix))]
+fn open_control(settings: &Settings, _snapshot: &Snapshot) -> Result<Option<(Control, mpsc::Receiver<Command>)>> {
+    if settings.control.is_some() {
+        bail!("--control: the control socket is Unix-only for now (a named pipe on Windows is not built yet)");
+    }
+    if control_path(settings).is_some() {
+        log::info!("no control socket: Unix-only for now, `punchd status` is not available on Windows");
+    }
+    Ok(None)
+}
+
+/// The keeper under the control socket: it knows the public endpoint; it cannot connect to peers (the
+/// rendezvous engine is not part of it).
+impl Controllable for ReflexiveKeeper {
+    fn command(&mut self, _now: Instant, command: Command) {
+        match command {
+            Command::Connect { peer, reply } => {
+                let _ = reply.send(Err(format!(
+                    "cannot connect to {peer}: this punchd keeps the public endpoint only (no rendezvous engine)"
+                )));
+            }
+        }
+    }
+
+    fn fill_status(&self, _now: Instant, status: &mut Status) {
+        status.reflexive = self.public();
+    }
+}
+
+pub fn run(settings: Settings) -> Result<i32> {
+    let retransmit = settings.retransmit;
+    let snapshot: Snapshot = Arc::new(Mutex::new(initial_status(&settings)));
+    // Before any other thread starts (the control socket is bound under a process-wide umask).
+    let control = if settings.once { None } else { open_control(&settings, &snapshot)? };
+    let server = resolve(&settings.server, settings.bind, retransmit.give_up_after())?;
+    let socket = bind(&settings, server)?;
+    let local = socket.local_addr().context("local address of the socket")?;
+    log::info!("punching socket bound on {local}; tracking public endpoint via {server}");
+    if let Some(id) = &settings.identity {
+        log::info!("peer {} (key {}), {} peer(s) configured", id.name, id.key.public().short(), id.peers.len());
+        for peer in &id.connect {
+            log::warn!("--connect {peer}: not available yet, this punchd keeps the public endpoint only");
+        }
+    }
+    {
+        let mut s = snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        s.local = Some(local);
+        s.server = Some(server);
+    }
+    let (_control, commands) = match control {
+        Some((server, commands)) => (Some(server), Some(commands)),
+        None => (None, None),
+    };
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("installing signal handler")?;
+    }
+    let seed = io::os_seed()?;
+    let mut config = KeeperConfig::new(local, server);
+    config.keepalive = settings.keepalive;
+    config.retransmit = retransmit;
+    let started = Instant::now();
+    // --once is bounded by the first transaction: an answer, an ICMP error or the schedule's end finishes it.
+    // The margin covers the loop's own wake-ups; the deadline is a guard, the keeper's events come first.
+    let once_deadline = started + retransmit.give_up_after() + Duration::from_secs(1);
+    let keeper = ReflexiveKeeper::new(config, started, seed);
+    let mut engine = Controlled::new(keeper, commands, Arc::clone(&snapshot));
+
+    let mut driver = blocking::Driver::new(vec![socket])
+        .context("setting up the punching socket")?
+        .stop_flag(shutdown)
+        .wake_every(SHUTDOWN_POLL);
+    if settings.once {
+        driver = driver.deadline(once_deadline);
+    }
+    let (once, json) = (settings.once, settings.json);
+    let exit = driver.run(&mut engine, |notice| match notice {
+        Notice::Event(ev) => {
+            report(json, &ev, local);
+            if once {
+                ControlFlow::Break(match ev {
+                    Event::ServerLost => EXIT_NO_ANSWER,
+                    Event::Refused(_) => EXIT_REFUSED,
+                    Event::Discovered(_) | Event::Changed { .. } => EXIT_OK,
+                })
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        Notice::SendFailed { transmit, error } => {
+            // A transient route error must not end the daemon: the retransmission schedule retries.
+            log::warn!("send to {} failed: {error}", transmit.dst);
+            ControlFlow::Continue(())
+        }
+    })?;
+    match exit {
+        Exit::Done(code) => return Ok(code),
+        Exit::Deadline => {
+            report(json, &Event::ServerLost, local);
+            return Ok(EXIT_NO_ANSWER);
+        }
+        Exit::Stopped => {}
+    }
+    log::info!("shutting down");
+    // The control socket is removed here, before the process exits.
+    #[cfg(unix)]
+    drop(_control);
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn server_forms_and_family() {
+        assert_eq!(resolve("127.0.0.1", None, LIMIT).unwrap(), "127.0.0.1:3478".parse().unwrap());
+        assert_eq!(resolve("[::1]:7", None, LIMIT).unwrap(), "[::1]:7".parse().unwrap());
+        assert_eq!(resolve("::1", None, LIMIT).unwrap(), "[::1]:3478".parse().unwrap());
+        let v4 = resolve("localhost:9", Some("0.0.0.0".parse().unwrap()), LIMIT).unwrap();
+        assert_eq!(v4, "127.0.0.1:9".parse().unwrap());
+        let e = resolve("::1", Some("127.0.0.1".parse().unwrap()), LIMIT).unwrap_err();
+        assert_eq!(e.to_string(), "--server \"::1\" has no address of the family of --bind 127.0.0.1");
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        let e = resolve("127.0.0.1:0", None, LIMIT).unwrap_err();
+        assert!(e.to_string().starts_with("--server: port 0"), "{e}");
+    }
+}
