@@ -11,12 +11,14 @@
 //! - [`icmp`]: ICMP errors of unconnected UDP sockets (Linux IP_RECVERR).
 //! - `batch` (Linux): recvmmsg/sendmmsg batches without allocation per datagram.
 //! - [`os_seed`]: the OS randomness engines are seeded from.
+//! - [`keyfile`]: reading a peer's secret key and the network secret, refusing files others can access.
 
 #[cfg(target_os = "linux")]
 pub mod batch;
 pub mod blocking;
 mod driver;
 pub mod icmp;
+pub mod keyfile;
 pub mod portmap;
 mod random;
 pub mod resolve;
@@ -27,6 +29,7 @@ mod sockaddr;
 pub mod tokio;
 
 pub use driver::{Exit, Notice, DEFAULT_WAKE, RECV_BUF, SEND_BUF};
+pub use keyfile::{read_network_secret, read_secret_key, KeyFileError, NetworkSecret};
 pub use random::os_seed;
 pub use resolve::{
     parse_host_port, parse_host_port_or, resolve, resolve_host_port, Family, HostPortError, ParseError, ResolveError,
