@@ -230,3 +230,30 @@ fn without_secret_file_rendezvous_is_ignored_and_counted() {
     assert_eq!(metric(&text, "stund_rendezvous_enabled"), 0);
     assert_eq!(metric(&text, "stund_dropped_total{reason=\"not_request\"}"), 0, "the responder never saw them");
 }
+
+/// In RFC 5780 mode the answers leave from the socket the request arrived on, whichever of the four it is
+/// (the client accepts answers only from the address it registered with).
+#[test]
+fn rfc5780_mode_answers_from_the_socket_registered_on() {
+    let secret = secret_file("rfc5780", SECRET, 0o600);
+    let secret_arg = secret.to_str().unwrap();
+    let server = Server::start(&[
+        "--primary",
+        "127.0.0.1",
+        "--alternate",
+        "127.0.0.2",
+        "--threads",
+        "2",
+        "--no-tcp",
+        "--secret-file",
+        secret_arg,
+    ]);
+    for target in [format!("127.0.0.2:{}", server.alt_port), format!("127.0.0.1:{}", server.alt_port)] {
+        let addr: SocketAddr = target.parse().unwrap();
+        let (mut alice, driver, _) = peer("alice", 1, addr, SECRET);
+        let local = driver.locals()[0];
+        let (_, reflexive) = registered(driver, &mut alice);
+        assert_eq!(reflexive, Some(local), "registered through {addr}");
+    }
+    let _ = std::fs::remove_dir_all(secret.parent().unwrap());
+}
