@@ -1,24 +1,37 @@
-//! The NAT-PMP and PCP engines against a simulated gateway: fake clock, in-memory network with loss and delay,
-//! a server written here from the RFC layouts (independently of the library's encoders), driven through the
-//! `net::Engine` contract. Then the blocking sessions (`io::portmap`) against the same server on loopback
-//! sockets.
+//! The NAT-PMP and PCP engines against a simulated gateway in `holepunch::sim`: the gateway's server, written
+//! here from the RFC layouts (independently of the library's encoders), is an engine on the router's inside
+//! address (192.168.1.1:5351) that applies what it grants to the simulated NAT as port forwards; the client
+//! sits at 192.168.1.20 on the same LAN, 10 ms away; a fault rule loses chosen client datagrams; a gateway
+//! reboot restarts the server's epoch and flushes the NAT. Then the blocking sessions (`io::portmap`) against
+//! the same server on loopback sockets.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use holepunch::io::portmap::{NatPmpSession, PcpSession};
+use holepunch::nat::{Filtering, Mapping};
 use holepunch::net::{Engine, Received, Retransmit};
 use holepunch::portmap::natpmp;
 use holepunch::portmap::pcp;
 use holepunch::portmap::{PortmapError, Protocol};
+use holepunch::sim::{EngineId, Fate, HostId, Link, NatConfig, NatId, Outgoing, Reply, RunError, Scripted, Sim};
 
 const EXTERNAL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
 /// (protocol number, client ip, internal port)
 type MappingKey = (u8, IpAddr, u16);
+
+/// What the gateway's server asks its NAT to do for a UDP mapping it granted or deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grant {
+    Forward { external_port: u16, internal: SocketAddr },
+    Remove { external_port: u16 },
+}
 
 /// A gateway's NAT-PMP + PCP server.
 struct SimGateway {
@@ -27,11 +40,27 @@ struct SimGateway {
     /// -> (external port, PCP nonce)
     mappings: HashMap<MappingKey, (u16, Option<[u8; 12]>)>,
     requests: usize,
+    /// UDP grants not yet applied to the NAT (the simulator applies them; on loopback nobody does).
+    grants: Vec<Grant>,
 }
 
 impl SimGateway {
     fn new(now: Instant, speaks_pcp: bool) -> Self {
-        SimGateway { boot: now, speaks_pcp, mappings: HashMap::new(), requests: 0 }
+        SimGateway { boot: now, speaks_pcp, mappings: HashMap::new(), requests: 0, grants: Vec::new() }
+    }
+
+    /// Records what the NAT must do for the mapping of `key`: forward `external_port` to it, or (None) stop
+    /// forwarding `removed`.
+    fn grant(&mut self, key: MappingKey, external_port: Option<u16>, removed: Option<u16>) {
+        if key.0 != 17 {
+            return; // the simulator carries UDP only
+        }
+        if let Some(old) = removed {
+            self.grants.push(Grant::Remove { external_port: old });
+        }
+        if let Some(e) = external_port {
+            self.grants.push(Grant::Forward { external_port: e, internal: SocketAddr::new(key.1, key.2) });
+        }
     }
 
     fn epoch(&self, now: Instant) -> u32 {
@@ -70,11 +99,13 @@ impl SimGateway {
                 let life = u32::from_be_bytes([req[8], req[9], req[10], req[11]]);
                 let key = (proto, from.ip(), iport);
                 let eport = if life == 0 {
-                    self.mappings.remove(&key);
+                    let old = self.mappings.remove(&key).map(|(e, _)| e);
+                    self.grant(key, None, old);
                     0
                 } else {
                     let e = if sugg == 0 { iport } else { sugg };
-                    self.mappings.insert(key, (e, None));
+                    let old = self.mappings.insert(key, (e, None)).map(|(e, _)| e);
+                    self.grant(key, Some(e), old);
                     e
                 };
                 r.extend_from_slice(&iport.to_be_bytes());
@@ -127,11 +158,13 @@ impl SimGateway {
                     }
                 }
                 let eport = if life == 0 {
-                    self.mappings.remove(&key);
+                    let old = self.mappings.remove(&key).map(|(e, _)| e);
+                    self.grant(key, None, old);
                     0
                 } else {
                     let e = if sugg == 0 { iport } else { sugg };
-                    self.mappings.insert(key, (e, Some(nonce)));
+                    let old = self.mappings.insert(key, (e, Some(nonce))).map(|(e, _)| e);
+                    self.grant(key, Some(e), old);
                     e
                 };
                 set(&mut r, 0, life.min(3600), epoch);
@@ -144,122 +177,117 @@ impl SimGateway {
     }
 }
 
-/// In-flight datagram, ordered by delivery time.
-#[derive(PartialEq, Eq)]
-struct Flight {
-    at: Instant,
-    seq: u64,
-    to_server: bool,
-    from: SocketAddr,
-    data: Vec<u8>,
-}
-impl Ord for Flight {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        o.at.cmp(&self.at).then(o.seq.cmp(&self.seq))
-    }
-}
-impl PartialOrd for Flight {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-/// Simulated LAN between one client and the gateway.
-struct Net {
-    now: Instant,
-    delay: Duration,
-    /// Client→server datagrams to drop, by index.
-    drop_to_server: Vec<usize>,
-    sent_to_server: usize,
-    send_times: Vec<Duration>,
-    t0: Instant,
-    flights: BinaryHeap<Flight>,
-    seq: u64,
+/// The client's LAN in the simulator: the NAT to the internet, the router's port mapping server on its inside
+/// address, and the client host. Everything the server grants reaches the NAT as a port forward.
+struct Lan {
+    sim: Sim,
+    nat: NatId,
+    client_host: HostId,
     client: SocketAddr,
     server: SocketAddr,
+    gateway: Rc<RefCell<SimGateway>>,
+    /// Client datagrams to lose, by index among the client's sends.
+    drop_to_server: Rc<RefCell<Vec<usize>>>,
 }
 
-impl Net {
-    fn new(t0: Instant, client: SocketAddr, server: SocketAddr) -> Self {
-        Net {
-            now: t0,
-            delay: Duration::from_millis(10),
-            drop_to_server: vec![],
-            sent_to_server: 0,
-            send_times: vec![],
-            t0,
-            flights: BinaryHeap::new(),
-            seq: 0,
-            client,
-            server,
-        }
-    }
-
-    fn send(&mut self, to_server: bool, data: Vec<u8>) {
-        if to_server {
-            self.send_times.push(self.now - self.t0);
-            self.sent_to_server += 1;
-            if self.drop_to_server.contains(&(self.sent_to_server - 1)) {
-                return;
-            }
-        }
-        self.seq += 1;
-        let from = if to_server { self.client } else { self.server };
-        self.flights.push(Flight { at: self.now + self.delay, seq: self.seq, to_server, from, data });
-    }
-}
-
-/// Run until the engine has nothing left to wait for (bounded).
-fn run<E: Engine>(e: &mut E, net: &mut Net, gw: &mut SimGateway) {
-    let mut buf = [0u8; 1100];
-    for _ in 0..10_000 {
-        while let Some(t) = e.poll_transmit(&mut buf) {
-            assert_eq!((t.local, t.dst), (net.client, net.server));
-            let d = buf[..t.len].to_vec();
-            net.send(true, d);
-        }
-        let next_flight = net.flights.peek().map(|f| f.at);
-        let next = match (e.poll_timeout(), next_flight) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => match a.or(b) {
-                Some(t) => t,
-                None => return,
-            },
+impl Lan {
+    /// A gateway whose server booted `uptime` ago; the client 10 ms away from it.
+    fn new(uptime: Duration, speaks_pcp: bool) -> Lan {
+        let (client, server) = addrs();
+        let mut sim = Sim::new([3; 32]);
+        let config = NatConfig::new(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent);
+        let (nat, lan) = sim.add_nat(Sim::INTERNET, IpAddr::V4(EXTERNAL), config, Link::default()).unwrap();
+        let router = sim.add_host(lan, &[server.ip()], Link::new(Duration::ZERO)).unwrap();
+        let client_host = sim.add_host(lan, &[client.ip()], Link::new(Duration::from_millis(10))).unwrap();
+        let gateway = Rc::new(RefCell::new(SimGateway::new(sim.now() - uptime, speaks_pcp)));
+        let gw = gateway.clone();
+        let script = move |now: Instant, rx: Received, data: &[u8]| {
+            let reply = gw.borrow_mut().handle(now, rx.source, data);
+            Some(reply.map(|data| Reply { local: rx.local, dst: rx.source, data }).into_iter().collect())
         };
-        net.now = next;
-        while net.flights.peek().is_some_and(|f| f.at <= net.now) {
-            let Some(f) = net.flights.pop() else { break };
-            if f.to_server {
-                if let Some(reply) = gw.handle(net.now, f.from, &f.data) {
-                    net.send(false, reply);
-                }
-            } else {
-                e.handle_input(net.now, Received::udp(net.client, f.from), &f.data);
+        sim.add_engine(router, &[server], Scripted::new(script)).unwrap();
+        let drop_to_server = Rc::new(RefCell::new(Vec::new()));
+        let drops = drop_to_server.clone();
+        let mut sent = 0;
+        sim.set_fault(Box::new(move |out: &Outgoing| {
+            if out.host != client_host {
+                return Fate::Deliver;
             }
-        }
-        e.handle_timeout(net.now);
+            sent += 1;
+            if drops.borrow().contains(&(sent - 1)) {
+                Fate::Drop
+            } else {
+                Fate::Deliver
+            }
+        }));
+        sim.set_capture(true);
+        Lan { sim, nat, client_host, client, server, gateway, drop_to_server }
     }
-    panic!("simulation did not settle");
+
+    fn add<E: Engine + 'static>(&mut self, engine: E) -> EngineId<E>
+    where
+        E::Event: 'static,
+    {
+        self.sim.add_engine(self.client_host, &[self.client], engine).unwrap()
+    }
+
+    /// Run until nothing is in flight and no engine waits for a timer (bounded), applying the server's
+    /// grants to the NAT as they are made.
+    fn run(&mut self) {
+        let (gateway, nat) = (self.gateway.clone(), self.nat);
+        let apply = move |sim: &mut Sim| {
+            for grant in gateway.borrow_mut().grants.drain(..) {
+                match grant {
+                    Grant::Forward { external_port, internal } => {
+                        sim.unforward_port(nat, external_port);
+                        sim.forward_port(nat, external_port, internal).unwrap();
+                    }
+                    Grant::Remove { external_port } => {
+                        sim.unforward_port(nat, external_port);
+                    }
+                }
+            }
+            false
+        };
+        match self.sim.run_until(Duration::from_secs(600), apply) {
+            Err(RunError::Idle) => {}
+            other => panic!("simulation did not settle: {other:?}"),
+        }
+    }
+
+    /// When the client sent each datagram to the server, from `since` (simulated time since the start).
+    fn send_times(&self, since: Duration) -> Vec<Duration> {
+        let sends = self.sim.captured().iter().filter(|c| c.host == self.client_host && c.at >= since);
+        sends.inspect(|c| assert_eq!((c.src, c.dst), (self.client, self.server))).map(|c| c.at - since).collect()
+    }
+
+    /// Whether the NAT forwards its public `port` to the client's `internal_port`.
+    fn forwarded(&mut self, port: u16, internal_port: u16) -> bool {
+        let (public, internal) =
+            (SocketAddr::new(IpAddr::V4(EXTERNAL), port), SocketAddr::new(self.client.ip(), internal_port));
+        self.sim.mappings(self.nat).contains(&(internal, public))
+    }
+
+    /// The gateway reboots: a new epoch from `uptime` ago, and the NAT forgets every mapping.
+    fn reboot(&mut self, uptime: Duration) {
+        self.gateway.borrow_mut().reboot(self.sim.now() - uptime);
+        self.sim.flush_mappings(self.nat);
+    }
 }
 
 fn addrs() -> (SocketAddr, SocketAddr) {
     ("192.168.1.20:40000".parse().unwrap(), "192.168.1.1:5351".parse().unwrap())
 }
 
-fn natpmp_done(c: &mut natpmp::Client) -> Vec<natpmp::Event> {
-    std::iter::from_fn(|| c.poll_event()).collect()
-}
-
 #[test]
 fn natpmp_map_and_delete_through_loss() {
-    let t0 = Instant::now();
+    let mut lan = Lan::new(Duration::from_secs(1000), true);
+    *lan.drop_to_server.borrow_mut() = vec![0, 1];
     let (client, server) = addrs();
-    let mut net = Net::new(t0, client, server);
-    net.drop_to_server = vec![0, 1];
-    let mut gw = SimGateway::new(t0 - Duration::from_secs(1000), true);
-    let mut c = natpmp::Client::new(client, server, Retransmit::diagnostic());
-    let id = c.request(
-        t0,
+    let c = lan.add(natpmp::Client::new(client, server, Retransmit::diagnostic()));
+    let now = lan.sim.now();
+    let id = lan.sim.engine_mut(c).request(
+        now,
         natpmp::Request::Map {
             protocol: Protocol::Udp,
             internal_port: 6666,
@@ -267,10 +295,13 @@ fn natpmp_map_and_delete_through_loss() {
             lifetime: 120,
         },
     );
-    run(&mut c, &mut net, &mut gw);
+    lan.run();
     // RFC 6886 §3.1 timing: 0, 250 ms, then 500 ms later.
-    assert_eq!(net.send_times, [Duration::ZERO, Duration::from_millis(250), Duration::from_millis(750)]);
-    let ev = natpmp_done(&mut c);
+    assert_eq!(
+        lan.send_times(Duration::ZERO),
+        [Duration::ZERO, Duration::from_millis(250), Duration::from_millis(750)]
+    );
+    let ev = lan.sim.events(c);
     assert_eq!(
         ev,
         vec![natpmp::Event::Completed {
@@ -290,28 +321,30 @@ fn natpmp_map_and_delete_through_loss() {
             }),
         }]
     );
-    assert_eq!(gw.mappings.len(), 1);
-    net.t0 = net.now;
-    net.send_times.clear();
-    c.request(net.now, natpmp::Request::delete(Protocol::Udp, 6666));
-    run(&mut c, &mut net, &mut gw);
+    assert_eq!(lan.gateway.borrow().mappings.len(), 1);
+    assert!(lan.forwarded(6666, 6666), "the NAT forwards what the gateway granted");
+    let since = lan.sim.elapsed();
+    let now = lan.sim.now();
+    lan.sim.engine_mut(c).request(now, natpmp::Request::delete(Protocol::Udp, 6666));
+    lan.run();
     assert!(matches!(
-        &natpmp_done(&mut c)[..],
+        &lan.sim.events(c)[..],
         [natpmp::Event::Completed { result: Ok(natpmp::Response::Mapping { external_port: 0, lifetime: 0, .. }), .. }]
     ));
-    assert!(gw.mappings.is_empty());
+    assert_eq!(lan.send_times(since), [Duration::ZERO]);
+    assert!(lan.gateway.borrow().mappings.is_empty());
+    assert!(!lan.forwarded(6666, 6666));
 }
 
 #[test]
 fn natpmp_queue_and_reboot_detection() {
-    let t0 = Instant::now();
+    let mut lan = Lan::new(Duration::from_secs(5000), true);
     let (client, server) = addrs();
-    let mut net = Net::new(t0, client, server);
-    let mut gw = SimGateway::new(t0 - Duration::from_secs(5000), true);
-    let mut c = natpmp::Client::new(client, server, Retransmit::diagnostic());
-    let a = c.request(t0, natpmp::Request::ExternalAddress);
-    let b = c.request(
-        t0,
+    let c = lan.add(natpmp::Client::new(client, server, Retransmit::diagnostic()));
+    let now = lan.sim.now();
+    let a = lan.sim.engine_mut(c).request(now, natpmp::Request::ExternalAddress);
+    let b = lan.sim.engine_mut(c).request(
+        now,
         natpmp::Request::Map {
             protocol: Protocol::Tcp,
             internal_port: 80,
@@ -319,8 +352,8 @@ fn natpmp_queue_and_reboot_detection() {
             lifetime: 60,
         },
     );
-    run(&mut c, &mut net, &mut gw);
-    let ev = natpmp_done(&mut c);
+    lan.run();
+    let ev = lan.sim.events(c);
     assert_eq!(ev.len(), 2);
     assert!(
         matches!(&ev[0], natpmp::Event::Completed { id, result: Ok(natpmp::Response::ExternalAddress { address: EXTERNAL, .. }), .. } if *id == a)
@@ -329,51 +362,46 @@ fn natpmp_queue_and_reboot_detection() {
         matches!(&ev[1], natpmp::Event::Completed { id, result: Ok(natpmp::Response::Mapping { external_port: 8080, .. }), .. } if *id == b)
     );
     // Requests went out one at a time (NAT-PMP has no transaction id).
-    assert_eq!(net.send_times, [Duration::ZERO, Duration::from_millis(20)]);
+    assert_eq!(lan.send_times(Duration::ZERO), [Duration::ZERO, Duration::from_millis(20)]);
     // The gateway reboots; the next answer carries a small epoch and the engine says so.
-    net.now += Duration::from_secs(30);
-    gw.reboot(net.now - Duration::from_secs(3));
-    c.request(net.now, natpmp::Request::ExternalAddress);
-    run(&mut c, &mut net, &mut gw);
-    let ev = natpmp_done(&mut c);
+    lan.sim.run_for(Duration::from_secs(30)).unwrap();
+    lan.reboot(Duration::from_secs(3));
+    let now = lan.sim.now();
+    lan.sim.engine_mut(c).request(now, natpmp::Request::ExternalAddress);
+    lan.run();
+    let ev = lan.sim.events(c);
     assert_eq!(ev[0], natpmp::Event::ServerReset { epoch: 3 });
     assert!(matches!(ev[1], natpmp::Event::Completed { result: Ok(_), .. }));
 }
 
 #[test]
 fn natpmp_gives_up_within_bound() {
-    let t0 = Instant::now();
+    let mut lan = Lan::new(Duration::ZERO, true);
+    *lan.drop_to_server.borrow_mut() = (0..100).collect();
     let (client, server) = addrs();
-    let mut net = Net::new(t0, client, server);
-    net.drop_to_server = (0..100).collect();
-    let mut gw = SimGateway::new(t0, true);
-    let mut c = natpmp::Client::new(client, server, Retransmit::diagnostic());
-    c.request(t0, natpmp::Request::ExternalAddress);
-    run(&mut c, &mut net, &mut gw);
-    assert_eq!(net.now - t0, Duration::from_millis(3750));
-    match natpmp_done(&mut c).as_slice() {
+    let c = lan.add(natpmp::Client::new(client, server, Retransmit::diagnostic()));
+    let now = lan.sim.now();
+    lan.sim.engine_mut(c).request(now, natpmp::Request::ExternalAddress);
+    lan.run();
+    assert_eq!(lan.sim.elapsed(), Duration::from_millis(3750));
+    match lan.sim.events(c).as_slice() {
         [natpmp::Event::Completed { result: Err(PortmapError::Timeout { sends: 4, .. }), .. }] => {}
         other => panic!("{other:?}"),
     }
-    assert_eq!(gw.requests, 0);
-}
-
-fn pcp_events(c: &mut pcp::Client) -> Vec<pcp::Event> {
-    std::iter::from_fn(|| c.poll_event()).collect()
+    assert_eq!(lan.gateway.borrow().requests, 0);
 }
 
 #[test]
 fn pcp_map_delete_needs_the_nonce() {
-    let t0 = Instant::now();
+    let mut lan = Lan::new(Duration::from_secs(100), true);
+    *lan.drop_to_server.borrow_mut() = vec![0];
     let (client, server) = addrs();
-    let mut net = Net::new(t0, client, server);
-    net.drop_to_server = vec![0];
-    let mut gw = SimGateway::new(t0 - Duration::from_secs(100), true);
-    let mut c = pcp::Client::new(client, server, client.ip(), Retransmit::diagnostic(), [1; 32]);
-    c.request(t0, pcp::Request::Announce);
+    let c = lan.add(pcp::Client::new(client, server, client.ip(), Retransmit::diagnostic(), [1; 32]));
+    let now = lan.sim.now();
+    lan.sim.engine_mut(c).request(now, pcp::Request::Announce);
     let nonce = [7u8; 12];
-    c.request(
-        t0,
+    lan.sim.engine_mut(c).request(
+        now,
         pcp::Request::Map(pcp::MapRequest {
             nonce,
             protocol: Protocol::Udp,
@@ -382,8 +410,8 @@ fn pcp_map_delete_needs_the_nonce() {
             lifetime: 120,
         }),
     );
-    run(&mut c, &mut net, &mut gw);
-    let ev = pcp_events(&mut c);
+    lan.run();
+    let ev = lan.sim.events(c);
     assert!(
         matches!(ev[0], pcp::Event::Completed { result: Ok(pcp::Response::Announce { epoch: 100 }), .. }),
         "{ev:?}"
@@ -391,13 +419,15 @@ fn pcp_map_delete_needs_the_nonce() {
     let pcp::Event::Completed { result: Ok(pcp::Response::Map(m)), .. } = &ev[1] else { panic!("{ev:?}") };
     assert_eq!(m.external, SocketAddr::new(IpAddr::V4(EXTERNAL), 6666));
     assert_eq!((m.nonce, m.lifetime), (nonce, 120));
+    assert!(lan.forwarded(6666, 6666), "the NAT forwards what the gateway granted");
     // A delete with another nonce is refused; with the mapping's own it works.
     let mut other = *m;
     other.nonce = [8; 12];
-    c.request(net.now, other.delete_request());
-    c.request(net.now, m.delete_request());
-    run(&mut c, &mut net, &mut gw);
-    let ev = pcp_events(&mut c);
+    let now = lan.sim.now();
+    lan.sim.engine_mut(c).request(now, other.delete_request());
+    lan.sim.engine_mut(c).request(now, m.delete_request());
+    lan.run();
+    let ev = lan.sim.events(c);
     assert!(
         matches!(
             ev[0],
@@ -409,21 +439,21 @@ fn pcp_map_delete_needs_the_nonce() {
         matches!(ev[1], pcp::Event::Completed { result: Ok(pcp::Response::Map(pcp::Mapping { lifetime: 0, .. })), .. }),
         "{ev:?}"
     );
-    assert!(gw.mappings.is_empty());
+    assert!(lan.gateway.borrow().mappings.is_empty());
+    assert!(!lan.forwarded(6666, 6666));
 }
 
 #[test]
 fn pcp_against_natpmp_only_server_negotiates_down() {
-    let t0 = Instant::now();
+    let mut lan = Lan::new(Duration::ZERO, false);
     let (client, server) = addrs();
-    let mut net = Net::new(t0, client, server);
-    let mut gw = SimGateway::new(t0, false);
-    let mut c = pcp::Client::new(client, server, client.ip(), Retransmit::diagnostic(), [1; 32]);
-    c.request(t0, pcp::Request::Announce);
-    run(&mut c, &mut net, &mut gw);
+    let c = lan.add(pcp::Client::new(client, server, client.ip(), Retransmit::diagnostic(), [1; 32]));
+    let now = lan.sim.now();
+    lan.sim.engine_mut(c).request(now, pcp::Request::Announce);
+    lan.run();
     // One round trip, no retransmission.
-    assert_eq!(net.send_times.len(), 1);
-    match pcp_events(&mut c).as_slice() {
+    assert_eq!(lan.send_times(Duration::ZERO).len(), 1);
+    match lan.sim.events(c).as_slice() {
         [pcp::Event::Completed {
             result: Err(e @ PortmapError::PcpUnsupportedVersion { server_version: 0 }), ..
         }] => {
@@ -435,14 +465,13 @@ fn pcp_against_natpmp_only_server_negotiates_down() {
 
 #[test]
 fn pcp_reports_address_mismatch_behind_a_nat() {
-    let t0 = Instant::now();
+    let mut lan = Lan::new(Duration::ZERO, true);
     let (client, server) = addrs();
-    let mut net = Net::new(t0, client, server);
-    let mut gw = SimGateway::new(t0, true);
     // The client believes it is 10.9.9.9, but the server sees 192.168.1.20.
-    let mut c = pcp::Client::new(client, server, "10.9.9.9".parse().unwrap(), Retransmit::diagnostic(), [1; 32]);
-    c.request(
-        t0,
+    let c = lan.add(pcp::Client::new(client, server, "10.9.9.9".parse().unwrap(), Retransmit::diagnostic(), [1; 32]));
+    let now = lan.sim.now();
+    lan.sim.engine_mut(c).request(
+        now,
         pcp::Request::Map(pcp::MapRequest {
             nonce: [1; 12],
             protocol: Protocol::Udp,
@@ -451,9 +480,9 @@ fn pcp_reports_address_mismatch_behind_a_nat() {
             lifetime: 60,
         }),
     );
-    run(&mut c, &mut net, &mut gw);
+    lan.run();
     assert!(matches!(
-        pcp_events(&mut c).as_slice(),
+        lan.sim.events(c).as_slice(),
         [pcp::Event::Completed { result: Err(PortmapError::Pcp { code: pcp::ResultCode::AddressMismatch, .. }), .. }]
     ));
 }

@@ -5,7 +5,9 @@
 //! what the engine has, report its events, wait for a datagram or its next timeout, feed it, repeat. The
 //! loop ends when the caller's callback breaks, its deadline passes or its stop flag is set. On Linux every
 //! socket reports ICMP errors (IP_RECVERR, see `io::icmp`) and a port unreachable goes to
-//! [`Engine::handle_unreachable`]; elsewhere silence is found by the engine's timers alone.
+//! [`Engine::handle_unreachable`]; elsewhere silence is found by the engine's timers alone, except on a
+//! connected socket: there the system reports an ICMP error as a refused or reset send or receive, and the
+//! only destination it can be about is the socket's peer, so the driver tells the engine that.
 
 use super::driver::{no_socket, socket_for, Exit, Notice, DEFAULT_WAKE, RECV_BUF, SEND_BUF};
 use super::icmp::{self, IcmpError};
@@ -23,9 +25,13 @@ use std::time::{Duration, Instant};
 const RECV_WAKE: Duration = Duration::from_millis(50);
 
 /// Runs engines over a set of sockets (see the module docs).
+#[derive(Debug)]
 pub struct Driver {
     sockets: Vec<UdpSocket>,
     locals: Vec<SocketAddr>,
+    /// The peer of each connected socket: datagrams to it leave with `send`, which every system accepts on
+    /// a connected socket (`send_to` fails there on some), and its ICMP errors are about it.
+    peers: Vec<Option<SocketAddr>>,
     deadline: Option<Instant>,
     stop: Option<Arc<AtomicBool>>,
     wake: Duration,
@@ -46,16 +52,18 @@ enum Input {
 }
 
 impl Driver {
-    /// A driver over `sockets`, in the order given. Asks each for ICMP error reports where the system has
-    /// them (best effort: without them an unreachable peer is found by timeout only).
+    /// A driver over `sockets`, in the order given; connected sockets stay connected. Asks each for ICMP
+    /// error reports where the system has them (best effort: without them an unreachable destination is
+    /// found by timeout only, or for a connected socket by its refused sends and receives).
     pub fn new(sockets: Vec<UdpSocket>) -> io::Result<Driver> {
         let locals = sockets.iter().map(UdpSocket::local_addr).collect::<io::Result<Vec<_>>>()?;
+        let peers = sockets.iter().map(|s| s.peer_addr().ok()).collect();
         for (s, l) in sockets.iter().zip(&locals) {
             if let Err(e) = icmp::enable(s) {
                 log::debug!(target: "holepunch::io", "{l}: ICMP error reports not available ({e})");
             }
         }
-        Ok(Driver { sockets, locals, deadline: None, stop: None, wake: DEFAULT_WAKE })
+        Ok(Driver { sockets, locals, peers, deadline: None, stop: None, wake: DEFAULT_WAKE })
     }
 
     /// The local address of each socket, in order: what the engine names as `Transmit::local`.
@@ -76,6 +84,12 @@ impl Driver {
     pub fn deadline(mut self, at: Instant) -> Driver {
         self.deadline = Some(at);
         self
+    }
+
+    /// [`Driver::deadline`] for a driver kept between runs (each run with a deadline of its own); None for
+    /// none.
+    pub fn set_deadline(&mut self, at: Option<Instant>) {
+        self.deadline = at;
     }
 
     /// `run` returns [`Exit::Stopped`] soon after `flag` is set (within the wake interval).
@@ -111,7 +125,8 @@ impl Driver {
                 pools.push(pool_tx);
                 let tx = tx.clone();
                 let stop = &stop_threads;
-                scope.spawn(move || receive(i, sock, &tx, &pool_rx, stop));
+                let peer = self.peers[i];
+                scope.spawn(move || receive(i, sock, peer, &tx, &pool_rx, stop));
             }
             drop(tx);
             let result = self.drive(engine, &mut on, &rx, &pools);
@@ -142,13 +157,19 @@ impl Driver {
                 };
                 let sock = &self.sockets[i];
                 let data = &buf[..t.len.min(buf.len())];
-                let mut sent = sock.send_to(data, t.dst);
+                let peer = self.peers[i];
+                let send = || if peer == Some(t.dst) { sock.send(data) } else { sock.send_to(data, t.dst) };
+                let mut sent = send();
                 if sent.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused) {
                     // With IP_RECVERR a queued ICMP error (for an earlier datagram, maybe to another address)
                     // fails the next send and that datagram is not sent. Taking the errors out of the queue
-                    // clears the pending error; then send again.
+                    // clears the pending error; then send again. Without the queue, a connected socket's
+                    // error is about its peer.
                     take_unreachable(i, sock, &mut unreachable);
-                    sent = sock.send_to(data, t.dst);
+                    if unreachable.is_empty() {
+                        unreachable.extend(peer.map(|p| (i, p)));
+                    }
+                    sent = send();
                 }
                 if let Err(error) = sent {
                     log::debug!(target: "holepunch::io", "sending to {} from {} failed: {error}", t.dst, t.local);
@@ -211,8 +232,16 @@ fn take_unreachable(i: usize, sock: &UdpSocket, out: &mut Vec<(usize, SocketAddr
     }
 }
 
-/// A receiver thread: datagrams and ICMP reports of socket `i` into `tx` until `stop`.
-fn receive(i: usize, sock: &UdpSocket, tx: &mpsc::Sender<Input>, pool: &mpsc::Receiver<Vec<u8>>, stop: &AtomicBool) {
+/// A receiver thread: datagrams and ICMP reports of socket `i` (connected to `peer`, if any) into `tx` until
+/// `stop`.
+fn receive(
+    i: usize,
+    sock: &UdpSocket,
+    peer: Option<SocketAddr>,
+    tx: &mpsc::Sender<Input>,
+    pool: &mpsc::Receiver<Vec<u8>>,
+    stop: &AtomicBool,
+) {
     let mut unreachable = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let mut data = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(RECV_BUF));
@@ -226,11 +255,17 @@ fn receive(i: usize, sock: &UdpSocket, tx: &mpsc::Sender<Input>, pool: &mpsc::Re
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
             // With IP_RECVERR a queued ICMP error surfaces as a receive error; the details are in the error
-            // queue. Windows reports an ICMP port unreachable as a reset without saying for which
-            // destination: nothing to tell the engine.
+            // queue. Without the queue (other systems, or IP_RECVERR refused) a connected socket reports the
+            // error as refused (Unix) or reset (Windows), and it can only be about the peer; an unconnected
+            // socket's reset on Windows does not say for which destination: nothing to tell the engine.
             Err(e) => {
                 log::debug!(target: "holepunch::io", "socket {i}: receive error: {e}");
                 take_unreachable(i, sock, &mut unreachable);
+                if unreachable.is_empty()
+                    && matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset)
+                {
+                    unreachable.extend(peer.map(|p| (i, p)));
+                }
                 if unreachable.is_empty() && e.kind() != ErrorKind::ConnectionReset {
                     // Not an ICMP report: do not spin on a persistent error.
                     thread::sleep(RECV_WAKE / 5);
@@ -342,6 +377,79 @@ mod tests {
         let exit = driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).unwrap();
         assert_eq!(exit, Exit::Deadline);
         assert!(ping.wakeups < 20, "{} wake-ups", ping.wakeups);
+    }
+
+    /// A socket connected to the pong server: its datagrams leave with `send`, its answers arrive.
+    #[test]
+    fn connected_socket_pings_its_peer() {
+        let server = bind();
+        let peer = server.local_addr().unwrap();
+        let answered = pong_server(server, 2);
+        let sock = bind();
+        sock.connect(peer).unwrap();
+        let mut driver = Driver::new(vec![sock]).unwrap();
+        driver.set_deadline(Some(Instant::now() + Duration::from_secs(5)));
+        let local = driver.locals()[0];
+        let mut ping = Ping::new(local, peer, 2, Instant::now());
+        let exit = driver
+            .run(&mut ping, |n| match n {
+                Notice::Event(PingEvent::Done) => ControlFlow::Break(()),
+                Notice::Event(_) => ControlFlow::Continue(()),
+                Notice::SendFailed { error, .. } => panic!("send failed: {error}"),
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done(()));
+        assert_eq!(answered.join().unwrap(), 2);
+    }
+
+    /// Without the error queue (as on systems without IP_RECVERR), a connected socket still learns that its
+    /// peer refused: the refused receive or send is reported for the peer, at once.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn connected_socket_reports_its_peer_unreachable_without_the_error_queue() {
+        use std::os::fd::AsRawFd;
+        let dst = closed_port();
+        let sock = bind();
+        sock.connect(dst).unwrap();
+        let mut driver = Driver::new(vec![sock]).unwrap();
+        let off: libc::c_int = 0;
+        // SAFETY: a valid socket descriptor and a c_int option value of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                driver.sockets()[0].as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_RECVERR,
+                (&off as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let t0 = Instant::now();
+        driver.set_deadline(Some(t0 + Duration::from_secs(5)));
+        let local = driver.locals()[0];
+        let mut ping = Ping::new(local, dst, 3, Instant::now());
+        let exit = driver
+            .run(&mut ping, |n| match n {
+                Notice::Event(e) => ControlFlow::Break(e),
+                Notice::SendFailed { .. } => ControlFlow::Continue(()),
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done(PingEvent::Unreachable { local, dst }));
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn set_deadline_bounds_each_run() {
+        let mut driver = Driver::new(vec![bind()]).unwrap();
+        let local = driver.locals()[0];
+        for _ in 0..2 {
+            let mut ping = Ping::new(local, closed_port(), 0, Instant::now());
+            ping.next = None;
+            driver.set_deadline(Some(Instant::now() + Duration::from_millis(50)));
+            assert_eq!(driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).unwrap(), Exit::Deadline);
+        }
+        driver.set_deadline(None);
+        assert!(driver.deadline.is_none());
     }
 
     #[test]

@@ -13,11 +13,6 @@ pub mod diagnosis;
 pub mod report;
 pub mod verdict;
 
-#[cfg(test)]
-mod sim;
-#[cfg(test)]
-mod tests;
-
 pub use crate::net::{Retransmit, RtoCache, RttEstimate, DEFAULT_MIN_RTO};
 pub use crate::transaction::FailReason;
 pub use behaviour::{Allocation, Filtering, Mapping, Observation, Verdict};

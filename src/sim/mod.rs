@@ -742,9 +742,14 @@ impl Sim {
     }
 
     /// From inside to the NAT's own public address (RFC 4787 §6): translated out, then straight back in.
+    /// Without hairpinning the NAT drops it; a datagram the fault rule refuses is then refused by the NAT
+    /// itself, its destination, with an ICMP error back to the sender inside (a router that rejects what it
+    /// does not hairpin).
     fn hairpin(&mut self, nat: NatId, mut packet: Packet) {
         let now = self.now;
         let gw = &mut self.gateways[nat.0];
+        let inner = gw.inner;
+        let sender = packet.src;
         match gw.mb.outbound(now, packet.src, packet.dst, packet.icmp, &mut self.rng) {
             Ok(src) => {
                 let hairpin = gw.mb.hairpin();
@@ -754,6 +759,10 @@ impl Sim {
                     self.inbound(nat, packet);
                 } else {
                     self.record(packet.id, TraceEvent::Dropped(DropReason::HairpinOff(nat)));
+                    if packet.refuse {
+                        let icmp = self.icmp_for(packet.id, sender, packet.dst);
+                        self.route(inner, icmp);
+                    }
                 }
             }
             Err(r) => self.refused(packet.id, nat, r),

@@ -191,6 +191,30 @@ fn hairpinning_on_and_off() {
 }
 
 #[test]
+fn a_refused_datagram_to_the_nat_itself_comes_back_as_icmp_from_the_nat() {
+    // Without hairpinning, a datagram the fault rule refuses that reaches the NAT's own address is refused
+    // by the NAT: the ICMP error goes straight back to the sender inside, nothing hairpins.
+    let mut w = world(NatConfig::new(Mapping::EndpointIndependent, Filtering::EndpointIndependent));
+    let public = mapped(&mut w.sim, w.client, sa(CLIENT), sa(ECHO_A)).unwrap();
+    w.sim.set_fault(Box::new(move |o| if o.dst == public { Fate::Unreachable } else { Fate::Deliver }));
+    w.sim.engine_mut(w.client).send(sa(CLIENT), public, b"to myself");
+    w.sim.run_for(ms(100)).unwrap();
+    let events = w.sim.events(w.client);
+    assert!(
+        matches!(events[..], [ProbeEvent::Unreachable { local, dst, .. }] if local == sa(CLIENT) && dst == public),
+        "{events:?}"
+    );
+    // With hairpinning the datagram loops back in and the client's own socket refuses it, as a destination.
+    let mut w = world(NatConfig::new(Mapping::EndpointIndependent, Filtering::EndpointIndependent).with_hairpin(true));
+    let public = mapped(&mut w.sim, w.client, sa(CLIENT), sa(ECHO_A)).unwrap();
+    w.sim.set_fault(Box::new(move |o| if o.dst == public { Fate::Unreachable } else { Fate::Deliver }));
+    w.sim.engine_mut(w.client).send(sa(CLIENT), public, b"to myself");
+    w.sim.run_for(ms(100)).unwrap();
+    let events = w.sim.events(w.client);
+    assert!(matches!(events[..], [ProbeEvent::Unreachable { dst, .. }] if dst == public), "{events:?}");
+}
+
+#[test]
 fn mappings_time_out_unless_refreshed() {
     let config = NatConfig::new(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent)
         .with_allocation(Allocation::Sequential { delta: 1 })

@@ -1,81 +1,52 @@
-//! Blocking drivers of the NAT-PMP and PCP engines: one connected UDP socket, std timeouts, one request at a
-//! time. Every call returns within the engine's retransmission bound (`Retransmit::give_up_after`) plus a
-//! second.
+//! Blocking drivers of the NAT-PMP and PCP engines: one connected UDP socket under the generic blocking
+//! driver (`io::blocking::Driver`), one request at a time. Every call returns within the engine's
+//! retransmission bound (`Retransmit::give_up_after`) plus a second, and at once when the server's port
+//! answers with ICMP port unreachable (`PortmapError::Refused`, from the engine).
 
-use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use crate::net::{ephemeral_like, Engine, Received, Retransmit, Seed};
+use crate::io::blocking::Driver;
+use crate::io::{Exit, Notice};
+use crate::net::{ephemeral_like, Engine, Retransmit, Seed};
 use crate::portmap::{natpmp, pcp, PortmapError, Protocol, RequestId};
 
-/// Run `engine` over the connected `socket` until `done` takes a value out of one of its events. `limit`
-/// bounds the whole call even if the engine misbehaves.
+/// Run `engine` in `driver` until `done` takes a value out of one of its events. `limit` bounds the whole
+/// call even if the engine misbehaves; `server` is the peer, for the timeout's error.
 fn drive<E: Engine, T>(
-    socket: &UdpSocket,
-    local: SocketAddr,
+    driver: &mut Driver,
+    server: SocketAddr,
     engine: &mut E,
     limit: Duration,
     mut done: impl FnMut(E::Event) -> Option<T>,
 ) -> Result<T, PortmapError> {
     let start = Instant::now();
-    let server = socket.peer_addr().map_err(|e| PortmapError::io("peer address", &e))?;
-    let mut buf = [0u8; 1100];
-    loop {
-        while let Some(t) = engine.poll_transmit(&mut buf) {
-            match socket.send(&buf[..t.len]) {
-                Ok(_) => {}
-                // ICMP port unreachable from an earlier send: nothing listens on the server's port.
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => refused(engine, local, server)?,
-                Err(e) => return Err(PortmapError::io("send", &e)),
-            }
-        }
-        while let Some(ev) = engine.poll_event() {
-            if let Some(v) = done(ev) {
-                return Ok(v);
-            }
-        }
-        let now = Instant::now();
-        if now.duration_since(start) > limit {
-            return Err(PortmapError::Timeout { server, sends: 0, waited: now.duration_since(start), malformed: None });
-        }
-        let Some(wake) = engine.poll_timeout() else {
-            return Err(PortmapError::Internal("engine idle without an answer"));
-        };
-        if wake <= now {
-            engine.handle_timeout(now);
-            continue;
-        }
-        socket.set_read_timeout(Some(wake - now)).map_err(|e| PortmapError::io("set timeout", &e))?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                engine.handle_input(Instant::now(), Received::udp(local, from), &buf[..n]);
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                engine.handle_timeout(Instant::now())
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => refused(engine, local, server)?,
-            Err(e) => return Err(PortmapError::io("receive", &e)),
+    driver.set_deadline(Some(start + limit));
+    let exit = driver
+        .run(engine, |notice| match notice {
+            Notice::Event(ev) => match done(ev) {
+                Some(v) => ControlFlow::Break(Ok(v)),
+                None => ControlFlow::Continue(()),
+            },
+            Notice::SendFailed { error, .. } => ControlFlow::Break(Err(PortmapError::io("send", &error))),
+        })
+        .map_err(|e| PortmapError::io("socket", &e))?;
+    match exit {
+        Exit::Done(result) => result,
+        Exit::Deadline | Exit::Stopped => {
+            Err(PortmapError::Timeout { server, sends: 0, waited: start.elapsed(), malformed: None })
         }
     }
 }
 
-/// Hand ICMP port unreachable to the engine, which fails its request with `Refused`; an engine with nothing
-/// in flight there cannot, so the error ends the call here.
-fn refused<E: Engine>(engine: &mut E, local: SocketAddr, server: SocketAddr) -> Result<(), PortmapError> {
-    if engine.handle_unreachable(Instant::now(), local, server) {
-        Ok(())
-    } else {
-        Err(PortmapError::Refused { server })
-    }
-}
-
-fn connect(server: SocketAddr) -> Result<(UdpSocket, SocketAddr), PortmapError> {
+/// A driver over one socket connected to `server`, and the socket's local address.
+fn connect(server: SocketAddr) -> Result<(Driver, SocketAddr), PortmapError> {
     let socket = UdpSocket::bind(ephemeral_like(server)).map_err(|e| PortmapError::io("bind", &e))?;
     socket.connect(server).map_err(|e| PortmapError::io("connect", &e))?;
-    let local = socket.local_addr().map_err(|e| PortmapError::io("local address", &e))?;
-    Ok((socket, local))
+    let driver = Driver::new(vec![socket]).map_err(|e| PortmapError::io("local address", &e))?;
+    let local = driver.locals()[0];
+    Ok((driver, local))
 }
 
 fn limit(retransmit: Retransmit) -> Duration {
@@ -96,7 +67,8 @@ pub struct NatPmpMapping {
 /// Blocking NAT-PMP client for one gateway.
 #[derive(Debug)]
 pub struct NatPmpSession {
-    socket: UdpSocket,
+    driver: Driver,
+    server: SocketAddr,
     client: natpmp::Client,
     limit: Duration,
 }
@@ -109,9 +81,9 @@ impl NatPmpSession {
 
     /// Client of a server at any address and port (tests, non-standard set-ups).
     pub fn connect(server: SocketAddr, retransmit: Retransmit) -> Result<Self, PortmapError> {
-        let (socket, local) = connect(server)?;
+        let (driver, local) = connect(server)?;
         let client = natpmp::Client::new(local, server, retransmit);
-        Ok(NatPmpSession { socket, client, limit: limit(retransmit) })
+        Ok(NatPmpSession { driver, server, client, limit: limit(retransmit) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -124,8 +96,7 @@ impl NatPmpSession {
 
     fn run(&mut self, request: natpmp::Request) -> Result<natpmp::Response, PortmapError> {
         let id = self.client.request(Instant::now(), request);
-        let local = self.client.local();
-        drive(&self.socket, local, &mut self.client, self.limit, |ev| match ev {
+        drive(&mut self.driver, self.server, &mut self.client, self.limit, |ev| match ev {
             natpmp::Event::Completed { id: got, result, .. } if got == id => Some(result),
             _ => None,
         })?
@@ -168,7 +139,8 @@ impl NatPmpSession {
 /// Blocking PCP client for one server.
 #[derive(Debug)]
 pub struct PcpSession {
-    socket: UdpSocket,
+    driver: Driver,
+    server: SocketAddr,
     client: pcp::Client,
     limit: Duration,
 }
@@ -189,9 +161,9 @@ impl PcpSession {
     /// [`PcpSession::connect`] with the nonce generator's seed given (tests, or a caller that already read
     /// one from the OS).
     pub fn with_seed(server: SocketAddr, retransmit: Retransmit, seed: Seed) -> Result<Self, PortmapError> {
-        let (socket, local) = connect(server)?;
+        let (driver, local) = connect(server)?;
         let client = pcp::Client::new(local, server, local.ip(), retransmit, seed);
-        Ok(PcpSession { socket, client, limit: limit(retransmit) })
+        Ok(PcpSession { driver, server, client, limit: limit(retransmit) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -207,8 +179,7 @@ impl PcpSession {
         submit: impl FnOnce(&mut pcp::Client, Instant) -> RequestId,
     ) -> Result<pcp::Response, PortmapError> {
         let id = submit(&mut self.client, Instant::now());
-        let local = self.client.local();
-        drive(&self.socket, local, &mut self.client, self.limit, |ev| match ev {
+        drive(&mut self.driver, self.server, &mut self.client, self.limit, |ev| match ev {
             pcp::Event::Completed { id: got, result, .. } if got == id => Some(result),
             _ => None,
         })?

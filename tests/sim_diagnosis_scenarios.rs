@@ -1,9 +1,418 @@
-//! Engine tests: every NAT type through the simulated network, with a fake clock. Deterministic.
+//! The NAT diagnosis (`nat::Diagnosis`) scenario by scenario in the simulated network (`holepunch::sim`):
+//! every RFC 4787 mapping × filtering combination, port allocation, hairpinning, ALGs, firewalls and the
+//! open internet, RFC 3489 and plain RFC 8489 servers, loss, ICMP port unreachable, the RFC 8489 §6.2.1
+//! retransmission schedule with its RTO cache and Karn's rule, mapping lifetimes, and hostile servers naming
+//! addresses (docs/transactions.md, "Addresses a server names"). Deterministic: one seed, one run.
+//!
+//! The topology of every scenario: the client host sits at 192.168.1.10 behind a NAT whose public address
+//! is 203.0.113.1 (or at 198.51.100.10 behind a firewall, or on the internet itself), and the STUN servers
+//! sit on the internet. The one-way delay (10 ms unless a test says otherwise) is on one link of the path —
+//! the NAT's or firewall's uplink, or the open host's own link — and every other link is instant, so every
+//! round trip to a server takes twice the delay. RFC 5780 servers are the real responder; servers that
+//! break a rule (RFC 3489 only, ignoring CHANGE-REQUEST, naming addresses that are not theirs) are
+//! `Scripted` engines.
 
-use super::sim::*;
-use super::*;
-use crate::net::{Engine, Received};
-use std::time::Duration;
+use holepunch::nat::{
+    Allocation, Config, ConfigError, Diagnosis, Event, FailReason, Filtering, Mapping, NatKind, Report, Retransmit,
+    Verdict,
+};
+use holepunch::net::{Engine, Received};
+use holepunch::server::{Responder, ServerConfig};
+use holepunch::sim::{EngineId, Fate, HostId, Link, NatConfig, Outgoing, Reply, Scripted, Sim, TraceEvent};
+use holepunch::stun::{Attribute, Class, ErrorCode, Message, MessageType, MessageWriter, Method};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const LAN_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+const HOST_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+// ---- the world: where the client sits, which servers answer, what the network does ----
+
+/// Where the client sits.
+#[derive(Clone, Copy, Debug)]
+enum Gateway {
+    /// Public host, nothing in the way.
+    Open,
+    /// Public host behind a stateful firewall.
+    Firewall(Filtering),
+    Nat(NatConfig),
+}
+
+fn nat(m: Mapping, f: Filtering) -> NatConfig {
+    NatConfig::new(m, f)
+}
+
+/// How a scripted server answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ServerStyle {
+    /// RFC 5780: OTHER-ADDRESS, CHANGE-REQUEST, RESPONSE-PORT, both mapped attributes.
+    Rfc5780,
+    /// RFC 5780 server that answers CHANGE-REQUEST from the address contacted (broken).
+    IgnoresChange,
+    /// RFC 3489: MAPPED-ADDRESS, CHANGED-ADDRESS, honours CHANGE-REQUEST, 420 for RESPONSE-PORT.
+    Legacy,
+}
+
+/// A STUN server in the world: the real responder (RFC 5780 with an alternate address, or plain), or a
+/// scripted one that answers in its own style and may name addresses that are not its own.
+#[derive(Clone, Copy, Debug)]
+struct SimServer {
+    ip: IpAddr,
+    port: u16,
+    alt_ip: IpAddr,
+    alt_port: u16,
+    /// None: the real responder.
+    scripted: Option<ServerStyle>,
+    /// A hostile or broken server: the alternate address it advertises (OTHER-ADDRESS, CHANGED-ADDRESS)
+    /// instead of its own.
+    named_other: Option<SocketAddr>,
+    /// A hostile or broken server: the mapped address it reports instead of the request's source.
+    named_mapped: Option<SocketAddr>,
+}
+
+impl SimServer {
+    /// The real responder at 192.0.2.1:3478 with the alternate 192.0.2.2:3479.
+    fn rfc5780() -> Self {
+        SimServer {
+            ip: ip("192.0.2.1"),
+            port: 3478,
+            alt_ip: ip("192.0.2.2"),
+            alt_port: 3479,
+            scripted: None,
+            named_other: None,
+            named_mapped: None,
+        }
+    }
+
+    /// The real responder without an alternate address (RFC 8489 only: 420 for CHANGE-REQUEST).
+    fn plain(addr: &str) -> Self {
+        let a: SocketAddr = addr.parse().unwrap();
+        SimServer { alt_ip: a.ip(), alt_port: a.port(), ..SimServer { ip: a.ip(), port: a.port(), ..Self::rfc5780() } }
+    }
+
+    /// A scripted server at the RFC 5780 server's addresses answering in `style`.
+    fn with_style(mut self, style: ServerStyle) -> Self {
+        self.scripted = Some(style);
+        self
+    }
+
+    /// Advertise `other` as the alternate address (whatever it is); a scripted RFC 5780 server.
+    fn naming_other(mut self, other: &str) -> Self {
+        self.named_other = Some(other.parse().unwrap());
+        self.scripted.get_or_insert(ServerStyle::Rfc5780);
+        self
+    }
+
+    /// Report `mapped` as every client's public endpoint; a scripted RFC 5780 server.
+    fn naming_mapped(mut self, mapped: &str) -> Self {
+        self.named_mapped = Some(mapped.parse().unwrap());
+        self.scripted.get_or_insert(ServerStyle::Rfc5780);
+        self
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+
+    fn has_alt(&self) -> bool {
+        self.ip != self.alt_ip && self.port != self.alt_port
+    }
+
+    /// Every address it listens on.
+    fn sockets(&self) -> Vec<SocketAddr> {
+        let mut v = Vec::new();
+        for ip in [self.ip, self.alt_ip] {
+            for port in [self.port, self.alt_port] {
+                let a = SocketAddr::new(ip, port);
+                if !v.contains(&a) {
+                    v.push(a);
+                }
+            }
+        }
+        v
+    }
+
+    /// The scripted server's answer to `data` from `src` arriving at `dst` (the old simulator's server).
+    fn answer(&self, style: ServerStyle, src: SocketAddr, dst: SocketAddr, data: &[u8]) -> Option<Reply> {
+        let msg = Message::parse(data).ok()?;
+        if msg.class() != Class::Request || msg.method() != Method::BINDING {
+            return None;
+        }
+        let mut out = [0u8; 512];
+        let change = msg.change_request().unwrap_or_default();
+        let rp = msg.response_port();
+        if style == ServerStyle::Legacy && rp.is_some() {
+            let ty = MessageType::new(Method::BINDING, Class::Error);
+            let mut w = MessageWriter::new(&mut out, ty, msg.transaction_id()).ok()?;
+            w.add(&Attribute::ErrorCode(ErrorCode { code: 420, reason: "Unknown Attribute" })).ok()?;
+            let n = w.finish();
+            return Some(Reply { local: dst, dst: src, data: out[..n].to_vec() });
+        }
+        let honours_change = style != ServerStyle::IgnoresChange;
+        let swap = |a: IpAddr, x: IpAddr, y: IpAddr| if a == x { y } else { x };
+        let swap_port = |a: u16, x: u16, y: u16| if a == x { y } else { x };
+        let from_ip = if change.change_ip && honours_change { swap(dst.ip(), self.ip, self.alt_ip) } else { dst.ip() };
+        let from_port = if change.change_port && honours_change {
+            swap_port(dst.port(), self.port, self.alt_port)
+        } else {
+            dst.port()
+        };
+        let from = SocketAddr::new(from_ip, from_port);
+        let to = match rp {
+            Some(p) => SocketAddr::new(src.ip(), p),
+            None => src,
+        };
+        let ty = MessageType::new(Method::BINDING, Class::Success);
+        let mut w = MessageWriter::new(&mut out, ty, msg.transaction_id()).ok()?;
+        let other = self.named_other.unwrap_or(SocketAddr::new(
+            swap(dst.ip(), self.ip, self.alt_ip),
+            swap_port(dst.port(), self.port, self.alt_port),
+        ));
+        let mapped = self.named_mapped.unwrap_or(src);
+        match style {
+            ServerStyle::Rfc5780 | ServerStyle::IgnoresChange => {
+                w.add(&Attribute::XorMappedAddress(mapped)).ok()?;
+                w.add(&Attribute::MappedAddress(mapped)).ok()?;
+                w.add(&Attribute::ResponseOrigin(from)).ok()?;
+                if self.has_alt() || self.named_other.is_some() {
+                    w.add(&Attribute::OtherAddress(other)).ok()?;
+                }
+            }
+            ServerStyle::Legacy => {
+                w.add(&Attribute::MappedAddress(mapped)).ok()?;
+                w.add(&Attribute::SourceAddress(from)).ok()?;
+                w.add(&Attribute::ChangedAddress(other)).ok()?;
+            }
+        }
+        w.add(&Attribute::Software("sim")).ok()?;
+        let n = w.finish();
+        Some(Reply { local: from, dst: to, data: out[..n].to_vec() })
+    }
+}
+
+/// Decides whether a client datagram (socket, destination, bytes) is refused with an ICMP port unreachable.
+type IcmpRule = Box<dyn Fn(usize, SocketAddr, &[u8]) -> bool>;
+
+/// One datagram a client socket sent: when, from which socket, to where, and the transaction id, so tests can
+/// check the exact retransmission schedule.
+#[derive(Clone, Debug)]
+struct Sent {
+    at: Duration,
+    socket: usize,
+    dst: SocketAddr,
+    tid: [u8; 12],
+    change: bool,
+}
+
+/// A scenario: built and run by [`World::run`], then inspected.
+struct World {
+    gateway: Gateway,
+    servers: Vec<SimServer>,
+    locals: Vec<SocketAddr>,
+    delay: Duration,
+    loss: f64,
+    seed: u64,
+    drop_sends: Vec<usize>,
+    icmp: Option<IcmpRule>,
+    /// The simulator, the client's host and the diagnosis, once run.
+    ran: Option<(Sim, HostId, EngineId<Diagnosis>)>,
+}
+
+impl World {
+    fn new(gateway: Gateway, servers: Vec<SimServer>, sockets: usize) -> Self {
+        let host = match gateway {
+            Gateway::Nat(_) => LAN_IP,
+            _ => HOST_IP,
+        };
+        // The primary socket sits on 6666 like punchd; the others on distinct "random" ports.
+        let locals = (0..sockets)
+            .map(|i| SocketAddr::new(IpAddr::V4(host), if i == 0 { 6666 } else { 40000 + 17 * i as u16 }))
+            .collect();
+        World {
+            gateway,
+            servers,
+            locals,
+            delay: ms(10),
+            loss: 0.0,
+            seed: 0x1234_5678,
+            drop_sends: Vec::new(),
+            icmp: None,
+            ran: None,
+        }
+    }
+
+    /// One-way delay between the client and every server (default 10 ms).
+    fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Each datagram to or from the client is lost with `percent` % probability; `seed` picks which.
+    fn with_loss(mut self, percent: u64, seed: u64) -> Self {
+        self.loss = percent as f64 / 100.0;
+        self.seed = seed;
+        self
+    }
+
+    /// Lose the client datagrams with these ordinals (0 = the first one the client sends).
+    fn dropping_sends(mut self, ordinals: &[usize]) -> Self {
+        self.drop_sends = ordinals.to_vec();
+        self
+    }
+
+    /// Refuse the client datagrams that `rule` picks with an ICMP port unreachable (it comes back after a
+    /// round trip).
+    fn with_icmp(mut self, rule: IcmpRule) -> Self {
+        self.icmp = Some(rule);
+        self
+    }
+
+    /// Builds the network, runs the diagnosis to the end (bounded); returns the report and the simulated
+    /// time it took.
+    fn run(&mut self, cfg: Config) -> (Report, Duration) {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&self.seed.to_le_bytes());
+        let mut sim = Sim::new(seed);
+        let path = Link::new(self.delay).with_loss(self.loss);
+        let client = match self.gateway {
+            Gateway::Nat(spec) => {
+                let (_, lan) = sim.add_nat(Sim::INTERNET, PUBLIC_IP.into(), spec, path).unwrap();
+                sim.add_host(lan, &[LAN_IP.into()], Link::new(Duration::ZERO)).unwrap()
+            }
+            Gateway::Firewall(f) => {
+                let (_, inside) = sim.add_firewall(Sim::INTERNET, f, Duration::from_secs(120), path).unwrap();
+                sim.add_host(inside, &[HOST_IP.into()], Link::new(Duration::ZERO)).unwrap()
+            }
+            Gateway::Open => sim.add_host(Sim::INTERNET, &[HOST_IP.into()], path).unwrap(),
+        };
+        self.add_servers(&mut sim);
+        let (locals, drops, icmp) = (self.locals.clone(), self.drop_sends.clone(), self.icmp.take());
+        let mut ordinal = 0;
+        sim.set_fault(Box::new(move |out: &Outgoing| {
+            if out.host != client {
+                return Fate::Deliver;
+            }
+            ordinal += 1;
+            let socket = locals.iter().position(|l| *l == out.src).expect("a send from a client socket");
+            if drops.contains(&(ordinal - 1)) {
+                Fate::Drop
+            } else if icmp.as_ref().is_some_and(|rule| rule(socket, out.dst, out.data)) {
+                Fate::Unreachable
+            } else {
+                Fate::Deliver
+            }
+        }));
+        sim.set_capture(true);
+        let diagnosis = Diagnosis::new(cfg, self.locals.clone(), sim.now()).expect("config");
+        let id = sim.add_engine(client, &self.locals, diagnosis).unwrap();
+        let took = sim.run_until_event(id, Duration::from_secs(3600), |e| *e == Event::Finished).expect("finishes");
+        let report = sim.engine(id).report().expect("report after Finished").clone();
+        self.ran = Some((sim, client, id));
+        (report, took)
+    }
+
+    /// Real responders on hosts of their own (plain servers sharing an IP share a host), scripted servers
+    /// on a host with both their addresses; all on instant links.
+    fn add_servers(&self, sim: &mut Sim) {
+        let mut hosts: Vec<(IpAddr, HostId)> = Vec::new();
+        for s in &self.servers {
+            match s.scripted {
+                None if s.has_alt() => {
+                    let config = ServerConfig {
+                        alternate: Some(s.alt_ip),
+                        alt_port: s.alt_port,
+                        ..ServerConfig::plain(s.ip, s.port)
+                    };
+                    sim.add_stun_server(Sim::INTERNET, config, Link::new(Duration::ZERO)).unwrap();
+                }
+                None => {
+                    let host = match hosts.iter().find(|(ip, _)| *ip == s.ip) {
+                        Some(&(_, h)) => h,
+                        None => {
+                            let h = sim.add_host(Sim::INTERNET, &[s.ip], Link::new(Duration::ZERO)).unwrap();
+                            hosts.push((s.ip, h));
+                            h
+                        }
+                    };
+                    let seed = u64::from_le_bytes(sim.fork_seed()[..8].try_into().unwrap());
+                    let responder = Responder::new(ServerConfig::plain(s.ip, s.port), None, seed, sim.now()).unwrap();
+                    sim.add_engine(host, &[s.addr()], responder).unwrap();
+                }
+                Some(style) => {
+                    let host = sim.add_host(Sim::INTERNET, &[s.ip, s.alt_ip], Link::new(Duration::ZERO)).unwrap();
+                    let server = *s;
+                    let script = move |_: Instant, rx: Received, data: &[u8]| {
+                        Some(server.answer(style, rx.source, rx.local, data).into_iter().collect())
+                    };
+                    sim.add_engine(host, &s.sockets(), Scripted::new(script)).unwrap();
+                }
+            }
+        }
+    }
+
+    /// How many ICMP errors reached the client's sockets.
+    fn unreachables(&self) -> usize {
+        let (sim, client, _) = self.ran.as_ref().expect("run first");
+        sim.trace()
+            .iter()
+            .filter(|e| matches!(e.event, TraceEvent::Unreachable { host, .. } if host == *client))
+            .count()
+    }
+
+    /// The engine after [`World::run`], for its RTT estimates.
+    fn diag(&self) -> &Diagnosis {
+        let (sim, _, id) = self.ran.as_ref().expect("run first");
+        sim.engine(*id)
+    }
+
+    /// Every client datagram, in order.
+    fn log(&self) -> Vec<Sent> {
+        let (sim, client, _) = self.ran.as_ref().expect("run first");
+        sim.captured()
+            .iter()
+            .filter(|c| c.host == *client)
+            .map(|c| {
+                let msg = Message::parse(&c.data).ok();
+                Sent {
+                    at: c.at,
+                    socket: self.locals.iter().position(|l| *l == c.src).expect("a client socket"),
+                    dst: c.dst,
+                    tid: msg.as_ref().map(|m| *m.transaction_id()).unwrap_or_default(),
+                    change: msg.as_ref().is_some_and(|m| m.change_request().is_some()),
+                }
+            })
+            .collect()
+    }
+
+    /// How many datagrams the client sent.
+    fn sent(&self) -> usize {
+        self.log().len()
+    }
+
+    /// The datagrams sent from `socket` with CHANGE-REQUEST (or not), grouped by transaction in order of the
+    /// first send; each group lists the send times.
+    fn schedule(&self, socket: usize, change: bool) -> Vec<Vec<Duration>> {
+        let mut out: Vec<([u8; 12], Vec<Duration>)> = Vec::new();
+        for s in self.log().iter().filter(|s| s.socket == socket && s.change == change) {
+            match out.iter_mut().find(|(t, _)| *t == s.tid) {
+                Some((_, v)) => v.push(s.at),
+                None => out.push((s.tid, vec![s.at])),
+            }
+        }
+        out.into_iter().map(|(_, v)| v).collect()
+    }
+}
+
+// ---- the scenarios ----
 
 fn cfg(_world: &World, servers: Vec<std::net::SocketAddr>) -> Config {
     let mut c = Config::new(servers, [7; 32]);
@@ -20,19 +429,15 @@ fn sockets(lifetime: bool) -> usize {
     c.plan().count()
 }
 
-fn run_nat(spec: NatSpec) -> Report {
+fn run_nat(spec: NatConfig) -> Report {
     let mut w = World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(false));
     let c = cfg(&w, vec![SimServer::rfc5780().addr()]);
     w.run(c).0
 }
 
-fn nat(m: SimMapping, f: SimFilter) -> NatSpec {
-    NatSpec::new(m, f)
-}
-
 #[test]
 fn full_cone() {
-    let r = run_nat(nat(SimMapping::Eim, SimFilter::Eif));
+    let r = run_nat(nat(Mapping::EndpointIndependent, Filtering::EndpointIndependent));
     assert_eq!(r.nat, Some(true));
     assert_eq!(r.mapping, Mapping::EndpointIndependent, "{}", r.mapping_reason);
     assert_eq!(r.filtering, Filtering::EndpointIndependent, "{}", r.filtering_reason);
@@ -47,7 +452,7 @@ fn full_cone() {
 
 #[test]
 fn restricted_cone() {
-    let r = run_nat(nat(SimMapping::Eim, SimFilter::Adf));
+    let r = run_nat(nat(Mapping::EndpointIndependent, Filtering::AddressDependent));
     assert_eq!(r.mapping, Mapping::EndpointIndependent);
     assert_eq!(r.filtering, Filtering::AddressDependent, "{}", r.filtering_reason);
     assert_eq!(r.kind, NatKind::RestrictedCone);
@@ -56,7 +461,7 @@ fn restricted_cone() {
 
 #[test]
 fn port_restricted_cone() {
-    let r = run_nat(nat(SimMapping::Eim, SimFilter::Apdf));
+    let r = run_nat(nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent));
     assert_eq!(r.mapping, Mapping::EndpointIndependent);
     assert_eq!(r.filtering, Filtering::AddressAndPortDependent, "{}", r.filtering_reason);
     assert_eq!(r.kind, NatKind::PortRestrictedCone);
@@ -65,8 +470,8 @@ fn port_restricted_cone() {
 
 #[test]
 fn address_dependent_mapping() {
-    let mut spec = nat(SimMapping::Adm, SimFilter::Adf);
-    spec.alloc = SimAlloc::Sequential(1);
+    let mut spec = nat(Mapping::AddressDependent, Filtering::AddressDependent);
+    spec.allocation = Allocation::Sequential { delta: 1 };
     let r = run_nat(spec);
     assert_eq!(r.mapping, Mapping::AddressDependent, "{}", r.mapping_reason);
     assert_eq!(r.kind, NatKind::Symmetric);
@@ -76,8 +481,8 @@ fn address_dependent_mapping() {
 
 #[test]
 fn symmetric_random_ports_needs_relay() {
-    let mut spec = nat(SimMapping::Apdm, SimFilter::Apdf);
-    spec.alloc = SimAlloc::Random;
+    let mut spec = nat(Mapping::AddressAndPortDependent, Filtering::AddressAndPortDependent);
+    spec.allocation = Allocation::Random;
     let r = run_nat(spec);
     assert_eq!(r.mapping, Mapping::AddressAndPortDependent, "{}", r.mapping_reason);
     assert_eq!(r.filtering, Filtering::AddressAndPortDependent);
@@ -88,8 +493,8 @@ fn symmetric_random_ports_needs_relay() {
 
 #[test]
 fn symmetric_sequential_ports_needs_cone_peer() {
-    let mut spec = nat(SimMapping::Apdm, SimFilter::Apdf);
-    spec.alloc = SimAlloc::Sequential(2);
+    let mut spec = nat(Mapping::AddressAndPortDependent, Filtering::AddressAndPortDependent);
+    spec.allocation = Allocation::Sequential { delta: 2 };
     let r = run_nat(spec);
     assert_eq!(r.mapping, Mapping::AddressAndPortDependent);
     assert_eq!(r.allocation, Allocation::Sequential { delta: 2 });
@@ -99,8 +504,8 @@ fn symmetric_sequential_ports_needs_cone_peer() {
 
 #[test]
 fn eim_without_port_preservation() {
-    let mut spec = nat(SimMapping::Eim, SimFilter::Apdf);
-    spec.alloc = SimAlloc::Random;
+    let mut spec = nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent);
+    spec.allocation = Allocation::Random;
     let r = run_nat(spec);
     assert_eq!(r.mapping, Mapping::EndpointIndependent);
     assert_eq!(r.port_preserved, Some(false));
@@ -122,9 +527,10 @@ fn open_internet() {
 
 #[test]
 fn firewall_without_nat() {
-    for (f, want) in
-        [(SimFilter::Apdf, Filtering::AddressAndPortDependent), (SimFilter::Adf, Filtering::AddressDependent)]
-    {
+    for (f, want) in [
+        (Filtering::AddressAndPortDependent, Filtering::AddressAndPortDependent),
+        (Filtering::AddressDependent, Filtering::AddressDependent),
+    ] {
         let mut w = World::new(Gateway::Firewall(f), vec![SimServer::rfc5780()], sockets(false));
         let c = cfg(&w, vec![SimServer::rfc5780().addr()]);
         let r = w.run(c).0;
@@ -137,8 +543,12 @@ fn firewall_without_nat() {
 
 #[test]
 fn hairpin_on_and_off() {
-    for (hairpin, filter) in [(true, SimFilter::Apdf), (false, SimFilter::Apdf), (true, SimFilter::Eif)] {
-        let mut spec = nat(SimMapping::Eim, filter);
+    for (hairpin, filter) in [
+        (true, Filtering::AddressAndPortDependent),
+        (false, Filtering::AddressAndPortDependent),
+        (true, Filtering::EndpointIndependent),
+    ] {
+        let mut spec = nat(Mapping::EndpointIndependent, filter);
         spec.hairpin = hairpin;
         let r = run_nat(spec);
         assert_eq!(r.hairpin, Some(hairpin), "{}", r.hairpin_reason);
@@ -147,7 +557,7 @@ fn hairpin_on_and_off() {
 
 #[test]
 fn alg_detected() {
-    let mut spec = nat(SimMapping::Eim, SimFilter::Apdf);
+    let mut spec = nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent);
     spec.alg = true;
     let r = run_nat(spec);
     assert_eq!(r.alg, Some(true), "{}", r.alg_reason);
@@ -158,8 +568,8 @@ fn alg_detected() {
 #[test]
 fn legacy_rfc3489_server() {
     let server = SimServer::rfc5780().with_style(ServerStyle::Legacy);
-    let mut spec = nat(SimMapping::Eim, SimFilter::Adf);
-    spec.alloc = SimAlloc::Preserve;
+    let mut spec = nat(Mapping::EndpointIndependent, Filtering::AddressDependent);
+    spec.allocation = Allocation::Preserved;
     let mut w = World::new(Gateway::Nat(spec), vec![server], sockets(false));
     let c = cfg(&w, vec![server.addr()]);
     let r = w.run(c).0;
@@ -174,7 +584,11 @@ fn legacy_rfc3489_server() {
 #[test]
 fn legacy_symmetric() {
     let server = SimServer::rfc5780().with_style(ServerStyle::Legacy);
-    let mut w = World::new(Gateway::Nat(nat(SimMapping::Apdm, SimFilter::Apdf)), vec![server], sockets(false));
+    let mut w = World::new(
+        Gateway::Nat(nat(Mapping::AddressAndPortDependent, Filtering::AddressAndPortDependent)),
+        vec![server],
+        sockets(false),
+    );
     let c = cfg(&w, vec![server.addr()]);
     let r = w.run(c).0;
     assert!(r.legacy);
@@ -187,11 +601,11 @@ fn two_plain_servers_infer_mapping() {
     let a = SimServer::plain("192.0.2.50:3478");
     let b = SimServer::plain("198.51.100.77:19302");
     for (m, want) in [
-        (SimMapping::Eim, Mapping::EndpointIndependent),
-        (SimMapping::Apdm, Mapping::EndpointDependent),
-        (SimMapping::Adm, Mapping::EndpointDependent),
+        (Mapping::EndpointIndependent, Mapping::EndpointIndependent),
+        (Mapping::AddressAndPortDependent, Mapping::EndpointDependent),
+        (Mapping::AddressDependent, Mapping::EndpointDependent),
     ] {
-        let mut w = World::new(Gateway::Nat(nat(m, SimFilter::Apdf)), vec![a, b], sockets(false));
+        let mut w = World::new(Gateway::Nat(nat(m, Filtering::AddressAndPortDependent)), vec![a, b], sockets(false));
         let c = cfg(&w, vec![a.addr(), b.addr()]);
         let r = w.run(c).0;
         assert_eq!(r.mapping, want, "{}", r.mapping_reason);
@@ -205,10 +619,18 @@ fn two_plain_servers_infer_mapping() {
 fn plain_servers_same_ip_two_ports() {
     let a = SimServer::plain("192.0.2.50:3478");
     let b = SimServer::plain("192.0.2.50:3479");
-    let mut w = World::new(Gateway::Nat(nat(SimMapping::Apdm, SimFilter::Apdf)), vec![a, b], sockets(false));
+    let mut w = World::new(
+        Gateway::Nat(nat(Mapping::AddressAndPortDependent, Filtering::AddressAndPortDependent)),
+        vec![a, b],
+        sockets(false),
+    );
     let c = cfg(&w, vec![a.addr(), b.addr()]);
     assert_eq!(w.run(c).0.mapping, Mapping::AddressAndPortDependent);
-    let mut w = World::new(Gateway::Nat(nat(SimMapping::Adm, SimFilter::Apdf)), vec![a, b], sockets(false));
+    let mut w = World::new(
+        Gateway::Nat(nat(Mapping::AddressDependent, Filtering::AddressAndPortDependent)),
+        vec![a, b],
+        sockets(false),
+    );
     let c = cfg(&w, vec![a.addr(), b.addr()]);
     let r = w.run(c).0;
     assert_eq!(r.mapping, Mapping::Unknown, "same IP cannot tell EIM from ADM");
@@ -217,7 +639,11 @@ fn plain_servers_same_ip_two_ports() {
 #[test]
 fn single_plain_server_says_what_is_missing() {
     let a = SimServer::plain("192.0.2.50:3478");
-    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![a], sockets(false));
+    let mut w = World::new(
+        Gateway::Nat(nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent)),
+        vec![a],
+        sockets(false),
+    );
     let c = cfg(&w, vec![a.addr()]);
     let r = w.run(c).0;
     assert_eq!(r.mapping, Mapping::Unknown);
@@ -228,20 +654,28 @@ fn single_plain_server_says_what_is_missing() {
 
 #[test]
 fn no_server_answers_within_the_schedule() {
-    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Eif)), vec![], sockets(false));
+    let mut w = World::new(
+        Gateway::Nat(nat(Mapping::EndpointIndependent, Filtering::EndpointIndependent)),
+        vec![],
+        sockets(false),
+    );
     let c = cfg(&w, vec!["192.0.2.99:3478".parse().unwrap()]);
     let give_up = c.retransmit.give_up_after();
     let (r, took) = w.run(c);
     assert!(r.no_answer());
     assert_eq!(r.verdict, Verdict::Unknown);
     assert_eq!(took, give_up);
-    assert_eq!(w.sent, 4, "Rc requests, no more");
+    assert_eq!(w.sent(), 4, "Rc requests, no more");
 }
 
 #[test]
 fn server_ignoring_change_request_gives_unknown_filtering() {
     let server = SimServer::rfc5780().with_style(ServerStyle::IgnoresChange);
-    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![server], sockets(false));
+    let mut w = World::new(
+        Gateway::Nat(nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent)),
+        vec![server],
+        sockets(false),
+    );
     let c = cfg(&w, vec![server.addr()]);
     let r = w.run(c).0;
     assert_eq!(r.filtering, Filtering::Unknown);
@@ -251,7 +685,7 @@ fn server_ignoring_change_request_gives_unknown_filtering() {
 #[test]
 fn lossy_network_still_correct() {
     for seed in 1..6 {
-        let mut spec = nat(SimMapping::Eim, SimFilter::Adf);
+        let mut spec = nat(Mapping::EndpointIndependent, Filtering::AddressDependent);
         spec.hairpin = true;
         let mut w = World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(false)).with_loss(20, seed);
         let mut c = cfg(&w, vec![SimServer::rfc5780().addr()]);
@@ -265,8 +699,8 @@ fn lossy_network_still_correct() {
 
 #[test]
 fn lifetime_bracket() {
-    let mut spec = nat(SimMapping::Eim, SimFilter::Apdf);
-    spec.timeout = Duration::from_secs(30);
+    let mut spec = nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent);
+    spec.mapping_timeout = Duration::from_secs(30);
     let mut w = World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(true));
     let mut c = cfg(&w, vec![SimServer::rfc5780().addr()]);
     c.lifetime = Some(Duration::from_secs(160));
@@ -280,8 +714,8 @@ fn lifetime_bracket() {
 
 #[test]
 fn lifetime_longer_than_max_wait() {
-    let mut spec = nat(SimMapping::Eim, SimFilter::Apdf);
-    spec.timeout = Duration::from_secs(300);
+    let mut spec = nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent);
+    spec.mapping_timeout = Duration::from_secs(300);
     let mut w = World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(true));
     let mut c = cfg(&w, vec![SimServer::rfc5780().addr()]);
     c.lifetime = Some(Duration::from_secs(60));
@@ -294,7 +728,11 @@ fn lifetime_longer_than_max_wait() {
 #[test]
 fn lifetime_without_response_port_is_unknown() {
     let server = SimServer::rfc5780().with_style(ServerStyle::Legacy);
-    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![server], sockets(true));
+    let mut w = World::new(
+        Gateway::Nat(nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent)),
+        vec![server],
+        sockets(true),
+    );
     let mut c = cfg(&w, vec![server.addr()]);
     c.lifetime = Some(Duration::from_secs(60));
     let r = w.run(c).0;
@@ -304,8 +742,8 @@ fn lifetime_without_response_port_is_unknown() {
 
 #[test]
 fn deterministic() {
-    let mut spec = nat(SimMapping::Apdm, SimFilter::Apdf);
-    spec.alloc = SimAlloc::Random;
+    let mut spec = nat(Mapping::AddressAndPortDependent, Filtering::AddressAndPortDependent);
+    spec.allocation = Allocation::Random;
     let a = run_nat(spec);
     let b = run_nat(spec);
     assert_eq!(a.observations, b.observations);
@@ -361,10 +799,6 @@ fn garbage_is_ignored() {
 
 const FILTERING_SOCKET: usize = 1;
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
 /// Send times of one transaction: start, then start + RTO·(2^n − 1).
 fn sends(start: Duration, rto: Duration, rc: u32) -> Vec<Duration> {
     (0..rc).map(|n| start + rto * ((1u32 << n) - 1)).collect()
@@ -377,7 +811,11 @@ fn default_cfg() -> Config {
 
 fn port_restricted_world() -> World {
     // 10 ms each way: every round trip is 20 ms.
-    World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![SimServer::rfc5780()], sockets(false))
+    World::new(
+        Gateway::Nat(nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent)),
+        vec![SimServer::rfc5780()],
+        sockets(false),
+    )
 }
 
 #[test]
@@ -394,7 +832,7 @@ fn learned_rto_schedule_with_floor() {
     assert_eq!(*want.last().unwrap(), ms(6340));
     // The hairpin requests (to our own public address) start at 40 ms on the reference server's RTO.
     let hairpin: Vec<Duration> =
-        w.log.iter().filter(|s| s.dst.ip() == std::net::IpAddr::V4(PUBLIC_IP)).map(|s| s.at).collect();
+        w.log().iter().filter(|s| s.dst.ip() == std::net::IpAddr::V4(PUBLIC_IP)).map(|s| s.at).collect();
     let mut three = Vec::new();
     for t in &want {
         three.extend([*t; 3]);
@@ -417,11 +855,11 @@ fn learned_rto_schedule_rfc6298_values() {
     assert_eq!(w.schedule(FILTERING_SOCKET, true), vec![want.clone(), want]);
     // The hairpin test starts after one more sample (the hairpin socket's mapping): RTTVAR 5.625 -> 42.5 ms.
     let hairpin: Vec<Duration> =
-        w.log.iter().filter(|s| s.dst.ip() == std::net::IpAddr::V4(PUBLIC_IP)).map(|s| s.at).step_by(3).collect();
+        w.log().iter().filter(|s| s.dst.ip() == std::net::IpAddr::V4(PUBLIC_IP)).map(|s| s.at).step_by(3).collect();
     assert_eq!(hairpin, sends(ms(40), Duration::from_micros(42_500), 7));
     assert_eq!(took, ms(3190 + 16 * 50));
     let server = SimServer::rfc5780();
-    let d = w.diag.as_ref().unwrap();
+    let d = w.diag();
     assert_eq!(d.rtt_estimate(server.ip).unwrap().srtt, ms(20));
     // The alternate address was seeded from the primary and then measured itself (mapping tests II, III).
     assert_eq!(d.rtt_estimate(server.alt_ip).unwrap().srtt, ms(20));
@@ -441,7 +879,7 @@ fn karn_no_sample_from_a_retransmitted_request() {
     assert_eq!(w.schedule(0, false)[0], vec![ms(0), ms(500)], "test I");
     assert_eq!(w.schedule(FILTERING_SOCKET, false)[0], vec![ms(520), ms(1020)], "filtering test I");
     // Had the ambiguous 520 ms been taken as a sample, SRTT could not be back at exactly 20 ms.
-    let d = w.diag.as_ref().unwrap();
+    let d = w.diag();
     assert_eq!(d.rtt_estimate(SimServer::rfc5780().ip).unwrap().srtt, ms(20));
 
     // Control: test I answered at once, so the same loss of filtering test I's first request (now send #2)
@@ -468,11 +906,11 @@ fn lossy_network_with_learned_rto_still_correct() {
     // 20 % loss each way with the default schedule: fewer samples, but never a wrong verdict.
     for seed in 1..=8u64 {
         for (filter, hairpin, want) in [
-            (SimFilter::Apdf, false, Filtering::AddressAndPortDependent),
-            (SimFilter::Adf, true, Filtering::AddressDependent),
-            (SimFilter::Eif, false, Filtering::EndpointIndependent),
+            (Filtering::AddressAndPortDependent, false, Filtering::AddressAndPortDependent),
+            (Filtering::AddressDependent, true, Filtering::AddressDependent),
+            (Filtering::EndpointIndependent, false, Filtering::EndpointIndependent),
         ] {
-            let mut spec = nat(SimMapping::Eim, filter);
+            let mut spec = nat(Mapping::EndpointIndependent, filter);
             spec.hairpin = hairpin;
             let mut w =
                 World::new(Gateway::Nat(spec), vec![SimServer::rfc5780()], sockets(false)).with_loss(20, seed * 7919);
@@ -501,15 +939,18 @@ fn slow_path_learns_a_longer_rto() {
 #[test]
 fn icmp_port_unreachable_fails_fast() {
     let wrong: std::net::SocketAddr = "192.0.2.1:3999".parse().unwrap();
-    let mut w =
-        World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![SimServer::rfc5780()], sockets(false))
-            .with_icmp(Box::new(move |_, dst, _| dst == wrong));
+    let mut w = World::new(
+        Gateway::Nat(nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent)),
+        vec![SimServer::rfc5780()],
+        sockets(false),
+    )
+    .with_icmp(Box::new(move |_, dst, _| dst == wrong));
     let mut c = default_cfg();
     c.servers = vec![wrong];
     let (r, took) = w.run(c);
     assert!(r.no_answer());
     assert_eq!(took, ms(20), "one round trip, not 39.5 s");
-    assert_eq!(w.sent, 1);
+    assert_eq!(w.sent(), 1);
     let e = r.servers[0].error.as_ref().unwrap();
     assert_eq!(e, &FailReason::Unreachable { dst: wrong });
     assert!(e.to_string().contains("port unreachable (ICMP)"), "{e}");
@@ -547,12 +988,13 @@ fn icmp_from_our_own_router_does_not_decide_hairpinning() {
     // and still ends with "false" after its schedule.
     let mut w = port_restricted_world().with_icmp(Box::new(|_, dst, _| dst.ip() == std::net::IpAddr::V4(PUBLIC_IP)));
     let (r, took) = w.run(default_cfg());
+    assert!(w.unreachables() > 0, "the router's ICMP errors reached the diagnosis");
     assert_eq!(r.hairpin, Some(false), "{}", r.hairpin_reason);
     assert_eq!(took, ms(40 + 6300 + 1600));
 }
 
 fn has_change_request(data: &[u8]) -> bool {
-    crate::stun::Message::parse(data).is_ok_and(|m| m.change_request().is_some())
+    Message::parse(data).is_ok_and(|m| m.change_request().is_some())
 }
 
 // ---- hostile or broken servers: addresses they name (docs/transactions.md, "Addresses a server names") ----
@@ -560,9 +1002,13 @@ fn has_change_request(data: &[u8]) -> bool {
 /// A NAT world whose only server is `server`; the report, and every client datagram to `victim`'s IP.
 fn run_against(server: SimServer, victim: &str) -> (Report, Vec<Sent>) {
     let victim: std::net::SocketAddr = victim.parse().unwrap();
-    let mut w = World::new(Gateway::Nat(nat(SimMapping::Eim, SimFilter::Apdf)), vec![server], sockets(false));
+    let mut w = World::new(
+        Gateway::Nat(nat(Mapping::EndpointIndependent, Filtering::AddressAndPortDependent)),
+        vec![server],
+        sockets(false),
+    );
     let r = w.run(default_cfg()).0;
-    let hits = w.log.iter().filter(|s| s.dst.ip() == victim.ip()).cloned().collect();
+    let hits = w.log().iter().filter(|s| s.dst.ip() == victim.ip()).cloned().collect();
     (r, hits)
 }
 
