@@ -17,6 +17,14 @@ pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 1024;
 /// Per source IP (IPv6: per /64): one client behind one address needs one or two; a carrier-grade NAT a few.
 pub const DEFAULT_TCP_MAX_CONNECTIONS_PER_IP: usize = 16;
 pub const DEFAULT_TCP_IDLE_SECS: u64 = 60;
+/// A registration lives five 3 s keepalives (docs/signal.md, "Limits").
+pub const DEFAULT_RENDEZVOUS_LIFETIME_SECS: u64 = 15;
+pub const DEFAULT_RENDEZVOUS_CAPACITY: usize = 100_000;
+/// Rendezvous requests per second per source IP (IPv6: per /64): a peer sends one REGISTER per keepalive, so
+/// this leaves room for many peers behind one NAT.
+pub const DEFAULT_RENDEZVOUS_RATE: u32 = 20;
+/// Rate-limiter table of the rendezvous (16 bytes each: 256 KiB).
+pub const RENDEZVOUS_RATE_SLOTS: usize = 16384;
 
 /// Upper bounds of the numeric settings, checked before anything starts (a typo must be a usage error, not a
 /// panic or a host out of memory later).
@@ -24,6 +32,8 @@ pub const MAX_THREADS: usize = 1024;
 pub const MAX_TCP_CONNECTIONS: usize = 1 << 20;
 /// A day: longer intervals and timeouts are typos.
 pub const MAX_SECS: u64 = 86_400;
+/// Most registered peers: 16 M, a few GiB of registry (the memory check refuses what the host cannot hold).
+pub const MAX_RENDEZVOUS_CAPACITY: usize = 1 << 24;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -35,6 +45,8 @@ Examples:
       cloud host behind 1:1 NAT: bind the private addresses, advertise the public ones
   stund --primary ::1 --port 13478 --threads 1 --rate-limit 0
       IPv6 loopback, one worker thread, no rate limit (benchmarks)
+  stund --primary 192.0.2.10 --secret-file /etc/stund/rendezvous.secret
+      also the punchd rendezvous on the UDP socket(s) (file: the network secret, mode 0600, >= 16 bytes)
   stund --config /etc/stund/stund.toml
       everything from a TOML file (see docs/stund.example.toml); flags override it
 
@@ -108,6 +120,21 @@ pub struct Cli {
     /// Log level (error, warn, info, debug, trace, or an env_logger filter); RUST_LOG works too.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Serve the punchd rendezvous (docs/signal.md) on the UDP socket(s), authenticated with the network
+    /// secret in FILE (only its owner may access it; at least 16 bytes). Without it, rendezvous messages are
+    /// dropped.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Seconds a rendezvous registration lives without a refresh, 1 to 86400 [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub rendezvous_lifetime: Option<u64>,
+    /// Most peers registered at once, 1 to 16777216 [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub rendezvous_capacity: Option<usize>,
+    /// Rendezvous requests per second allowed per source IP (IPv6: per /64), at most 4000000; 0 disables
+    /// [default: 20].
+    #[arg(long, value_name = "N")]
+    pub rendezvous_rate_limit: Option<u32>,
     /// TOML config file with the same options (snake_case keys); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -136,6 +163,10 @@ pub struct FileConfig {
     pub tcp_max_connections_per_ip: Option<usize>,
     pub tcp_idle_timeout: Option<u64>,
     pub log_level: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub rendezvous_lifetime: Option<u64>,
+    pub rendezvous_capacity: Option<usize>,
+    pub rendezvous_rate_limit: Option<u32>,
 }
 
 impl FileConfig {
@@ -161,6 +192,17 @@ pub struct Settings {
     pub tcp_max_connections_per_ip: usize,
     pub tcp_idle_timeout: Duration,
     pub log_level: Option<String>,
+    /// The rendezvous (`--secret-file`); `None`: off.
+    pub rendezvous: Option<Rendezvous>,
+}
+
+/// Rendezvous settings (docs/signal.md). The secret file is read at start, not here.
+#[derive(Debug, Clone)]
+pub struct Rendezvous {
+    pub secret_file: PathBuf,
+    pub lifetime: Duration,
+    pub capacity: usize,
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Settings {
@@ -180,6 +222,8 @@ impl Settings {
         let Some(primary) = cli.primary.or(file.primary) else {
             bail!("--primary IP is required (the address to serve on; see --help)");
         };
+        // First: the other settings move out of `cli` and `file`.
+        let rendezvous = rendezvous_settings(&cli, &file)?;
         let software = if cli.no_software {
             None
         } else {
@@ -247,8 +291,48 @@ impl Settings {
             tcp_max_connections_per_ip: per_ip.min(tcp_max_connections),
             tcp_idle_timeout: Duration::from_secs(idle),
             log_level: cli.log_level.or(file.log_level),
+            rendezvous,
         })
     }
+}
+
+fn rendezvous_settings(cli: &Cli, file: &FileConfig) -> Result<Option<Rendezvous>> {
+    let Some(secret_file) = cli.secret_file.clone().or_else(|| file.secret_file.clone()) else {
+        // Rendezvous flags without a secret would silently do nothing.
+        for (given, flag) in [
+            (cli.rendezvous_lifetime.is_some(), "--rendezvous-lifetime"),
+            (cli.rendezvous_capacity.is_some(), "--rendezvous-capacity"),
+            (cli.rendezvous_rate_limit.is_some(), "--rendezvous-rate-limit"),
+        ] {
+            if given {
+                bail!("{flag} needs --secret-file (the rendezvous is off without a network secret)");
+            }
+        }
+        return Ok(None);
+    };
+    let lifetime = cli.rendezvous_lifetime.or(file.rendezvous_lifetime).unwrap_or(DEFAULT_RENDEZVOUS_LIFETIME_SECS);
+    if lifetime == 0 || lifetime > MAX_SECS {
+        bail!("--rendezvous-lifetime {lifetime} must be between 1 and {MAX_SECS} seconds");
+    }
+    let capacity = cli.rendezvous_capacity.or(file.rendezvous_capacity).unwrap_or(DEFAULT_RENDEZVOUS_CAPACITY);
+    if capacity == 0 || capacity > MAX_RENDEZVOUS_CAPACITY {
+        bail!("--rendezvous-capacity {capacity} must be between 1 and {MAX_RENDEZVOUS_CAPACITY}");
+    }
+    let rate = cli.rendezvous_rate_limit.or(file.rendezvous_rate_limit).unwrap_or(DEFAULT_RENDEZVOUS_RATE);
+    if rate > MAX_RATE {
+        bail!("--rendezvous-rate-limit {rate} is more than {MAX_RATE} requests per second (0 turns the limiter off)");
+    }
+    // The rendezvous server always has a limiter; "off" is one nobody reaches.
+    let rate_limit = if rate == 0 {
+        RateLimitConfig { rate_per_sec: MAX_RATE, burst: MAX_BURST, slots: RENDEZVOUS_RATE_SLOTS }
+    } else {
+        RateLimitConfig {
+            rate_per_sec: rate,
+            burst: rate.saturating_mul(2).min(MAX_BURST),
+            slots: RENDEZVOUS_RATE_SLOTS,
+        }
+    };
+    Ok(Some(Rendezvous { secret_file, lifetime: Duration::from_secs(lifetime), capacity, rate_limit }))
 }
 
 /// The limiter's complaint in terms of the setting the user gave.
@@ -336,6 +420,10 @@ mod tests {
             (&["--tcp-max-connections-per-ip", "0"], "--tcp-max-connections-per-ip"),
             (&["--tcp-idle-timeout", &huge], "--tcp-idle-timeout 18446744073709551615"),
             (&["--stats-interval", "86401"], "--stats-interval 86401"),
+            (&["--secret-file", "s", "--rendezvous-lifetime", "0"], "--rendezvous-lifetime 0"),
+            (&["--secret-file", "s", "--rendezvous-capacity", "16777217"], "--rendezvous-capacity 16777217"),
+            (&["--secret-file", "s", "--rendezvous-rate-limit", "4000001"], "--rendezvous-rate-limit 4000001"),
+            (&["--rendezvous-capacity", "10"], "--rendezvous-capacity needs --secret-file"),
         ] {
             let args: Vec<&str> = ["--primary", "127.0.0.1"].into_iter().chain(args.iter().copied()).collect();
             let e = parse(&args).unwrap_err().to_string();
@@ -350,6 +438,9 @@ mod tests {
         assert_eq!((s.tcp_max_connections, s.tcp_max_connections_per_ip), (4, 4));
         assert_eq!(parse(&["--primary", "127.0.0.1"]).unwrap().tcp_max_connections_per_ip, 16);
         assert_eq!(parse(&["--primary", "127.0.0.1"]).unwrap().server.software, None, "SOFTWARE is opt-in");
+        assert!(parse(&["--primary", "127.0.0.1"]).unwrap().rendezvous.is_none(), "rendezvous is opt-in");
+        let r = parse(&["--primary", "127.0.0.1", "--secret-file", "s"]).unwrap().rendezvous.unwrap();
+        assert_eq!((r.lifetime, r.capacity, r.rate_limit.rate_per_sec), (Duration::from_secs(15), 100_000, 20));
     }
 
     /// The example config parses, also with every commented-out setting switched on (catches stale keys).

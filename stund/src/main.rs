@@ -5,6 +5,7 @@ mod config;
 mod memory;
 mod metrics;
 mod net;
+mod rendezvous;
 mod tcp;
 mod udp;
 
@@ -119,6 +120,24 @@ fn run(s: Settings) -> Result<()> {
         ),
         None => log::warn!("rate limit off (--rate-limit 0)"),
     }
+    // Read before any socket is opened: a secret file others can read is a one-line refusal to start.
+    let secret = match &s.rendezvous {
+        Some(r) => {
+            let file = holepunch::io::read_network_secret(&r.secret_file).context("--secret-file")?;
+            log::info!(
+                "rendezvous on (docs/signal.md), UDP only: registrations live {}s, at most {} peers, {} requests/s \
+                 per source IP (IPv6 /64)",
+                r.lifetime.as_secs(),
+                r.capacity,
+                r.rate_limit.rate_per_sec
+            );
+            Some(holepunch::signal::NetworkSecret::new(file.as_bytes()))
+        }
+        None => {
+            log::info!("rendezvous off (no --secret-file): rendezvous messages are dropped and counted");
+            None
+        }
+    };
     let plan = memory::Plan::of(&s);
     log::info!("memory: {} for these settings ({})", memory::human(plan.total()), plan.describe());
     raise_fd_limit(&s);
@@ -143,12 +162,40 @@ fn run(s: Settings) -> Result<()> {
     let start = Instant::now();
     let mut blocks = Vec::new();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
-    for t in 0..s.threads {
+    let mut sets = Vec::with_capacity(s.threads);
+    for _ in 0..s.threads {
         let mut set: [Option<UdpSocket>; 4] = [None, None, None, None];
         for &l in locals {
             set[l.index()] = Some(net::udp_worker_socket(cfg.bind_addr(l), s.threads > 1)?);
         }
-        let set = Arc::new(set);
+        sets.push(Arc::new(set));
+    }
+    let rendezvous_counters = Arc::new(rendezvous::Counters::default());
+    let rendezvous = match (&s.rendezvous, secret) {
+        (Some(r), Some(secret)) => {
+            // The first worker group's sockets send what the timers produce: with SO_REUSEPORT every socket on
+            // an address sends from that address.
+            let rv = rendezvous::Rendezvous::new(
+                r,
+                secret,
+                cfg.clone(),
+                sets[0].clone(),
+                rendezvous_counters.clone(),
+                keys.bytes(),
+                start,
+            )?;
+            let rv = Arc::new(rv);
+            let (timer, stop) = (rv.clone(), stop.clone());
+            let h = std::thread::Builder::new()
+                .name("stund-rendezvous".into())
+                .spawn(move || timer.run_timers(&stop))
+                .context("cannot start the rendezvous timer thread")?;
+            handles.push(h);
+            Some(rv)
+        }
+        _ => None,
+    };
+    for (t, set) in sets.into_iter().enumerate() {
         for &l in locals {
             let responder = Responder::new(cfg.clone(), s.rate_limit, keys.next_u64(), start)?;
             let shared = Arc::new(SharedCounters::new());
@@ -160,6 +207,8 @@ fn run(s: Settings) -> Result<()> {
                 sockets: set.clone(),
                 shared,
                 stop: stop.clone(),
+                rendezvous: rendezvous.clone(),
+                rendezvous_counters: rendezvous_counters.clone(),
             };
             let h = std::thread::Builder::new()
                 .name(format!("stund-udp-{t}-{}", l.index()))
@@ -177,7 +226,13 @@ fn run(s: Settings) -> Result<()> {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
     let tcp_key = keys.next_u64();
-    let result = rt.block_on(async_main(&s, metrics_listener, blocks, handles.len(), start, tcp_key, &handles));
+    let workers = s.threads * locals.len();
+    let udp = UdpSide {
+        blocks,
+        workers,
+        rendezvous: metrics::RendezvousStats { server: rendezvous, counters: rendezvous_counters },
+    };
+    let result = rt.block_on(async_main(&s, metrics_listener, udp, start, tcp_key, &handles));
 
     stop.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -195,16 +250,25 @@ fn run(s: Settings) -> Result<()> {
     result
 }
 
+/// What the UDP side hands to the reports.
+struct UdpSide {
+    /// Each UDP worker's counters.
+    blocks: Vec<Arc<SharedCounters>>,
+    /// UDP worker threads (threads x local sockets).
+    workers: usize,
+    rendezvous: metrics::RendezvousStats,
+}
+
 async fn async_main(
     s: &Settings,
     metrics_listener: Option<std::net::TcpListener>,
-    mut blocks: Vec<Arc<SharedCounters>>,
-    workers: usize,
+    udp: UdpSide,
     start: Instant,
     tcp_key: u64,
     handles: &[JoinHandle<()>],
 ) -> Result<()> {
     let cfg = &s.server;
+    let UdpSide { mut blocks, workers, rendezvous } = udp;
     let tcp = if s.tcp {
         let counters = Arc::new(SharedCounters::new());
         blocks.push(counters.clone());
@@ -239,6 +303,7 @@ async fn async_main(
         start,
         mode: if cfg.behavior_discovery() { "rfc5780" } else { "rfc5389" },
         workers,
+        rendezvous,
         metrics_refused: AtomicU64::new(0),
     });
     if let Some(l) = metrics_listener {
@@ -262,7 +327,7 @@ async fn async_main(
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = check.tick() => {
                 if handles.iter().any(|h| h.is_finished()) {
-                    break Err(anyhow::anyhow!("a UDP worker stopped unexpectedly"));
+                    break Err(anyhow::anyhow!("a UDP worker or the rendezvous timer stopped unexpectedly"));
                 }
                 if let Some(every) = s.stats_interval {
                     let elapsed = last_summary.elapsed();

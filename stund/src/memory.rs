@@ -1,11 +1,14 @@
 //! The memory the settings imply: checked against the host before anything starts, logged at start.
 //!
 //! Counted: what stund allocates up front or per connection (each UDP worker's rate-limiter table and its
-//! recvmmsg/sendmmsg buffers, the TCP listener's table and each TCP connection's two buffers). Not counted:
-//! thread stacks (reserved, mostly never touched) and the kernel's socket buffers.
+//! recvmmsg/sendmmsg buffers, the TCP listener's table and each TCP connection's two buffers, and with
+//! `--secret-file` the rendezvous registry at full capacity, its introductions in flight and its rate-limiter
+//! table). Not counted: thread stacks (reserved, mostly never touched) and the kernel's socket buffers.
 
 use crate::config::Settings;
 use anyhow::{bail, Result};
+use holepunch::signal::registry::{MEMORY_CANDIDATE_BYTES, MEMORY_SLOT_BYTES};
+use holepunch::signal::MAX_CANDIDATES;
 
 /// Used when the host's memory cannot be read.
 const FALLBACK_LIMIT: u64 = 4 << 30;
@@ -25,6 +28,23 @@ pub struct Plan {
     pub per_connection: u64,
     /// The TCP listener's rate-limiter table (0 without TCP or limiter).
     pub tcp_table: u64,
+    /// The rendezvous at `--rendezvous-capacity` (0 without `--secret-file`).
+    pub rendezvous: u64,
+}
+
+/// Bytes of one PUSH in flight (the message, at most ~610 bytes, and its transaction's state).
+const PUSH_BYTES: u64 = 768;
+
+/// The rendezvous at full capacity: the registry's table (a hash table has a power of two of slots, at most
+/// 7/8 full, docs/signal.md "Registry"), every peer with [`MAX_CANDIDATES`] candidates, the pushes in flight
+/// (at most twice the introductions remembered, a tenth of the capacity) and the rate-limiter table.
+pub fn rendezvous_bytes(r: &crate::config::Rendezvous) -> u64 {
+    let cap = r.capacity as u64;
+    let slots = (cap * 8 / 7).max(1).next_power_of_two();
+    let table = slots * MEMORY_SLOT_BYTES as u64;
+    let candidates = cap * (MAX_CANDIDATES * MEMORY_CANDIDATE_BYTES) as u64;
+    let pushes = 2 * (cap / 10).max(64) * PUSH_BYTES;
+    table + candidates + pushes + r.rate_limit.memory_bytes() as u64
 }
 
 impl Plan {
@@ -38,6 +58,7 @@ impl Plan {
             tcp_connections: if s.tcp { s.tcp_max_connections } else { 0 },
             per_connection: crate::tcp::CONNECTION_BUFFER_BYTES as u64,
             tcp_table: if s.tcp { table } else { 0 },
+            rendezvous: s.rendezvous.as_ref().map_or(0, rendezvous_bytes),
         }
     }
 
@@ -55,7 +76,7 @@ impl Plan {
     }
 
     pub fn total(&self) -> u64 {
-        self.udp().saturating_add(self.tcp())
+        self.udp().saturating_add(self.tcp()).saturating_add(self.rendezvous)
     }
 
     /// How the total is made up, naming the settings.
@@ -75,6 +96,9 @@ impl Plan {
                 human(self.tcp_table)
             );
         }
+        if self.rendezvous > 0 {
+            d += &format!(" + {} rendezvous (--rendezvous-capacity)", human(self.rendezvous));
+        }
         d
     }
 
@@ -83,7 +107,7 @@ impl Plan {
         if self.total() > limit {
             bail!(
                 "the settings need {} of memory, more than the {} allowed (half of this host's memory): {}; \
-                 lower --threads, --rate-limit-slots or --tcp-max-connections",
+                 lower --threads, --rate-limit-slots, --tcp-max-connections or --rendezvous-capacity",
                 human(self.total()),
                 human(limit),
                 self.describe()
@@ -154,6 +178,24 @@ mod tests {
         // Without the limiter the tables are gone.
         let p = Plan::of(&settings(&["--threads", "1", "--rate-limit", "0", "--no-tcp"]));
         assert_eq!(p.total(), 4 * (128 << 10));
+    }
+
+    #[test]
+    fn rendezvous_capacity_is_counted() {
+        let off = Plan::of(&settings(&["--threads", "1", "--no-tcp"]));
+        let on = Plan::of(&settings(&["--threads", "1", "--no-tcp", "--secret-file", "s"]));
+        assert_eq!(off.rendezvous, 0);
+        // 100 000 peers: 131 072 table slots, 16 candidates each, 20 000 pushes, 256 KiB limiter.
+        let want = 131_072 * MEMORY_SLOT_BYTES as u64
+            + 100_000 * 16 * MEMORY_CANDIDATE_BYTES as u64
+            + 20_000 * PUSH_BYTES
+            + 16384 * 16;
+        assert_eq!(on.rendezvous, want);
+        assert_eq!(on.total(), off.total() + want);
+        assert!(on.describe().contains("rendezvous (--rendezvous-capacity)"), "{}", on.describe());
+        let huge = Plan::of(&settings(&["--secret-file", "s", "--rendezvous-capacity", "16777216"]));
+        let e = huge.check(1 << 30).unwrap_err().to_string();
+        assert!(e.contains("--rendezvous-capacity"), "{e}");
     }
 
     #[test]

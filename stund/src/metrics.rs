@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::rendezvous::{self, Rendezvous, REFUSAL_LABELS};
 use crate::tcp::TcpShared;
 
 /// Concurrent connections the endpoint serves.
@@ -28,8 +29,15 @@ pub struct Stats {
     pub start: Instant,
     pub mode: &'static str,
     pub workers: usize,
+    pub rendezvous: RendezvousStats,
     /// Metrics connections closed at once because [`MAX_CONNECTIONS`] were open.
     pub metrics_refused: AtomicU64,
+}
+
+/// The rendezvous: its server when on, stund's own counters always.
+pub struct RendezvousStats {
+    pub server: Option<Arc<Rendezvous>>,
+    pub counters: Arc<rendezvous::Counters>,
 }
 
 impl Stats {
@@ -107,10 +115,118 @@ impl Stats {
             "UDP worker threads (threads x local sockets).",
             &[("", self.workers as u64)],
         );
+        self.render_rendezvous(&mut family);
         let mode = format!("{{mode=\"{}\",version=\"{}\"}}", self.mode, env!("CARGO_PKG_VERSION"));
         family("stund_info", "gauge", "Server mode and version.", &[(&mode, 1)]);
         family("stund_uptime_seconds", "gauge", "Seconds since start.", &[("", self.start.elapsed().as_secs())]);
         s
+    }
+
+    fn render_rendezvous(&self, family: &mut impl FnMut(&str, &str, &str, &[(&str, u64)])) {
+        let rc = &self.rendezvous.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        family(
+            "stund_rendezvous_enabled",
+            "gauge",
+            "1 when the rendezvous is on (--secret-file), else 0.",
+            &[("", u64::from(self.rendezvous.server.is_some()))],
+        );
+        let Some(server) = &self.rendezvous.server else {
+            family(
+                "stund_rendezvous_ignored_total",
+                "counter",
+                "Rendezvous messages dropped because the rendezvous is off (no --secret-file).",
+                &[("", load(&rc.ignored))],
+            );
+            return;
+        };
+        let snap = server.snapshot();
+        let st = snap.stats;
+        family(
+            "stund_rendezvous_requests_total",
+            "counter",
+            "Rendezvous requests received (UDP).",
+            &[("", st.requests)],
+        );
+        family(
+            "stund_rendezvous_registrations_total",
+            "counter",
+            "Registrations by kind (new: a name registered or moved to a new endpoint; refresh: a keepalive).",
+            &[("{kind=\"new\"}", st.registrations), ("{kind=\"refresh\"}", st.refreshes)],
+        );
+        family("stund_rendezvous_peers", "gauge", "Peers registered now.", &[("", snap.peers as u64)]);
+        family(
+            "stund_rendezvous_registry_bytes",
+            "gauge",
+            "Memory of the registry now (table and candidates).",
+            &[("", snap.registry_bytes as u64)],
+        );
+        family("stund_rendezvous_expired_total", "counter", "Registrations that expired.", &[("", load(&rc.expired))]);
+        family(
+            "stund_rendezvous_introductions_total",
+            "counter",
+            "Introductions: both peers pushed each other's candidates.",
+            &[("", st.introductions)],
+        );
+        family(
+            "stund_rendezvous_pushes_total",
+            "counter",
+            "PUSH transactions by outcome (failed: unanswered or refused by the peer).",
+            &[("{outcome=\"acked\"}", st.pushes_acked), ("{outcome=\"failed\"}", st.pushes_failed)],
+        );
+        family(
+            "stund_rendezvous_pushes_in_flight",
+            "gauge",
+            "PUSH transactions in flight.",
+            &[("", snap.pushes_in_flight as u64)],
+        );
+        let labels: Vec<String> = REFUSAL_LABELS.iter().map(|r| format!("{{reason=\"{r}\"}}")).collect();
+        let refused: Vec<(&str, u64)> = labels.iter().map(String::as_str).zip(rc.refused.iter().map(load)).collect();
+        family(
+            "stund_rendezvous_refused_total",
+            "counter",
+            "Requests refused with an error answer, by reason.",
+            &refused,
+        );
+        family(
+            "stund_rendezvous_challenged_total",
+            "counter",
+            "Requests answered 438 with a fresh nonce (normal once per peer per nonce lifetime).",
+            &[("", st.challenged)],
+        );
+        family(
+            "stund_rendezvous_dropped_total",
+            "counter",
+            "Rendezvous messages not answered, by reason (overflow: the server's queues were full).",
+            &[
+                ("{reason=\"rate_limited\"}", st.rate_limited),
+                ("{reason=\"malformed\"}", st.dropped),
+                ("{reason=\"overflow\"}", st.overflow),
+            ],
+        );
+        family(
+            "stund_rendezvous_send_errors_total",
+            "counter",
+            "Rendezvous datagrams the kernel refused to send.",
+            &[("", load(&rc.send_errors))],
+        );
+    }
+
+    /// The rendezvous part of the log summary ("" when off and nothing was dropped).
+    fn rendezvous_summary(&self) -> String {
+        match &self.rendezvous.server {
+            Some(server) => {
+                let snap = server.snapshot();
+                format!(
+                    "; rendezvous: {} peers, {} registrations, {} introductions, {} pushes failed",
+                    snap.peers, snap.stats.registrations, snap.stats.introductions, snap.stats.pushes_failed
+                )
+            }
+            None => match self.rendezvous.counters.ignored.load(Ordering::Relaxed) {
+                0 => String::new(),
+                n => format!("; rendezvous off, {n} rendezvous messages dropped"),
+            },
+        }
     }
 
     /// One log line of totals, with the request rate since `prev`.
@@ -131,7 +247,7 @@ impl Stats {
             c.dropped_malformed,
             c.dropped_not_request,
             c.send_errors
-        );
+        ) + &self.rendezvous_summary();
         (line, c)
     }
 }

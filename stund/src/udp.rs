@@ -5,10 +5,16 @@
 //! slot, one `sendmmsg` for every answer leaving from this socket, and a relaxed publish of the counters. Nothing is allocated and no lock
 //! is taken. Answers that must leave from another local socket (RFC 5780 CHANGE-REQUEST) are sent one by
 //! one with `sendto` on that socket; they are rare.
+//!
+//! Rendezvous messages (docs/signal.md) are told apart by their 20-byte header (`signal::is_signal_message`)
+//! before the responder sees them, and go to the one shared rendezvous server (`crate::rendezvous`), which
+//! takes a lock and may allocate; Binding never does either.
 
+use crate::rendezvous::{self, Rendezvous};
 use holepunch::io::batch::{RecvBatch, SendBatch, Wait};
 use holepunch::net::{Received, Transmit};
 use holepunch::server::{LocalSocket, Responder, SharedCounters, MAX_REQUEST_LEN};
+use holepunch::signal::is_signal_message;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +40,10 @@ pub struct Worker {
     pub sockets: Arc<[Option<UdpSocket>; 4]>,
     pub shared: Arc<SharedCounters>,
     pub stop: Arc<AtomicBool>,
+    /// The rendezvous server, when `--secret-file` turned it on.
+    pub rendezvous: Option<Arc<Rendezvous>>,
+    /// Where rendezvous messages dropped while it is off are counted.
+    pub rendezvous_counters: Arc<rendezvous::Counters>,
 }
 
 impl Worker {
@@ -70,6 +80,15 @@ impl Worker {
                     self.responder.counters_mut().dropped_malformed += 1;
                     continue;
                 };
+                if is_signal_message(d.data) {
+                    match &self.rendezvous {
+                        Some(r) => r.handle(now, self.local_addr, from, d.data),
+                        None => {
+                            self.rendezvous_counters.ignored.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    continue;
+                }
                 let rxd = Received::udp(self.local_addr, from);
                 // Never full: at most BATCH answers to BATCH requests, and the batch is sent below.
                 let Some(out) = tx.next_slot() else { break };
