@@ -5,8 +5,9 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use holepunch::identity::{PublicKey, SecretKey};
-use holepunch::io::{read_network_secret, read_secret_key, NetworkSecret};
+use holepunch::io::{read_network_secret, read_secret_key};
 use holepunch::net::Retransmit;
+use holepunch::signal::NetworkSecret;
 use holepunch::signal::PeerName;
 use serde::Deserialize;
 use std::collections::HashMap;

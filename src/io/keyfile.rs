@@ -7,7 +7,7 @@
 //! checked here (a key file there is as private as the directory it lives in).
 
 use crate::identity::{KeyError, SecretKey};
-use std::fmt;
+use crate::signal::NetworkSecret;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -48,31 +48,6 @@ fn access_word(mode: u32) -> &'static str {
     }
 }
 
-/// The rendezvous network secret: the bytes every peer and the server share. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NetworkSecret(Vec<u8>);
-
-impl NetworkSecret {
-    /// The secret from raw bytes: UTF-8 text loses its surrounding whitespace (a trailing newline from an
-    /// editor or `echo` is not part of the secret); anything else is taken as it is.
-    pub fn from_bytes(bytes: &[u8]) -> NetworkSecret {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => NetworkSecret(text.trim().as_bytes().to_vec()),
-            Err(_) => NetworkSecret(bytes.to_vec()),
-        }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for NetworkSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NetworkSecret({} bytes)", self.0.len())
-    }
-}
-
 /// Reads a peer's secret key file (base64 as `wg genkey` writes it). Refuses a file other users can read
 /// or write (Unix), a missing file and malformed text, each with one line naming the file.
 pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
@@ -84,9 +59,9 @@ pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
 /// Reads the rendezvous network secret: raw bytes or text (trimmed), at least [`MIN_SECRET_LEN`] bytes,
 /// with the same permission rule as [`read_secret_key`].
 pub fn read_network_secret(path: &Path) -> Result<NetworkSecret, KeyFileError> {
-    let secret = NetworkSecret::from_bytes(&read_private(path)?);
-    if secret.0.len() < MIN_SECRET_LEN {
-        return Err(KeyFileError::ShortSecret { path: path.to_path_buf(), len: secret.0.len() });
+    let secret = NetworkSecret::from_file_bytes(&read_private(path)?);
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(KeyFileError::ShortSecret { path: path.to_path_buf(), len: secret.len() });
     }
     Ok(secret)
 }
@@ -210,16 +185,19 @@ mod tests {
     fn network_secret_is_trimmed_text_or_raw_bytes() {
         let d = tempdir("secret");
         let p = file_with(&d, "net.secret", b"  correct horse battery staple\n", 0o600);
-        assert_eq!(read_network_secret(&p).unwrap().as_bytes(), b"correct horse battery staple");
+        // Compared through a derived key: the secret type has no `==` (it would not be constant-time).
+        let name = crate::signal::PeerName::new("alice").unwrap();
+        let same = |a: NetworkSecret, b: NetworkSecret| a.peer_key(&name) == b.peer_key(&name);
+        assert!(same(read_network_secret(&p).unwrap(), NetworkSecret::new(b"correct horse battery staple".to_vec())));
         let raw: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) | 0x80).collect();
         let p = file_with(&d, "raw.secret", &raw, 0o400);
-        assert_eq!(read_network_secret(&p).unwrap().as_bytes(), &raw[..]);
+        assert!(same(read_network_secret(&p).unwrap(), NetworkSecret::new(raw.to_vec())));
         let p = file_with(&d, "short.secret", b"tooshort\n", 0o600);
         let e = read_network_secret(&p).unwrap_err().to_string();
         assert!(e.ends_with("short.secret holds 8 bytes; a network secret is at least 16"), "{e}");
         let p = file_with(&d, "open.secret", b"0123456789abcdef0123", 0o604);
         assert!(read_network_secret(&p).unwrap_err().to_string().contains("readable by others (mode 0604)"));
-        assert!(!format!("{:?}", NetworkSecret::from_bytes(b"0123456789abcdef")).contains("0123"));
+        assert!(!format!("{:?}", NetworkSecret::from_file_bytes(b"0123456789abcdef")).contains("0123"));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

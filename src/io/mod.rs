@@ -29,7 +29,7 @@ mod sockaddr;
 pub mod tokio;
 
 pub use driver::{Exit, Notice, DEFAULT_WAKE, RECV_BUF, SEND_BUF};
-pub use keyfile::{read_network_secret, read_secret_key, KeyFileError, NetworkSecret};
+pub use keyfile::{read_network_secret, read_secret_key, KeyFileError};
 pub use random::os_seed;
 pub use resolve::{
     parse_host_port, parse_host_port_or, resolve, resolve_host_port, Family, HostPortError, ParseError, ResolveError,

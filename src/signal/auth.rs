@@ -34,6 +34,24 @@ impl NetworkSecret {
         NetworkSecret(bytes.into())
     }
 
+    /// The secret as a secret file holds it: UTF-8 text loses its surrounding whitespace (a trailing newline
+    /// from an editor or `echo` is not part of the secret); anything else is taken as it is.
+    pub fn from_file_bytes(bytes: &[u8]) -> NetworkSecret {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => NetworkSecret(text.trim().as_bytes().to_vec()),
+            Err(_) => NetworkSecret(bytes.to_vec()),
+        }
+    }
+
+    /// Length in bytes (never the bytes themselves: they stay inside this type).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// K(name) = HMAC-SHA256(secret, "holepunch peer " || name): the MESSAGE-INTEGRITY-SHA256 key of every
     /// message from or to `name`. The server derives it from the name alone, so checking a request costs one
     /// HMAC and no lookup.

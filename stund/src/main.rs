@@ -131,7 +131,7 @@ fn run(s: Settings) -> Result<()> {
                 r.capacity,
                 r.rate_limit.rate_per_sec
             );
-            Some(holepunch::signal::NetworkSecret::new(file.as_bytes()))
+            Some(file)
         }
         None => {
             log::info!("rendezvous off (no --secret-file): rendezvous messages are dropped and counted");
