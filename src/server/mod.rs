@@ -19,7 +19,7 @@ mod source;
 pub use amplification::AMPLIFICATION_FACTOR;
 pub use connlimit::{ConnectionLimit, Refused};
 pub use counters::{Counters, SharedCounters};
-pub use ratelimit::{RateLimitConfig, RateLimitError, RateLimiter, MAX_BURST, MAX_RATE, MAX_SLOTS, SLOT_BYTES, WAYS};
+pub use ratelimit::{RateLimitConfig, RateLimitError, RateLimiter, MAX_BURST, MAX_RATE, MAX_SLOTS};
 pub use responder::{
     ConfigError, Dropped, Field, LocalSocket, Responder, ServerConfig, MAX_QUEUED_REPLIES, MAX_REQUEST_LEN,
     MAX_RESPONSE_LEN, MAX_SOFTWARE_LEN, MAX_UNKNOWN_LISTED,

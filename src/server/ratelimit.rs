@@ -17,10 +17,10 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 /// Slots per set (set-associative table).
-pub const WAYS: usize = 4;
+pub(crate) const WAYS: usize = 4;
 
 /// Bytes of table memory per slot (see [`RateLimiter::memory_bytes`]).
-pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+pub(crate) const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 
 /// Token bucket parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -116,7 +116,7 @@ fn run(s: Settings) -> Result<()> {
             rl.rate_per_sec,
             rl.burst,
             rl.table_slots(),
-            rl.table_slots() * holepunch::server::SLOT_BYTES / 1024
+            rl.memory_bytes() / 1024
         ),
         None => log::warn!("rate limit off (--rate-limit 0)"),
     }
