@@ -29,7 +29,7 @@ pub struct RateLimitConfig {
     pub rate_per_sec: u32,
     /// Requests a source may send in a burst above the sustained rate. Must be > 0.
     pub burst: u32,
-    /// Table slots (rounded up to a power of two, at least [`WAYS`]). Memory is `slots × SLOT_BYTES`.
+    /// Table slots (rounded up to a power of two, at least 4, one set). Memory is `slots × SLOT_BYTES`.
     pub slots: usize,
 }
 
@@ -57,12 +57,12 @@ impl RateLimitConfig {
         Ok(())
     }
 
-    /// Slots the table really has: `slots` rounded up to a power of two, at least [`WAYS`].
+    /// Slots the table really has: `slots` rounded up to a power of two, at least one set of 4.
     pub fn table_slots(&self) -> usize {
         self.slots.max(WAYS).next_power_of_two()
     }
 
-    /// Bytes the limiter's table will take ([`table_slots`](Self::table_slots) × [`SLOT_BYTES`]).
+    /// Bytes the limiter's table will take ([`table_slots`](Self::table_slots) × the size of one slot).
     pub fn memory_bytes(&self) -> usize {
         self.table_slots() * SLOT_BYTES
     }
