@@ -240,6 +240,7 @@ impl Agent {
         peer.failures = 0;
         peer.prediction = None;
         self.start_punch(now, idx);
+        self.tick(now, idx);
         self.settle(now);
         Ok(())
     }
@@ -256,6 +257,11 @@ impl Agent {
                 info!(target: LOG, "{}: our public endpoint moved to {new}: punching again", self.peers[idx].name);
                 self.peers[idx].failures = 0;
                 self.start_punch(now, idx);
+                // Check the path at once, and let one unanswered keepalive end it: with our mapping gone, the
+                // peer's filter most likely drops us already.
+                self.peers[idx].next_keepalive = now;
+                self.peers[idx].suspect = self.peers[idx].path.is_some();
+                self.tick(now, idx);
             }
         }
         self.settle(now);
@@ -272,6 +278,11 @@ impl Agent {
             b.next = b.next.max(now);
         }
         Ok(())
+    }
+
+    /// Our public key (the identity peers configure for us).
+    pub fn public_key(&self) -> PublicKey {
+        self.config.key.public()
     }
 
     /// Every configured peer, as `punchd status` shows it.
@@ -526,6 +537,10 @@ impl Agent {
                     pair.state = PairState::Failed;
                 }
                 debug!(target: LOG, "{}: no answer on {} -> {}", self.peers[idx].name, owner.local, owner.remote);
+                let on_path = self.peers[idx].path == Some(pair_id);
+                if on_path && self.peers[idx].suspect && matches!(owner.purpose, Purpose::Keepalive(_)) {
+                    self.path_died(now, idx);
+                }
             }
         }
     }
@@ -544,7 +559,10 @@ impl Agent {
             }
         }
         match peer.path {
-            Some(cur) if cur == pair_id => peer.last_ok = Some(now),
+            Some(cur) if cur == pair_id => {
+                peer.last_ok = Some(now);
+                peer.suspect = false;
+            }
             Some(cur) => self.maybe_switch(idx, cur, pair_id),
             None => self.open_path(now, idx, pair_id),
         }
@@ -668,6 +686,7 @@ impl Agent {
         let name = peer.name.clone();
         peer.path = None;
         peer.last_ok = None;
+        peer.suspect = false;
         let wait = self.config.repunch_backoff;
         if let Some((remote, _)) = keep {
             info!(target: LOG, "{name}: path to {remote} died: {why}; punching again in {wait:?}");

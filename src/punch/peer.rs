@@ -54,6 +54,8 @@ pub(crate) struct Peer {
     pub last_ok: Option<Instant>,
     /// Failed punch attempts in a row (sets the backoff).
     pub failures: u32,
+    /// Our public endpoint moved while the path was open: one unanswered keepalive ends the path.
+    pub suspect: bool,
     pub birthday: Option<Birthday>,
 }
 
@@ -74,6 +76,7 @@ impl Peer {
             next_keepalive: now,
             last_ok: None,
             failures: 0,
+            suspect: false,
             birthday: None,
         }
     }

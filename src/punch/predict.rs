@@ -217,10 +217,21 @@ pub fn birthday_role(local: &NatProfile, remote: &NatProfile) -> Option<Birthday
 mod tests {
     use super::*;
     use Allocation::*;
-    use Filtering::*;
-    use Mapping::*;
 
-    fn nat(mapping: Mapping, filtering: Filtering, allocation: Allocation) -> NatProfile {
+    /// A profile from RFC 4787 abbreviations: EIM/ADM/APDM, EIF/ADF/APDF.
+    fn nat(mapping: &str, filtering: &str, allocation: Allocation) -> NatProfile {
+        let mapping = match mapping {
+            "EIM" => Mapping::EndpointIndependent,
+            "ADM" => Mapping::AddressDependent,
+            "APDM" => Mapping::AddressAndPortDependent,
+            _ => Mapping::Unknown,
+        };
+        let filtering = match filtering {
+            "EIF" => Filtering::EndpointIndependent,
+            "ADF" => Filtering::AddressDependent,
+            "APDF" => Filtering::AddressAndPortDependent,
+            _ => Filtering::Unknown,
+        };
         NatProfile { mapping, filtering, allocation, ..NatProfile::UNKNOWN }
     }
 
@@ -228,31 +239,31 @@ mod tests {
     fn prediction_table() {
         let seq = Sequential { delta: 1 };
         let bday = Prediction::DirectViaBirthday { expected: BirthdayParams::DEFAULT.expected_time() };
-        let public = NatProfile { no_nat: true, filtering: EndpointIndependent, ..NatProfile::UNKNOWN };
-        let mapped = NatProfile { port_mapping: true, ..nat(AddressAndPortDependent, AddressAndPortDependent, Random) };
+        let public = NatProfile { no_nat: true, filtering: Filtering::EndpointIndependent, ..NatProfile::UNKNOWN };
+        let mapped = NatProfile { port_mapping: true, ..nat("APDM", "APDF", Random) };
         #[rustfmt::skip]
         let table: &[(NatProfile, NatProfile, Prediction)] = &[
             // Both endpoint-independent: any filtering opens by simultaneous open (RFC 5128 §3.3).
-            (nat(EndpointIndependent, EndpointIndependent, Preserved), nat(EndpointIndependent, EndpointIndependent, Preserved), Prediction::Direct),
-            (nat(EndpointIndependent, AddressAndPortDependent, Random), nat(EndpointIndependent, AddressAndPortDependent, Random), Prediction::Direct),
-            (nat(EndpointIndependent, AddressDependent, seq), nat(EndpointIndependent, AddressAndPortDependent, Preserved), Prediction::Direct),
+            (nat("EIM", "EIF", Preserved), nat("EIM", "EIF", Preserved), Prediction::Direct),
+            (nat("EIM", "APDF", Random), nat("EIM", "APDF", Random), Prediction::Direct),
+            (nat("EIM", "ADF", seq), nat("EIM", "APDF", Preserved), Prediction::Direct),
             // Dependent against a filter that lets the new port in: learnt as peer-reflexive.
-            (nat(EndpointIndependent, EndpointIndependent, Preserved), nat(AddressAndPortDependent, AddressAndPortDependent, Random), Prediction::Direct),
-            (nat(EndpointIndependent, AddressDependent, Preserved), nat(AddressDependent, AddressDependent, Random), Prediction::Direct),
+            (nat("EIM", "EIF", Preserved), nat("APDM", "APDF", Random), Prediction::Direct),
+            (nat("EIM", "ADF", Preserved), nat("ADM", "ADF", Random), Prediction::Direct),
             // Dependent against address-and-port-dependent filtering: predicted ports or birthday.
-            (nat(EndpointIndependent, AddressAndPortDependent, Preserved), nat(AddressAndPortDependent, AddressAndPortDependent, seq), Prediction::DirectViaPrediction),
-            (nat(AddressDependent, AddressDependent, Preserved), nat(EndpointIndependent, AddressAndPortDependent, Random), Prediction::DirectViaPrediction),
-            (nat(EndpointIndependent, AddressAndPortDependent, Preserved), nat(AddressAndPortDependent, AddressAndPortDependent, Random), bday),
-            (nat(AddressAndPortDependent, AddressAndPortDependent, Random), nat(EndpointIndependent, AddressAndPortDependent, Preserved), bday),
-            (nat(EndpointIndependent, AddressAndPortDependent, Preserved), nat(AddressAndPortDependent, AddressAndPortDependent, Unknown), Prediction::Unknown),
+            (nat("EIM", "APDF", Preserved), nat("APDM", "APDF", seq), Prediction::DirectViaPrediction),
+            (nat("ADM", "ADF", Preserved), nat("EIM", "APDF", Random), Prediction::DirectViaPrediction),
+            (nat("EIM", "APDF", Preserved), nat("APDM", "APDF", Random), bday),
+            (nat("APDM", "APDF", Random), nat("EIM", "APDF", Preserved), bday),
+            (nat("EIM", "APDF", Preserved), nat("APDM", "APDF", Unknown), Prediction::Unknown),
             // Both dependent: relay (RFC 5128 §3.5).
-            (nat(AddressAndPortDependent, AddressAndPortDependent, Random), nat(AddressAndPortDependent, AddressAndPortDependent, Random), Prediction::NeedsRelay),
-            (nat(AddressDependent, AddressDependent, seq), nat(AddressAndPortDependent, EndpointIndependent, seq), Prediction::NeedsRelay),
+            (nat("APDM", "APDF", Random), nat("APDM", "APDF", Random), Prediction::NeedsRelay),
+            (nat("ADM", "ADF", seq), nat("APDM", "EIF", seq), Prediction::NeedsRelay),
             // No NAT, or a port mapping, is a stable endpoint.
-            (public, nat(AddressAndPortDependent, AddressAndPortDependent, Random), Prediction::Direct),
-            (mapped, nat(AddressAndPortDependent, AddressAndPortDependent, Random), Prediction::Direct),
+            (public, nat("APDM", "APDF", Random), Prediction::Direct),
+            (mapped, nat("APDM", "APDF", Random), Prediction::Direct),
             // Nothing known: try.
-            (NatProfile::UNKNOWN, nat(EndpointIndependent, EndpointIndependent, Preserved), Prediction::Unknown),
+            (NatProfile::UNKNOWN, nat("EIM", "EIF", Preserved), Prediction::Unknown),
         ];
         for (i, (a, b, want)) in table.iter().enumerate() {
             assert_eq!(predict(a, b), *want, "row {i}: {a:?} vs {b:?}");
@@ -262,8 +273,8 @@ mod tests {
 
     #[test]
     fn birthday_roles() {
-        let easy = nat(EndpointIndependent, AddressAndPortDependent, Preserved);
-        let hard = nat(AddressAndPortDependent, AddressAndPortDependent, Random);
+        let easy = nat("EIM", "APDF", Preserved);
+        let hard = nat("APDM", "APDF", Random);
         assert_eq!(birthday_role(&easy, &hard), Some(BirthdayRole::Easy));
         assert_eq!(birthday_role(&hard, &easy), Some(BirthdayRole::Hard));
         assert_eq!(birthday_role(&easy, &easy), None);
