@@ -11,7 +11,7 @@
 use super::auth;
 use super::birthday::{Birthday, ANSWER_WAIT};
 use super::event::{DeathReason, Event, RelayReason, SwitchReason};
-use super::pair::{Pair, PairState, PathKind, RemoteKind};
+use super::pair::{Pair, PairState, PathKind, RemoteKind, TxRef};
 use super::peer::{remote_addresses, Peer, PeerStatus, Phase};
 use super::predict::{birthday_role, predict_with, BirthdayParams, BirthdayRole, Prediction};
 use crate::identity::{PublicKey, SecretKey};
@@ -236,6 +236,16 @@ impl Agent {
             return Ok(());
         }
         info!(target: LOG, "{}: introduced (session {}), {} candidates, public {}", peer.name, intro.session, intro.candidates.len(), intro.reflexive);
+        // A path to an address the new introduction no longer lists is stale: the peer moved. Check it at
+        // once, and let the first new pair that answers take over.
+        let window = self.config.prediction_window;
+        if let Some(path) = peer.path_pair() {
+            if !remote_addresses(&intro, window).iter().any(|(a, _)| *a == path.remote) {
+                peer.stale = true;
+                peer.suspect = true;
+                peer.next_keepalive = now;
+            }
+        }
         peer.intro = Some(intro);
         peer.failures = 0;
         peer.prediction = None;
@@ -330,9 +340,14 @@ impl Agent {
             None
         };
         // End what the previous attempt left running (but not the path's keepalive).
-        let keep_tx = self.peers[idx].path_pair().and_then(|p| p.tx);
-        self.checks.cancel_peer(idx, keep_tx);
+        let keep_tx = self.peers[idx].path_pair().and_then(|p| p.tx).filter(|t| !t.oneshot);
+        self.checks.cancel_peer(idx, keep_tx.map(|t| t.key));
         self.probes.cancel_peer(idx, None);
+        if let Some(path) = self.peers[idx].path {
+            if let Some(p) = self.peers[idx].pair_mut(path) {
+                p.tx = keep_tx;
+            }
+        }
         let path_local = self.peers[idx].path_pair().map(|p| p.local);
         let stale = self.peers[idx].extra_sockets_except(path_local);
         if !stale.is_empty() {
@@ -392,7 +407,7 @@ impl Agent {
                 table.owners.insert(tx, Owner { peer: idx, purpose, local, remote, started: now });
                 table.txs.handle_timeout(now);
                 if let Some(pair) = self.peers[idx].pair_mut(pair_id) {
-                    pair.tx = Some(tx);
+                    pair.tx = Some(TxRef { oneshot, key: tx });
                     if pair.state != PairState::Succeeded {
                         pair.state = PairState::InProgress;
                     }
@@ -500,12 +515,12 @@ impl Agent {
                 let Some(owner) = table.owners.remove(&key) else { continue };
                 let Some(outcome) = outcome else { continue };
                 let rtt = (sends == 1).then(|| now.saturating_duration_since(owner.started));
-                self.finished(now, owner, key, outcome.ok(), rtt);
+                self.finished(now, owner, TxRef { oneshot: probes, key }, outcome.ok(), rtt);
             }
         }
     }
 
-    fn finished(&mut self, now: Instant, owner: Owner, key: TxKey, answer: Option<Option<SocketAddr>>, rtt: Option<Duration>) {
+    fn finished(&mut self, now: Instant, owner: Owner, key: TxRef, answer: Option<Option<SocketAddr>>, rtt: Option<Duration>) {
         let idx = owner.peer;
         let pair_id = match owner.purpose {
             Purpose::Check(id) | Purpose::Keepalive(id) => id,
@@ -562,7 +577,9 @@ impl Agent {
             Some(cur) if cur == pair_id => {
                 peer.last_ok = Some(now);
                 peer.suspect = false;
+                peer.stale = false;
             }
+            Some(cur) if peer.stale => self.switch(idx, cur, pair_id, SwitchReason::PeerMoved),
             Some(cur) => self.maybe_switch(idx, cur, pair_id),
             None => self.open_path(now, idx, pair_id),
         }
@@ -593,6 +610,14 @@ impl Agent {
             b.sockets.retain(|s| *s == pair.local);
         }
         self.probes.cancel_peer(idx, None);
+        for p in &mut self.peers[idx].pairs {
+            if p.tx.is_some_and(|t| t.oneshot) {
+                p.tx = None;
+                if p.state == PairState::InProgress {
+                    p.state = PairState::Failed;
+                }
+            }
+        }
     }
 
     /// Hysteresis (docs/punchd.md): a LAN pair beats a public one; otherwise only a clearly lower round trip
@@ -613,12 +638,28 @@ impl Agent {
         } else {
             return;
         };
+        self.switch(idx, cur, new, why);
+    }
+
+    /// Move the path from pair `cur` to pair `new`.
+    fn switch(&mut self, idx: usize, cur: u32, new: u32, why: SwitchReason) {
+        let peer = &self.peers[idx];
+        let (Some(a), Some(b)) = (peer.pair(cur), peer.pair(new)) else { return };
+        let kb = peer.path_kind_of(b);
         let (old_local, local, remote, rtt) = (a.local, b.local, b.remote, b.rtt.map(|r| r.srtt));
         let name = peer.name.clone();
         info!(target: LOG, "{name}: path changed to {kb} {local} -> {remote}: {why}");
         let peer = &mut self.peers[idx];
+        if let Some(tx) = peer.pair_mut(cur).and_then(|p| p.tx.take()) {
+            let table = if tx.oneshot { &mut self.probes } else { &mut self.checks };
+            table.txs.remove(tx.key);
+            table.owners.remove(&tx.key);
+        }
+        let peer = &mut self.peers[idx];
         peer.path = Some(new);
         peer.last_ok = peer.pair(new).and_then(|p| p.last_ok);
+        peer.suspect = false;
+        peer.stale = false;
         self.events.push_back(Event::PathChanged { peer: name.clone(), kind: kb, local, remote, rtt, why });
         if old_local != local {
             if let Some(b) = self.peers[idx].birthday.as_mut().filter(|b| b.sockets.contains(&old_local)) {
@@ -679,6 +720,22 @@ impl Agent {
     }
 
     fn path_died(&mut self, now: Instant, idx: usize) {
+        // Another pair that answered recently takes over at once.
+        let dead_span = self.config.keepalive.saturating_mul(self.config.dead_after.max(1));
+        let peer = &self.peers[idx];
+        if let Some(cur) = peer.path {
+            let fresh = peer
+                .pairs
+                .iter()
+                .filter(|p| p.id != cur && p.state == PairState::Succeeded)
+                .filter(|p| p.last_ok.is_some_and(|t| now.saturating_duration_since(t) < dead_span))
+                .min_by_key(|p| (peer.path_kind_of(p) != PathKind::Lan, p.kind, p.rtt.map(|r| r.srtt)))
+                .map(|p| p.id);
+            if let Some(new) = fresh {
+                self.switch(idx, cur, new, SwitchReason::Failover);
+                return;
+            }
+        }
         let keep = self.peers[idx].path_pair().map(|p| (p.remote, p.local));
         let silent = self.peers[idx].last_ok.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         let why = DeathReason::Silent { silent };
@@ -687,6 +744,7 @@ impl Agent {
         peer.path = None;
         peer.last_ok = None;
         peer.suspect = false;
+        peer.stale = false;
         let wait = self.config.repunch_backoff;
         if let Some((remote, _)) = keep {
             info!(target: LOG, "{name}: path to {remote} died: {why}; punching again in {wait:?}");

@@ -16,6 +16,11 @@ pub enum SwitchReason {
     Lan,
     /// A pair of the same kind with a clearly lower round trip (less than half, and 10 ms less).
     LowerRtt { old: Duration, new: Duration },
+    /// A new introduction no longer lists the path's address (the peer's endpoint moved) and a new pair
+    /// answered.
+    PeerMoved,
+    /// The path went silent and another pair that answered recently took over.
+    Failover,
 }
 
 impl fmt::Display for SwitchReason {
@@ -25,6 +30,8 @@ impl fmt::Display for SwitchReason {
             SwitchReason::LowerRtt { old, new } => {
                 write!(f, "lower round trip ({:.1} ms instead of {:.1} ms)", ms(*new), ms(*old))
             }
+            SwitchReason::PeerMoved => f.write_str("the peer's endpoint moved"),
+            SwitchReason::Failover => f.write_str("the path went silent; another pair answered recently"),
         }
     }
 }

@@ -106,6 +106,13 @@ impl fmt::Display for PathKind {
     }
 }
 
+/// A pair's running transaction: in the one-shot table (birthday probes) or the check table, and its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TxRef {
+    pub oneshot: bool,
+    pub key: TxKey,
+}
+
 /// One candidate pair.
 #[derive(Clone, Debug)]
 pub(crate) struct Pair {
@@ -115,7 +122,7 @@ pub(crate) struct Pair {
     pub kind: RemoteKind,
     pub state: PairState,
     /// The running check or keepalive transaction.
-    pub tx: Option<TxKey>,
+    pub tx: Option<TxRef>,
     pub rtt: Option<RttEstimate>,
     /// The last verified round trip.
     pub last_ok: Option<Instant>,

@@ -56,6 +56,8 @@ pub(crate) struct Peer {
     pub failures: u32,
     /// Our public endpoint moved while the path was open: one unanswered keepalive ends the path.
     pub suspect: bool,
+    /// A new introduction no longer lists the path's address: the first other pair that answers takes over.
+    pub stale: bool,
     pub birthday: Option<Birthday>,
 }
 
@@ -77,6 +79,7 @@ impl Peer {
             last_ok: None,
             failures: 0,
             suspect: false,
+            stale: false,
             birthday: None,
         }
     }

@@ -11,8 +11,9 @@
 //!   peer's IP address (it does: to the reflexive candidate). Only address-and-port-dependent filtering needs
 //!   the new port in advance: predicted from a sequential allocation, or met by birthday probing when the
 //!   allocation is random.
-//! - Two dependent mappings: neither side knows where to send, and each new destination moves the other's
-//!   port again. A relay is needed.
+//! - Two dependent mappings: an address-dependent one is still stable towards the peer's address, which opens
+//!   a path in some combinations (see [`both_dependent`]); two address-and-port-dependent ones ("symmetric")
+//!   move their ports with every new destination, and a relay is needed.
 
 use crate::nat::{Allocation, Filtering, Mapping};
 use crate::signal::NatProfile;
@@ -184,7 +185,7 @@ pub fn predict_with(local: &NatProfile, remote: &NatProfile, birthday: &Birthday
     }
     match (stable(local), stable(remote)) {
         (true, true) => Prediction::Direct,
-        (false, false) => Prediction::NeedsRelay,
+        (false, false) => both_dependent(local, remote),
         (true, false) => stable_vs_dependent(local, remote, birthday),
         (false, true) => stable_vs_dependent(remote, local, birthday),
     }
@@ -203,6 +204,52 @@ fn stable_vs_dependent(easy: &NatProfile, hard: &NatProfile, birthday: &Birthday
         },
         Filtering::Unknown => Prediction::Unknown,
     }
+}
+
+fn predictable(a: Allocation) -> Option<bool> {
+    match a {
+        Allocation::Preserved | Allocation::Sequential { .. } => Some(true),
+        Allocation::Random => Some(false),
+        Allocation::Unknown => None,
+    }
+}
+
+/// Neither side keeps one endpoint. An address-dependent mapping (RFC 4787 §4.1) still gives one port for
+/// every port of the peer's address, so towards the peer it is stable once the first check left; with one
+/// such side (the anchor) the path opens in one of three ways:
+/// - both allocations are predictable: each side checks the other's predicted ports;
+/// - one side filters endpoint-independently: the other's check to its reflexive endpoint (the mapping the
+///   rendezvous saw, still open) gets in and teaches it the sender's port, and the answers it triggers get
+///   back unless the sender filters by address and port;
+/// - one side's allocation is predictable and it does not filter by port: the random side's checks to its
+///   predicted ports get in, whatever port they come from.
+///
+/// Two address-and-port-dependent mappings ("symmetric" NATs) move their ports with every new destination
+/// port, so what each side learns is stale when it answers: relay (RFC 5128 §3.5).
+fn both_dependent(a: &NatProfile, b: &NatProfile) -> Prediction {
+    let anchor = a.mapping == Mapping::AddressDependent || b.mapping == Mapping::AddressDependent;
+    if !anchor {
+        let unsure = a.mapping == Mapping::EndpointDependent || b.mapping == Mapping::EndpointDependent;
+        return if unsure { Prediction::Unknown } else { Prediction::NeedsRelay };
+    }
+    let (Some(pa), Some(pb)) = (predictable(a.allocation), predictable(b.allocation)) else {
+        return Prediction::Unknown;
+    };
+    if pa && pb {
+        return Prediction::DirectViaPrediction;
+    }
+    if a.filtering == Filtering::Unknown || b.filtering == Filtering::Unknown {
+        return Prediction::Unknown;
+    }
+    let port_filter = |p: &NatProfile| p.filtering == Filtering::AddressAndPortDependent;
+    let open = |p: &NatProfile| p.filtering == Filtering::EndpointIndependent;
+    if (open(a) && !port_filter(b)) || (open(b) && !port_filter(a)) {
+        return Prediction::Direct;
+    }
+    if (pa && !port_filter(a)) || (pb && !port_filter(b)) {
+        return Prediction::DirectViaPrediction;
+    }
+    Prediction::NeedsRelay
 }
 
 /// The role `local` plays in birthday probing against `remote`, when the prediction calls for it.
@@ -256,9 +303,17 @@ mod tests {
             (nat("EIM", "APDF", Preserved), nat("APDM", "APDF", Random), bday),
             (nat("APDM", "APDF", Random), nat("EIM", "APDF", Preserved), bday),
             (nat("EIM", "APDF", Preserved), nat("APDM", "APDF", Unknown), Prediction::Unknown),
-            // Both dependent: relay (RFC 5128 §3.5).
+            // Both address-and-port-dependent ("symmetric"): relay (RFC 5128 §3.5).
             (nat("APDM", "APDF", Random), nat("APDM", "APDF", Random), Prediction::NeedsRelay),
-            (nat("ADM", "ADF", seq), nat("APDM", "EIF", seq), Prediction::NeedsRelay),
+            (nat("APDM", "EIF", seq), nat("APDM", "EIF", Preserved), Prediction::NeedsRelay),
+            (nat("APDM", "EIF", Random), nat("APDM", "ADF", Random), Prediction::NeedsRelay),
+            // An address-dependent anchor: predicted ports, a peer-reflexive port, or relay.
+            (nat("ADM", "APDF", seq), nat("APDM", "APDF", Preserved), Prediction::DirectViaPrediction),
+            (nat("ADM", "EIF", Random), nat("APDM", "ADF", Random), Prediction::Direct),
+            (nat("ADM", "EIF", Random), nat("APDM", "APDF", Random), Prediction::NeedsRelay),
+            (nat("ADM", "ADF", seq), nat("APDM", "APDF", Random), Prediction::DirectViaPrediction),
+            (nat("ADM", "APDF", seq), nat("APDM", "APDF", Random), Prediction::NeedsRelay),
+            (nat("ADM", "ADF", Random), nat("ADM", "ADF", Random), Prediction::NeedsRelay),
             // No NAT, or a port mapping, is a stable endpoint.
             (public, nat("APDM", "APDF", Random), Prediction::Direct),
             (mapped, nat("APDM", "APDF", Random), Prediction::Direct),
