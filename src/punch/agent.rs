@@ -163,8 +163,6 @@ pub struct Agent {
     events: VecDeque<Event>,
     rng: Rng,
     next_pair: u32,
-    /// The agent's clock as last seen (peers added before the first input start from it).
-    now: Option<Instant>,
 }
 
 impl Agent {
@@ -184,7 +182,6 @@ impl Agent {
             events: VecDeque::new(),
             rng,
             next_pair: 0,
-            now: None,
         }
     }
 
@@ -198,8 +195,7 @@ impl Agent {
             return Err(PeerError::OwnKey(name));
         }
         let Some(probe_key) = auth::probe_key(&self.config.key, &key) else { return Err(PeerError::WeakKey(name)) };
-        let now = self.now.unwrap_or_else(Instant::now);
-        self.peers.push(Peer::new(name, key, probe_key, now));
+        self.peers.push(Peer::new(name, key, probe_key));
         Ok(())
     }
 
@@ -218,7 +214,6 @@ impl Agent {
     /// push of the session in force changes nothing; a new session punches its candidates (an open path
     /// stays in use until a better pair answers or it dies).
     pub fn introduce(&mut self, now: Instant, intro: Introduction) -> Result<(), PeerError> {
-        self.now = Some(now);
         let idx = self.peer_index(&intro.peer).ok_or_else(|| PeerError::Unknown(intro.peer.clone()))?;
         let peer = &mut self.peers[idx];
         if intro.key != peer.key {
@@ -243,7 +238,7 @@ impl Agent {
             if !remote_addresses(&intro, window).iter().any(|(a, _)| *a == path.remote) {
                 peer.stale = true;
                 peer.suspect = true;
-                peer.next_keepalive = now;
+                peer.next_keepalive = Some(now);
             }
         }
         peer.intro = Some(intro);
@@ -259,7 +254,6 @@ impl Agent {
     /// and the peers only know the old endpoint, so punch again at once (the node also asks the rendezvous to
     /// introduce us again).
     pub fn local_reflexive_changed(&mut self, now: Instant, new: SocketAddr) {
-        self.now = Some(now);
         self.local_candidates.retain(|c| c.kind != CandidateKind::Reflexive);
         self.local_candidates.push(Candidate { kind: CandidateKind::Reflexive, addr: new });
         for idx in 0..self.peers.len() {
@@ -269,7 +263,7 @@ impl Agent {
                 self.start_punch(now, idx);
                 // Check the path at once, and let one unanswered keepalive end it: with our mapping gone, the
                 // peer's filter most likely drops us already.
-                self.peers[idx].next_keepalive = now;
+                self.peers[idx].next_keepalive = Some(now);
                 self.peers[idx].suspect = self.peers[idx].path.is_some();
                 self.tick(now, idx);
             }
@@ -280,7 +274,6 @@ impl Agent {
     /// The extra sockets the driver opened after [`Event::OpenSockets`] (at most the count asked; the rest
     /// are ignored and should be closed by the driver).
     pub fn add_sockets(&mut self, now: Instant, peer: &PeerName, sockets: &[SocketAddr]) -> Result<(), PeerError> {
-        self.now = Some(now);
         let idx = self.peer_index(peer).ok_or_else(|| PeerError::Unknown(peer.clone()))?;
         if let Some(b) = self.peers[idx].birthday.as_mut().filter(|b| b.role == BirthdayRole::Hard) {
             let room = usize::from(b.params.sockets).saturating_sub(b.sockets.len());
@@ -333,12 +326,10 @@ impl Agent {
             return;
         };
         let prediction = self.prediction_for(&intro);
-        let role = if prediction == Prediction::Unknown || matches!(prediction, Prediction::DirectViaBirthday { .. })
-        {
-            birthday_role(&self.local_profile, &intro.profile)
-        } else {
-            None
-        };
+        // Birthday probing runs once per introduction (or reflexive change): a repeat has the same odds, and
+        // a hostile rendezvous must not be able to turn us into a port scanner of its choice more than once
+        // per introduction (docs/punchd.md, "Symmetric NATs").
+        let role = if self.peers[idx].failures == 0 { birthday_role(&self.local_profile, &intro.profile) } else { None };
         // End what the previous attempt left running (but not the path's keepalive).
         let keep_tx = self.peers[idx].path_pair().and_then(|p| p.tx).filter(|t| !t.oneshot);
         self.checks.cancel_peer(idx, keep_tx.map(|t| t.key));
@@ -371,7 +362,7 @@ impl Agent {
         let peer = &mut self.peers[idx];
         peer.pairs = pairs;
         peer.phase = if peer.path.is_some() { Phase::Connected } else { Phase::Punching };
-        peer.next_check = now;
+        peer.next_check = Some(now);
         peer.judged = peer.path.is_some();
         if peer.prediction != Some(prediction) {
             info!(target: LOG, "{name}: prediction: {prediction}");
@@ -595,7 +586,7 @@ impl Agent {
         peer.phase = Phase::Connected;
         peer.failures = 0;
         peer.last_ok = Some(now);
-        peer.next_keepalive = now + keepalive;
+        peer.next_keepalive = Some(now + keepalive);
         info!(target: LOG, "{}: path open: {kind}, {} -> {} ({} candidate){}", peer.name, pair.local, pair.remote, pair.kind, rtt_text(rtt));
         let name = peer.name.clone();
         self.events.push_back(Event::PathOpened { peer: name.clone(), kind, local: pair.local, remote: pair.remote, rtt });
@@ -768,10 +759,10 @@ impl Agent {
         if !matches!(phase, Phase::Punching | Phase::Connected) {
             return;
         }
-        if now >= self.peers[idx].next_check {
+        if self.peers[idx].next_check.is_none_or(|t| now >= t) {
             if let Some(id) = self.peers[idx].next_waiting() {
                 self.start_check(now, idx, id, Purpose::Check(id), false);
-                self.peers[idx].next_check = now + self.config.pace;
+                self.peers[idx].next_check = Some(now + self.config.pace);
             }
         }
         self.tick_birthday(now, idx);
@@ -786,8 +777,8 @@ impl Agent {
                 self.path_died(now, idx);
                 return;
             }
-            if now >= peer.next_keepalive {
-                self.peers[idx].next_keepalive = now + self.config.keepalive;
+            if peer.next_keepalive.is_none_or(|t| now >= t) {
+                self.peers[idx].next_keepalive = Some(now + self.config.keepalive);
                 if let Some(p) = self.peers[idx].path_pair().filter(|p| p.tx.is_none()) {
                     let id = p.id;
                     self.start_check(now, idx, id, Purpose::Keepalive(id), false);
@@ -842,7 +833,6 @@ impl Engine for Agent {
     /// Checks and answers between peers (STUN Binding with a "to:from" USERNAME and
     /// MESSAGE-INTEGRITY-SHA256) are consumed, verified or not; everything else is not ours.
     fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
-        self.now = Some(now);
         if !stun::looks_like_stun(data) {
             return false;
         }
@@ -872,7 +862,6 @@ impl Engine for Agent {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.now = Some(now);
         self.checks.txs.handle_timeout(now);
         self.probes.txs.handle_timeout(now);
         self.settle(now);
@@ -910,14 +899,14 @@ impl Engine for Agent {
                 Phase::Punching | Phase::Connected => {}
             }
             if p.next_waiting().is_some() {
-                consider(Some(p.next_check));
+                consider(p.next_check);
             }
             if let Some(b) = p.birthday.as_ref().filter(|b| !b.expired) {
                 consider(b.next_due());
                 consider(Some(b.deadline));
             }
             if p.phase == Phase::Connected {
-                consider(Some(p.next_keepalive));
+                consider(p.next_keepalive);
                 consider(p.last_ok.map(|t| t + dead_span));
             }
         }

@@ -48,8 +48,10 @@ pub(crate) struct Peer {
     pub pairs: Vec<Pair>,
     pub path: Option<u32>,
     pub phase: Phase,
-    pub next_check: Instant,
-    pub next_keepalive: Instant,
+    /// When the next waiting pair may be checked (pacing); None: at once.
+    pub next_check: Option<Instant>,
+    /// When the next keepalive goes out on the path; None: at once.
+    pub next_keepalive: Option<Instant>,
     /// The last verified round trip on the path.
     pub last_ok: Option<Instant>,
     /// Failed punch attempts in a row (sets the backoff).
@@ -62,7 +64,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(name: PeerName, key: PublicKey, probe_key: [u8; 32], now: Instant) -> Peer {
+    pub fn new(name: PeerName, key: PublicKey, probe_key: [u8; 32]) -> Peer {
         Peer {
             kid: super::auth::key_id(&key),
             name,
@@ -74,8 +76,8 @@ impl Peer {
             pairs: Vec::new(),
             path: None,
             phase: Phase::Idle,
-            next_check: now,
-            next_keepalive: now,
+            next_check: None,
+            next_keepalive: None,
             last_ok: None,
             failures: 0,
             suspect: false,
