@@ -271,6 +271,22 @@ impl Agent {
         self.settle(now);
     }
 
+    /// Re-check every open path now (a keepalive at once; one unanswered keepalive ends the path): the node
+    /// calls this after an idle period or a clock jump (a suspended host, a wall clock that moved), when NAT
+    /// mappings may have expired while no timer ran.
+    pub fn recheck(&mut self, now: Instant) {
+        for idx in 0..self.peers.len() {
+            if self.peers[idx].path.is_some() {
+                self.peers[idx].next_keepalive = Some(now);
+                self.peers[idx].suspect = true;
+                // The silence was ours, not the peer's: do not count it against the path.
+                self.peers[idx].last_ok = Some(now);
+                self.tick(now, idx);
+            }
+        }
+        self.settle(now);
+    }
+
     /// The extra sockets the driver opened after [`Event::OpenSockets`] (at most the count asked; the rest
     /// are ignored and should be closed by the driver).
     pub fn add_sockets(&mut self, now: Instant, peer: &PeerName, sockets: &[SocketAddr]) -> Result<(), PeerError> {

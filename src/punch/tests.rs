@@ -375,3 +375,20 @@ fn peer_configuration_errors() {
     assert_eq!(a.add_peer(name("me"), ka.public()), Err(PeerError::OwnKey(name("me"))));
     assert_eq!(a.add_peer(name("zero"), PublicKey([0; 32])), Err(PeerError::WeakKey(name("zero"))));
 }
+
+#[test]
+fn recheck_after_a_suspend_ends_a_dead_path_after_one_keepalive() {
+    let t0 = Instant::now();
+    let (mut w, ka, kb) = pair_of_agents(t0);
+    introduce_both(&mut w, &ka, &kb, 1);
+    w.run_until(Duration::from_secs(5), |w| w.opened(0) && w.opened(1)).unwrap();
+    // The host slept and the NAT forgot us meanwhile: nothing gets through any more.
+    w.rule = Box::new(|_, _| false);
+    let now = w.now;
+    w.nodes[0].agent.recheck(now);
+    let died = w
+        .run_until(Duration::from_secs(10), |w| w.nodes[0].events.iter().any(|e| matches!(e, AgentEvent::PathDied { .. })))
+        .expect("the path dies");
+    // One keepalive transaction's schedule (2.6 s), not three keepalive intervals.
+    assert!(died <= Duration::from_secs(3), "{died:?}");
+}
