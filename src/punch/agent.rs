@@ -345,7 +345,8 @@ impl Agent {
         // Birthday probing runs once per introduction (or reflexive change): a repeat has the same odds, and
         // a hostile rendezvous must not be able to turn us into a port scanner of its choice more than once
         // per introduction (docs/punchd.md, "Symmetric NATs").
-        let role = if self.peers[idx].failures == 0 { birthday_role(&self.local_profile, &intro.profile) } else { None };
+        let role =
+            if self.peers[idx].failures == 0 { birthday_role(&self.local_profile, &intro.profile) } else { None };
         // End what the previous attempt left running (but not the path's keepalive).
         let keep_tx = self.peers[idx].path_pair().and_then(|p| p.tx).filter(|t| !t.oneshot);
         self.checks.cancel_peer(idx, keep_tx.map(|t| t.key));
@@ -432,7 +433,9 @@ impl Agent {
         let spec = Spec::new(local, remote).ignore_unreachable();
         match self.probes.txs.start(now, spec, Method::BINDING, |w| auth::write_check(w, &username, &key)) {
             Ok(tx) => {
-                self.probes.owners.insert(tx, Owner { peer: idx, purpose: Purpose::Probe, local, remote, started: now });
+                self.probes
+                    .owners
+                    .insert(tx, Owner { peer: idx, purpose: Purpose::Probe, local, remote, started: now });
                 self.probes.txs.handle_timeout(now);
             }
             Err(e) => warn!(target: LOG, "cannot encode a probe: {e}"),
@@ -453,10 +456,9 @@ impl Agent {
         if self.answers.len() < MAX_ANSWERS {
             let mut buf = [0u8; 128];
             match auth::write_answer(&mut buf, msg.transaction_id(), input.source, &self.peers[idx].probe_key) {
-                Ok(len) => self.answers.push_back((
-                    Transmit { local: input.local, dst: input.source, len },
-                    buf[..len].to_vec(),
-                )),
+                Ok(len) => self
+                    .answers
+                    .push_back((Transmit { local: input.local, dst: input.source, len }, buf[..len].to_vec())),
                 Err(e) => warn!(target: LOG, "cannot encode an answer: {e}"),
             }
         }
@@ -502,7 +504,9 @@ impl Agent {
                 return true;
             }
             match table.txs.handle_input(now, input, data, |m, _| Ok(m.xor_mapped_address())) {
-                Handled::NotOurs => debug!(target: LOG, "answer from {} on {}: not where expected", input.source, input.local),
+                Handled::NotOurs => {
+                    debug!(target: LOG, "answer from {} on {}: not where expected", input.source, input.local)
+                }
                 Handled::Ignored => {}
                 Handled::Completed(_) => self.settle(now),
             }
@@ -527,7 +531,14 @@ impl Agent {
         }
     }
 
-    fn finished(&mut self, now: Instant, owner: Owner, key: TxRef, answer: Option<Option<SocketAddr>>, rtt: Option<Duration>) {
+    fn finished(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        key: TxRef,
+        answer: Option<Option<SocketAddr>>,
+        rtt: Option<Duration>,
+    ) {
         let idx = owner.peer;
         let pair_id = match owner.purpose {
             Purpose::Check(id) | Purpose::Keepalive(id) => id,
@@ -605,7 +616,13 @@ impl Agent {
         peer.next_keepalive = Some(now + keepalive);
         info!(target: LOG, "{}: path open: {kind}, {} -> {} ({} candidate){}", peer.name, pair.local, pair.remote, pair.kind, rtt_text(rtt));
         let name = peer.name.clone();
-        self.events.push_back(Event::PathOpened { peer: name.clone(), kind, local: pair.local, remote: pair.remote, rtt });
+        self.events.push_back(Event::PathOpened {
+            peer: name.clone(),
+            kind,
+            local: pair.local,
+            remote: pair.remote,
+            rtt,
+        });
         self.judge(idx, true);
         // Birthday probing is over: stop the probes, close every extra socket but the one the path uses.
         let stale = self.peers[idx].extra_sockets_except(Some(pair.local));

@@ -41,7 +41,14 @@ struct Wire {
 
 impl Wire {
     fn new(nodes: Vec<Node>, now: Instant) -> Wire {
-        Wire { now, nodes, delay: Duration::from_millis(10), flight: Vec::new(), rule: Box::new(|_, _| true), refused: 0 }
+        Wire {
+            now,
+            nodes,
+            delay: Duration::from_millis(10),
+            flight: Vec::new(),
+            rule: Box::new(|_, _| true),
+            refused: 0,
+        }
     }
 
     fn drain(&mut self) {
@@ -134,7 +141,14 @@ fn intro(peer: &str, key: PublicKey, reflexive: &str, host: Option<&str>, sessio
     if let Some(h) = host {
         candidates.push(Candidate { kind: CandidateKind::Host, addr: addr(h) });
     }
-    Introduction { peer: name(peer), key, reflexive: addr(reflexive), candidates, profile: NatProfile::UNKNOWN, session }
+    Introduction {
+        peer: name(peer),
+        key,
+        reflexive: addr(reflexive),
+        candidates,
+        profile: NatProfile::UNKNOWN,
+        session,
+    }
 }
 
 /// Alice at A and Bob at B, each configured with the other; not yet introduced.
@@ -146,7 +160,10 @@ fn pair_of_agents(t0: Instant) -> (Wire, SecretKey, SecretKey) {
     a.add_peer(name("bob"), kb.public()).unwrap();
     b.add_peer(name("alice"), ka.public()).unwrap();
     let wire = Wire::new(
-        vec![Node { agent: a, addrs: vec![addr(A)], events: vec![] }, Node { agent: b, addrs: vec![addr(B)], events: vec![] }],
+        vec![
+            Node { agent: a, addrs: vec![addr(A)], events: vec![] },
+            Node { agent: b, addrs: vec![addr(B)], events: vec![] },
+        ],
         t0,
     );
     (wire, ka, kb)
@@ -210,7 +227,10 @@ fn wrong_key_gets_no_path_and_no_answer() {
     // Bob trusts another key for "alice".
     b.add_peer(name("alice"), mallory.public()).unwrap();
     let mut w = Wire::new(
-        vec![Node { agent: a, addrs: vec![addr(A)], events: vec![] }, Node { agent: b, addrs: vec![addr(B)], events: vec![] }],
+        vec![
+            Node { agent: a, addrs: vec![addr(A)], events: vec![] },
+            Node { agent: b, addrs: vec![addr(B)], events: vec![] },
+        ],
         t0,
     );
     w.nodes[0].agent.introduce(t0, intro("bob", kb.public(), B, None, 1)).unwrap();
@@ -333,7 +353,9 @@ fn silent_path_dies_then_re_punches_after_backoff() {
     let c = cut.clone();
     w.rule = Box::new(move |_, _| !c.get());
     let died = w
-        .run_until(Duration::from_secs(30), |w| w.nodes[0].events.iter().any(|e| matches!(e, AgentEvent::PathDied { .. })))
+        .run_until(Duration::from_secs(30), |w| {
+            w.nodes[0].events.iter().any(|e| matches!(e, AgentEvent::PathDied { .. }))
+        })
         .expect("the path dies");
     // Dead after 3 keepalive intervals without an answer (9 s after the last one answered).
     assert!(died <= Duration::from_secs(10) && died >= Duration::from_secs(6), "{died:?}");
@@ -387,8 +409,43 @@ fn recheck_after_a_suspend_ends_a_dead_path_after_one_keepalive() {
     let now = w.now;
     w.nodes[0].agent.recheck(now);
     let died = w
-        .run_until(Duration::from_secs(10), |w| w.nodes[0].events.iter().any(|e| matches!(e, AgentEvent::PathDied { .. })))
+        .run_until(Duration::from_secs(10), |w| {
+            w.nodes[0].events.iter().any(|e| matches!(e, AgentEvent::PathDied { .. }))
+        })
         .expect("the path dies");
     // One keepalive transaction's schedule (2.6 s), not three keepalive intervals.
     assert!(died <= Duration::from_secs(3), "{died:?}");
+}
+
+mod hostile_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever arrives, the agent neither panics nor answers anything unverified, and it only claims STUN
+        /// Binding messages.
+        #[test]
+        fn arbitrary_datagrams_are_never_answered(data in proptest::collection::vec(any::<u8>(), 0..200), flip in 0usize..200) {
+            let t0 = Instant::now();
+            let kb = SecretKey::from_seed([2; 32]);
+            let mut a = agent("alice", &SecretKey::from_seed([1; 32]), A);
+            a.add_peer(name("bob"), kb.public()).unwrap();
+            let from = Received::udp(addr(A), addr(B));
+            let taken = a.handle_input(t0, from, &data);
+            prop_assert!(!taken || crate::stun::looks_like_stun(&data));
+            prop_assert!(a.poll_transmit(&mut [0u8; 1500]).is_none());
+            // A real check from Bob with one byte flipped: consumed, never answered, no path.
+            let mut b = agent("bob", &kb, B);
+            b.add_peer(name("alice"), SecretKey::from_seed([1; 32]).public()).unwrap();
+            b.introduce(t0, intro("alice", SecretKey::from_seed([1; 32]).public(), A, None, 1)).unwrap();
+            let mut buf = [0u8; 256];
+            let t = b.poll_transmit(&mut buf).unwrap();
+            let mut check = buf[..t.len].to_vec();
+            let i = 20 + flip % (check.len() - 20);
+            check[i] ^= 0x01;
+            a.handle_input(t0, from, &check);
+            prop_assert!(a.poll_transmit(&mut [0u8; 1500]).is_none());
+            prop_assert_eq!(a.status()[0].path, PathKind::None);
+        }
+    }
 }
