@@ -293,8 +293,10 @@ impl Agent {
         let idx = self.peer_index(peer).ok_or_else(|| PeerError::Unknown(peer.clone()))?;
         if let Some(b) = self.peers[idx].birthday.as_mut().filter(|b| b.role == BirthdayRole::Hard) {
             let room = usize::from(b.params.sockets).saturating_sub(b.sockets.len());
-            b.sockets.extend(sockets.iter().copied().take(room));
+            let new: Vec<SocketAddr> = sockets.iter().copied().take(room).collect();
+            b.sockets.extend(&new);
             b.next = b.next.max(now);
+            self.peers[idx].extra.extend(new);
         }
         Ok(())
     }
@@ -357,10 +359,7 @@ impl Agent {
             }
         }
         let path_local = self.peers[idx].path_pair().map(|p| p.local);
-        let stale = self.peers[idx].extra_sockets_except(path_local);
-        if !stale.is_empty() {
-            self.events.push_back(Event::CloseSockets { peer: self.peers[idx].name.clone(), sockets: stale });
-        }
+        self.close_extras(idx, path_local);
 
         let mut pairs: Vec<Pair> = self.peers[idx].path_pair().cloned().into_iter().collect();
         for (remote, kind) in remote_addresses(&intro, self.config.prediction_window) {
@@ -625,13 +624,9 @@ impl Agent {
         });
         self.judge(idx, true);
         // Birthday probing is over: stop the probes, close every extra socket but the one the path uses.
-        let stale = self.peers[idx].extra_sockets_except(Some(pair.local));
-        if !stale.is_empty() {
-            self.events.push_back(Event::CloseSockets { peer: name, sockets: stale });
-        }
+        self.close_extras(idx, Some(pair.local));
         if let Some(b) = self.peers[idx].birthday.as_mut() {
             b.expired = true;
-            b.sockets.retain(|s| *s == pair.local);
         }
         self.probes.cancel_peer(idx, None);
         for p in &mut self.peers[idx].pairs {
@@ -686,11 +681,24 @@ impl Agent {
         peer.stale = false;
         self.events.push_back(Event::PathChanged { peer: name.clone(), kind: kb, local, remote, rtt, why });
         if old_local != local {
-            if let Some(b) = self.peers[idx].birthday.as_mut().filter(|b| b.sockets.contains(&old_local)) {
-                b.sockets.retain(|s| *s != old_local);
-                self.events.push_back(Event::CloseSockets { peer: name, sockets: vec![old_local] });
-            }
+            self.close_extras(idx, Some(local));
         }
+    }
+
+    /// Ask the driver to close this peer's extra sockets, except `keep` (the one a path runs on).
+    fn close_extras(&mut self, idx: usize, keep: Option<SocketAddr>) {
+        let peer = &mut self.peers[idx];
+        let close: Vec<SocketAddr> = peer.extra.iter().copied().filter(|s| Some(*s) != keep).collect();
+        if close.is_empty() {
+            return;
+        }
+        peer.extra.retain(|s| Some(*s) == keep);
+        if let Some(b) = peer.birthday.as_mut() {
+            b.sockets.retain(|s| Some(*s) == keep);
+        }
+        let name = peer.name.clone();
+        debug!(target: LOG, "{name}: closing {} extra sockets", close.len());
+        self.events.push_back(Event::CloseSockets { peer: name, sockets: close });
     }
 
     /// Compare this attempt's outcome with the prediction, once.
@@ -726,10 +734,7 @@ impl Agent {
             info!(target: LOG, "{name}: needs relay: {why}");
             self.events.push_back(Event::NeedsRelay { peer: name.clone(), why });
         }
-        let stale = peer.extra_sockets_except(None);
-        if !stale.is_empty() {
-            self.events.push_back(Event::CloseSockets { peer: name.clone(), sockets: stale });
-        }
+        self.close_extras(idx, None);
         self.peers[idx].birthday = None;
         if failures >= self.config.repunch_limit {
             let why = RelayReason::GaveUp { attempts: failures };
@@ -776,7 +781,9 @@ impl Agent {
         }
         self.checks.cancel_peer(idx, None);
         self.probes.cancel_peer(idx, None);
+        self.close_extras(idx, None);
         let peer = &mut self.peers[idx];
+        peer.birthday = None;
         peer.pairs.clear();
         peer.phase = Phase::Backoff { until: now + wait };
     }

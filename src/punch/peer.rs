@@ -3,7 +3,7 @@
 
 use super::birthday::Birthday;
 use super::pair::{Pair, PairState, PairStatus, PathKind, RemoteKind};
-use super::predict::{BirthdayRole, Prediction};
+use super::predict::Prediction;
 use crate::identity::PublicKey;
 use crate::nat::{Allocation, Mapping};
 use crate::signal::{Introduction, PeerName, MAX_CANDIDATES};
@@ -61,6 +61,9 @@ pub(crate) struct Peer {
     /// A new introduction no longer lists the path's address: the first other pair that answers takes over.
     pub stale: bool,
     pub birthday: Option<Birthday>,
+    /// Extra sockets the driver opened for this peer and not yet asked to close (at most one outlives
+    /// birthday probing: the one a path runs on).
+    pub extra: Vec<SocketAddr>,
 }
 
 impl Peer {
@@ -83,6 +86,7 @@ impl Peer {
             suspect: false,
             stale: false,
             birthday: None,
+            extra: Vec::new(),
         }
     }
 
@@ -111,14 +115,6 @@ impl Peer {
     pub fn checks_pending(&self, now: Instant) -> bool {
         self.pairs.iter().any(|p| matches!(p.state, PairState::Waiting | PairState::InProgress))
             || self.birthday.as_ref().is_some_and(|b| b.active(now))
-    }
-
-    /// The extra sockets birthday probing opened, except `keep`.
-    pub fn extra_sockets_except(&self, keep: Option<SocketAddr>) -> Vec<SocketAddr> {
-        match &self.birthday {
-            Some(b) if b.role == BirthdayRole::Hard => b.sockets.iter().copied().filter(|s| Some(*s) != keep).collect(),
-            _ => Vec::new(),
-        }
     }
 
     pub fn status(&self) -> PeerStatus {
