@@ -95,7 +95,7 @@ impl AgentConfig {
 }
 
 /// Why a peer or an introduction was refused.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum PeerError {
     #[error("peer {0} is not configured")]
     Unknown(PeerName),
