@@ -158,7 +158,9 @@ fn cone_nats_connect_directly() {
         let events = w.sim.events(alice);
         assert!(events.iter().any(|e| matches!(e, NodeEvent::Registered { .. })), "{events:?}");
         assert!(
-            events.iter().any(|e| matches!(e, NodeEvent::Punch(AgentEvent::PathOpened { kind: PathKind::Direct, .. }))),
+            events
+                .iter()
+                .any(|e| matches!(e, NodeEvent::Punch(AgentEvent::PathOpened { kind: PathKind::Direct, .. }, _))),
             "{events:?}"
         );
         let status = &w.sim.engine(alice).status()[0];
@@ -174,15 +176,16 @@ fn symmetric_against_symmetric_needs_relay() {
     let alice = w.alice;
     w.sim
         .run_until_event(alice, Duration::from_secs(30), |e| {
-            matches!(e, NodeEvent::Punch(AgentEvent::NeedsRelay { .. }))
+            matches!(e, NodeEvent::Punch(AgentEvent::NeedsRelay { .. }, _))
         })
         .unwrap();
     assert_eq!(path_kind(&w.sim, alice), PathKind::None);
     let events = w.sim.events(alice);
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, NodeEvent::Punch(AgentEvent::Prediction { prediction: Prediction::NeedsRelay, .. }))),
+        events.iter().any(|e| matches!(
+            e,
+            NodeEvent::Punch(AgentEvent::Prediction { prediction: Prediction::NeedsRelay, .. }, _)
+        )),
         "{events:?}"
     );
 }

@@ -16,6 +16,7 @@ mod controlled;
 mod daemon;
 mod exit;
 mod keys;
+mod node;
 mod status;
 
 use clap::{Args, Parser, Subcommand};

@@ -16,6 +16,7 @@
 
 use super::agent::{Agent, AgentConfig, PeerError};
 use super::event::Event as AgentEvent;
+use super::pair::RemoteKind;
 use super::peer::{PeerStatus, Phase};
 use crate::identity::{PublicKey, SecretKey};
 use crate::net::{Engine, Received, Seed, Transmit};
@@ -100,8 +101,9 @@ pub enum Event {
     /// refused, nothing punched.
     IntroductionRefused { peer: PeerName, why: PeerError },
     /// Punching: paths opened, changed, died (with why), needs relay, prediction and whether it held, and
-    /// the extra sockets birthday probing asks the driver for.
-    Punch(AgentEvent),
+    /// the extra sockets birthday probing asks the driver for. The second field is the kind of remote
+    /// candidate the peer's path runs to when the event was emitted ("direct ... via reflexive").
+    Punch(AgentEvent, Option<RemoteKind>),
 }
 
 /// What the node counted.
@@ -362,7 +364,13 @@ impl Node {
             }
             _ => {}
         }
-        self.events.push_back(Event::Punch(e));
+        let via = match &e {
+            AgentEvent::PathOpened { peer, .. } | AgentEvent::PathChanged { peer, .. } => {
+                self.agent.peer_status(peer).and_then(|s| s.remote_kind)
+            }
+            _ => None,
+        };
+        self.events.push_back(Event::Punch(e, via));
     }
 
     /// Route each engine's events to the other and to the daemon until both are quiet (bounded).
