@@ -6,55 +6,15 @@
 use holepunch::identity::SecretKey;
 use std::fs::File;
 use std::net::UdpSocket;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_punchd");
+mod common;
+use common::{stund_bin, Scratch, PUNCHD as BIN};
+
 const SECRET: &[u8] = b"the loopback network secret\n";
-
-/// stund next to punchd in the target directory, built when missing.
-fn stund_bin() -> PathBuf {
-    let dir = Path::new(BIN).parent().unwrap().to_path_buf();
-    let p = dir.join("stund");
-    if !p.exists() {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "stund", "--manifest-path"]).arg(manifest);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("cargo build -p stund").success(), "cargo build -p stund failed");
-    }
-    p
-}
-
-/// A fresh directory for one test, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("punchd-two-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-
-    fn private(&self, name: &str, content: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A process killed and reaped on drop; its stdout and stderr go to files.
 struct Proc {

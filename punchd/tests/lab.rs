@@ -1,0 +1,121 @@
+//! Two punchd peers behind real nftables NATs in the NAT lab (docs/lab.md), with stund's rendezvous
+//! (`--secret-file`) in the lab's server namespace: behind a full cone and a port-restricted cone both open
+//! a direct path; behind two symmetric NATs punchd says it needs a relay. Needs root, ip, nft and conntrack;
+//! without them the tests skip with one line, and under CI=true they fail.
+#![cfg(unix)]
+
+mod common;
+use common::{stund_bin, Scratch, PUNCHD};
+use holepunch::identity::SecretKey;
+use holepunch_lab::{Lab, Preset, Process};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SECRET: &[u8] = b"the lab's network secret\n";
+
+struct World {
+    lab: Lab,
+    dir: Scratch,
+    server: String,
+}
+
+/// Sites a and b behind `a` and `b`, stund with the rendezvous on the lab's server.
+fn world(tag: &str, a: Preset, b: Preset) -> World {
+    let lab = Lab::builder().server().site("a", a).site("b", b).build().expect("build lab");
+    let dir = Scratch::new(&format!("lab-{tag}"));
+    let secret = dir.private("net.secret", SECRET);
+    let (primary, _) = lab.server_ips();
+    let mut cmd = lab.server().command("sh");
+    cmd.arg("-c").arg(format!(
+        "exec {} --primary {primary} --no-tcp --rate-limit 0 --threads 1 --stats-interval 0 --log-level info \
+         --secret-file {} 2>&1",
+        stund_bin().display(),
+        secret.display()
+    ));
+    let mut p = lab.server().spawn_command(cmd).expect("start stund");
+    p.wait_for_line(Duration::from_secs(10), |l| l.contains("ready")).expect("stund ready");
+    lab.adopt(p);
+    World { lab, dir, server: format!("{primary}:3478") }
+}
+
+fn control(w: &World, name: &str) -> PathBuf {
+    w.dir.0.join(format!("{name}.sock"))
+}
+
+/// punchd `name` on lab host `host`, accepting `peer`; its stdout and stderr as lines.
+fn punchd(w: &World, host: &str, name: &str, me: &SecretKey, peer: (&str, &SecretKey), extra: &str) -> Process {
+    let key = w.dir.private(&format!("{name}.key"), format!("{}\n", me.to_base64()).as_bytes());
+    let secret = w.dir.0.join("net.secret");
+    let mut cmd = w.lab.host(host).command("sh");
+    cmd.env("RUST_LOG", "info").arg("-c").arg(format!(
+        "exec {PUNCHD} --peer-id {name} --server {} --key {} --secret-file {} --peer {}={} --control {} \
+         --keepalive 1s {extra} 2>&1",
+        w.server,
+        key.display(),
+        secret.display(),
+        peer.0,
+        peer.1.public().to_base64(),
+        control(w, name).display(),
+    ));
+    w.lab.host(host).spawn_command(cmd).expect("start punchd")
+}
+
+/// `punchd status --json` (the control socket is a path: reachable from outside the namespace).
+fn status(w: &World, name: &str) -> Option<serde_json::Value> {
+    let path = control(w, name);
+    let out = Command::new(PUNCHD).args(["status", "--json", "--control", path.to_str().unwrap()]).output().ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn wait_path(w: &World, name: &str, limit: Duration) -> Result<serde_json::Value, String> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(v) = status(w, name) {
+            let p = &v["peers"][0];
+            if p["path"] == "direct" && p["rtt_ms"].is_number() {
+                return Ok(v);
+            }
+            last = Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("{name}: no direct path within {limit:?}; last status {last:?}"))
+}
+
+#[test]
+fn full_cone_and_port_restricted_connect_directly() {
+    holepunch_lab::require_lab!();
+    let w = world("cone", Preset::FullCone, Preset::PortRestricted);
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let mut bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
+    let started = Instant::now();
+    let opened = alice.wait_for_line(Duration::from_secs(15), |l| l.starts_with("path to bob opened"));
+    let took = started.elapsed();
+    let logs = |p: &mut Process| p.drain_lines().join("\n");
+    let line = opened.unwrap_or_else(|e| panic!("{e}\nalice:\n{}\nbob:\n{}", logs(&mut alice), logs(&mut bob)));
+    eprintln!("{line} ({took:?} after start)");
+    // The peer's public endpoint on b's router, not a LAN address.
+    assert!(line.contains(&format!("direct {}:", w.lab.public_ip("b"))), "{line}");
+    let v = wait_path(&w, "alice", Duration::from_secs(5)).unwrap();
+    assert_eq!(v["registered"], true);
+    let v = wait_path(&w, "bob", Duration::from_secs(5)).unwrap();
+    assert_eq!(v["peers"][0]["remote"].as_str().map(|r| r.starts_with(&w.lab.public_ip("a").to_string())), Some(true));
+}
+
+#[test]
+fn symmetric_against_symmetric_needs_relay() {
+    holepunch_lab::require_lab!();
+    let w = world("sym", Preset::Symmetric, Preset::Symmetric);
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let _bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
+    let line = alice
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("bob: needs relay"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", alice.drain_lines().join("\n")));
+    eprintln!("{line}");
+    let v = status(&w, "alice").expect("status");
+    assert_eq!(v["peers"][0]["path"], "none", "{v}");
+}
