@@ -246,3 +246,33 @@ fn a_flushed_nat_gets_its_path_back_within_two_keepalives_and_a_round_trip() {
     assert_ne!(after, bob_saw, "bob now sends to alice's new mapping");
     assert!(took <= bound, "back after {took:?}, bound {bound:?} (rtt {rtt:?}); before {before:?}");
 }
+
+#[test]
+fn strangers_datagrams_are_dropped_counted_and_never_answered() {
+    let t0 = Instant::now();
+    let secret = NetworkSecret::new(&b"simulated network secret"[..]);
+    let local = sa("192.168.1.10:6666");
+    let config = NodeConfig::new(
+        local,
+        sa(SERVER),
+        name("alice"),
+        SecretKey::from_seed([1; 32]),
+        &secret,
+        vec![(name("bob"), SecretKey::from_seed([2; 32]).public())],
+    );
+    let mut node = Node::new(config, [3; 32], t0).unwrap();
+    let mut buf = [0u8; 1500];
+    // The first registration is due at once; drain it.
+    node.handle_timeout(t0);
+    while node.poll_transmit(&mut buf).is_some() {}
+    let stranger = Received::udp(local, sa("198.51.100.99:4000"));
+    // A plain Binding request (no peer check), junk, and a rendezvous-looking message not from the server.
+    let mut binding = [0u8; 20];
+    binding[..2].copy_from_slice(&[0x00, 0x01]);
+    binding[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    for data in [&binding[..], b"hello", &[0u8; 64][..]] {
+        assert!(!node.handle_input(t0, stranger, data));
+    }
+    assert_eq!(node.stats().dropped, 3);
+    assert!(node.poll_transmit(&mut buf).is_none(), "nothing answered");
+}

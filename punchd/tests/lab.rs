@@ -119,3 +119,61 @@ fn symmetric_against_symmetric_needs_relay() {
     let v = status(&w, "alice").expect("status");
     assert_eq!(v["peers"][0]["path"], "none", "{v}");
 }
+
+/// Polls both statuses until each shows a direct path verified after `since` (and `alice_remote` holds on
+/// alice's remote); how long after `since` that was first seen.
+fn back_after(
+    w: &World,
+    since: Instant,
+    limit: Duration,
+    alice_remote: impl Fn(&str) -> bool,
+) -> Result<Duration, String> {
+    let fresh = |v: &serde_json::Value| {
+        let p = &v["peers"][0];
+        let age = p["last_keepalive_ms_ago"].as_u64().map(Duration::from_millis);
+        p["path"] == "direct" && age.is_some_and(|a| a < since.elapsed())
+    };
+    let mut last = (None, None);
+    while since.elapsed() < limit {
+        let (a, b) = (status(w, "alice"), status(w, "bob"));
+        let seen = since.elapsed();
+        if let (Some(a), Some(b)) = (&a, &b) {
+            if fresh(a) && fresh(b) && a["peers"][0]["remote"].as_str().is_some_and(&alice_remote) {
+                return Ok(seen);
+            }
+        }
+        last = (a, b);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("no fresh direct path within {limit:?}: {last:?}"))
+}
+
+/// Two keepalive periods (1 s each here) plus one RTT, plus this test's polling (a status process per peer
+/// every 50 ms).
+const BACK_BOUND: Duration = Duration::from_millis(2000 + 10 + 300);
+
+#[test]
+fn after_a_conntrack_flush_or_a_new_public_ip_the_path_comes_back() {
+    holepunch_lab::require_lab!();
+    let w = world("flush", Preset::FullCone, Preset::PortRestricted);
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let _bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
+    alice.wait_for_line(Duration::from_secs(15), |l| l.starts_with("path to bob opened")).expect("path");
+    wait_path(&w, "bob", Duration::from_secs(5)).unwrap();
+
+    // Site b's router forgets every mapping.
+    w.lab.flush_conntrack("b").unwrap();
+    let flushed = Instant::now();
+    let took = back_after(&w, flushed, Duration::from_secs(10), |_| true).unwrap();
+    eprintln!("conntrack flush: fresh path on both ends {took:?} later");
+    assert!(took <= BACK_BOUND, "{took:?}");
+
+    // Site b gets a new public address: bob's endpoint moves, alice must learn it from a new introduction.
+    let new = w.lab.change_public_ip("b").unwrap();
+    let moved = Instant::now();
+    let prefix = format!("{new}:");
+    let took = back_after(&w, moved, Duration::from_secs(10), |r| r.starts_with(&prefix)).unwrap();
+    eprintln!("new public IP {new}: path back on both ends {took:?} later");
+    assert!(took <= BACK_BOUND, "{took:?}\n{}", alice.drain_lines().join("\n"));
+}
