@@ -245,5 +245,12 @@ mod tests {
         assert_eq!(got, want);
         let cone = NatProfile { mapping: Mapping::EndpointIndependent, allocation: Allocation::Preserved, ..seq };
         assert_eq!(remote_addresses(&intro(cone), 3).len(), 3, "no predictions for a cone, reported ones kept");
+        let down = NatProfile { allocation: Allocation::Sequential { delta: -1 }, ..seq };
+        let got: Vec<u16> = remote_addresses(&intro(down), 2)
+            .into_iter()
+            .filter(|(_, k)| *k == RemoteKind::Predicted)
+            .map(|(a, _)| a.port())
+            .collect();
+        assert_eq!(got, vec![5002, 4999, 4998], "a downward step predicts downwards (5002 was reported)");
     }
 }
