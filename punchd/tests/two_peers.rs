@@ -68,7 +68,8 @@ fn key(seed: u8) -> SecretKey {
 struct Net {
     dir: Scratch,
     server: String,
-    _stund: Proc,
+    stund: Proc,
+    stund_args: Vec<String>,
 }
 
 fn stund(tag: &str) -> Net {
@@ -94,7 +95,7 @@ fn stund(tag: &str) -> Net {
     .map(|s| s.to_string())
     .collect();
     let stund = Proc::spawn(&dir.0, "stund", &stund_bin(), &args);
-    Net { dir, server: format!("127.0.0.1:{port}"), _stund: stund }
+    Net { dir, server: format!("127.0.0.1:{port}"), stund, stund_args: args }
 }
 
 /// punchd `name` with key `me`, accepting `peer` with `peer_key`, secret file `secret`, extra flags.
@@ -215,4 +216,45 @@ fn a_wrong_secret_ends_punchd_with_one_line() {
     let err = alice.stderr();
     let last = err.lines().last().unwrap_or_default();
     assert_eq!(last, "punchd: the server refused our credentials: wrong network secret", "{err}");
+}
+
+/// One request line on `name`'s control socket, one answer line back.
+fn control(net: &Net, name: &str, line: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(net.dir.0.join(format!("{name}.sock"))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
+
+#[test]
+fn a_restarted_stund_keeps_the_path_and_introduces_again() {
+    let mut net = stund("restart");
+    let (a, b) = (key(1), key(2));
+    let bob = punchd(&net, "bob", &b, ("alice", &a), SECRET, &[]);
+    let alice = punchd(&net, "alice", &a, ("bob", &b), SECRET, &["--connect", "bob"]);
+    let (ok, last) = wait_status(&net, "alice", Duration::from_secs(10), has_path);
+    assert!(ok, "{last}\n{}", alice.logs());
+    let introduced = |p: &Proc| p.stdout().lines().filter(|l| l.starts_with("bob: prediction")).count();
+    assert_eq!(introduced(&alice), 1);
+
+    // stund stops (its registry is gone) and comes back on the same port.
+    net.stund.child.kill().unwrap();
+    net.stund.child.wait().unwrap();
+    net.stund = Proc::spawn(&net.dir.0, "stund-2", &stund_bin(), &net.stund_args);
+    thread::sleep(Duration::from_secs(3));
+    for name in ["alice", "bob"] {
+        let v = status(&net, name).unwrap();
+        assert!(has_path(&v), "{name}: the path does not need the server: {v}");
+    }
+    // Both re-registered with the new server (keepalive 1 s): a connect now is a new introduction.
+    assert_eq!(control(&net, "alice", r#"{"cmd":"connect","peer":"bob"}"#)["ok"], true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while introduced(&alice) < 2 {
+        assert!(Instant::now() < deadline, "no second introduction:\n{}\n{}", alice.logs(), bob.logs());
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(has_path(&status(&net, "alice").unwrap()));
 }
