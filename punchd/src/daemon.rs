@@ -6,6 +6,7 @@
 use crate::config::Settings;
 use crate::control::{self, Command};
 use crate::controlled::{Controllable, Controlled};
+use crate::diagnose;
 use crate::exit::{EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED};
 use crate::status::{PeerStatus, Snapshot, Status};
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,6 +23,9 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Longest the `--diagnose` run at start may take; a server that does not answer leaves the profile unknown.
+const DIAGNOSE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Longest a single blocking read waits, so a shutdown signal is noticed promptly.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
@@ -165,10 +169,7 @@ pub fn run(settings: Settings) -> Result<i32> {
         None => (None, None),
     };
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("installing signal handler")?;
-    }
+    let shutdown = shutdown_flag()?;
     let seed = io::os_seed()?;
     let mut config = KeeperConfig::new(local, server);
     config.keepalive = settings.keepalive;
@@ -241,6 +242,13 @@ fn run_peer(settings: Settings) -> Result<i32> {
     let server = resolve(&settings.server, settings.bind, settings.retransmit.give_up_after())?;
     let socket = bind(&settings, server)?;
     let local = socket.local_addr().context("local address of the socket")?;
+    let shutdown = shutdown_flag()?;
+    let (socket, profile) = if settings.diagnose {
+        diagnose::profile(socket, server, settings.retransmit, DIAGNOSE_LIMIT, Arc::clone(&shutdown))?
+    } else {
+        // No diagnosis: the prediction assumes the worst that still allows trying.
+        (socket, NatProfile::UNKNOWN)
+    };
     let hosts = io::host_candidates(local, server);
     log::info!(
         "peer {} (key {}), {} peer(s) configured; punching socket {local}, rendezvous {server}, host candidates {}",
@@ -258,15 +266,13 @@ fn run_peer(settings: Settings) -> Result<i32> {
         Some((server, commands)) => (Some(server), Some(commands)),
         None => (None, None),
     };
-    let shutdown = shutdown_flag()?;
     let peers = id.peers.iter().map(|p| (p.name.clone(), p.key)).collect();
     let key = SecretKey::from_seed(id.key.to_bytes());
     let mut config =
         NodeConfig::new(local, server, id.name.clone(), key, &id.secret, peers).with_keepalive(settings.keepalive);
     config.client.retransmit = settings.retransmit;
     config.host_candidates = hosts;
-    // No diagnosis at start yet: the prediction assumes the worst that still allows trying.
-    config.profile = NatProfile::UNKNOWN;
+    config.profile = profile;
     let started = Instant::now();
     let mut node = Node::new(config, io::os_seed()?, started).map_err(|e| anyhow!("--peer: {e}"))?;
     for peer in &id.connect {

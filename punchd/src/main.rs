@@ -14,6 +14,7 @@ mod config;
 mod control;
 mod controlled;
 mod daemon;
+mod diagnose;
 mod exit;
 mod keys;
 mod node;

@@ -1,6 +1,6 @@
 //! Two punchd peers behind real nftables NATs in the NAT lab (docs/lab.md), with stund's rendezvous
 //! (`--secret-file`) in the lab's server namespace: behind a full cone and a port-restricted cone both open
-//! a direct path; behind two symmetric NATs punchd says it needs a relay. Needs root, ip, nft and conntrack;
+//! a direct path; behind two symmetric NATs punchd (with `--diagnose`) predicts and says that it needs a relay. Needs root, ip, nft and conntrack;
 //! without them the tests skip with one line, and under CI=true they fail.
 #![cfg(unix)]
 
@@ -25,10 +25,10 @@ fn world(tag: &str, a: Preset, b: Preset) -> World {
     let lab = Lab::builder().server().site("a", a).site("b", b).build().expect("build lab");
     let dir = Scratch::new(&format!("lab-{tag}"));
     let secret = dir.private("net.secret", SECRET);
-    let (primary, _) = lab.server_ips();
+    let (primary, alternate) = lab.server_ips();
     let mut cmd = lab.server().command("sh");
     cmd.arg("-c").arg(format!(
-        "exec {} --primary {primary} --no-tcp --rate-limit 0 --threads 1 --stats-interval 0 --log-level info \
+        "exec {} --primary {primary} --alternate {alternate} --no-tcp --rate-limit 0 --threads 1 --stats-interval 0 --log-level info \
          --secret-file {} 2>&1",
         stund_bin().display(),
         secret.display()
@@ -110,14 +110,20 @@ fn symmetric_against_symmetric_needs_relay() {
     holepunch_lab::require_lab!();
     let w = world("sym", Preset::Symmetric, Preset::Symmetric);
     let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
-    let _bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "");
-    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
+    // Both diagnose their NAT at start (stund runs in RFC 5780 mode): the prediction says it before trying.
+    let _bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "--diagnose");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--diagnose --connect bob");
+    let predicted = alice
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("bob: prediction"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", alice.drain_lines().join("\n")));
+    assert_eq!(predicted, "bob: prediction: needs relay");
     let line = alice
         .wait_for_line(Duration::from_secs(20), |l| l.starts_with("bob: needs relay"))
         .unwrap_or_else(|e| panic!("{e}\n{}", alice.drain_lines().join("\n")));
     eprintln!("{line}");
     let v = status(&w, "alice").expect("status");
     assert_eq!(v["peers"][0]["path"], "none", "{v}");
+    assert_eq!(v["peers"][0]["prediction"], "needs relay", "{v}");
 }
 
 /// Polls both statuses until each shows a direct path verified after `since` (and `alice_remote` holds on
