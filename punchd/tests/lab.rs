@@ -1,13 +1,13 @@
 //! Two punchd peers behind real nftables NATs in the NAT lab (docs/lab.md), with stund's rendezvous
 //! (`--secret-file`) in the lab's server namespace: behind a full cone and a port-restricted cone both open
-//! a direct path; behind two symmetric NATs punchd (with `--diagnose`) predicts and says that it needs a relay. Needs root, ip, nft and conntrack;
+//! a direct path; two hosts behind one router (no hairpinning) connect over the LAN; behind two symmetric NATs punchd (with `--diagnose`) predicts and says that it needs a relay. Needs root, ip, nft and conntrack;
 //! without them the tests skip with one line, and under CI=true they fail.
 #![cfg(unix)]
 
 mod common;
 use common::{stund_bin, Scratch, PUNCHD};
 use holepunch::identity::SecretKey;
-use holepunch_lab::{Lab, Preset, Process};
+use holepunch_lab::{Lab, Preset, Process, SiteSpec};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,6 +23,11 @@ struct World {
 /// Sites a and b behind `a` and `b`, stund with the rendezvous on the lab's server.
 fn world(tag: &str, a: Preset, b: Preset) -> World {
     let lab = Lab::builder().server().site("a", a).site("b", b).build().expect("build lab");
+    start_stund(lab, tag)
+}
+
+/// stund with the rendezvous on `lab`'s server.
+fn start_stund(lab: Lab, tag: &str) -> World {
     let dir = Scratch::new(&format!("lab-{tag}"));
     let secret = dir.private("net.secret", SECRET);
     let (primary, alternate) = lab.server_ips();
@@ -182,4 +187,34 @@ fn after_a_conntrack_flush_or_a_new_public_ip_the_path_comes_back() {
     let took = back_after(&w, moved, Duration::from_secs(10), |r| r.starts_with(&prefix)).unwrap();
     eprintln!("new public IP {new}: path back on both ends {took:?} later");
     assert!(took <= BACK_BOUND, "{took:?}\n{}", alice.drain_lines().join("\n"));
+}
+
+#[test]
+fn two_hosts_behind_one_nat_connect_over_the_lan() {
+    holepunch_lab::require_lab!();
+    // One port-restricted router without hairpinning, alice and bob on its LAN; site b stays empty.
+    let lab = Lab::builder()
+        .server()
+        .site("a", SiteSpec::new(Preset::PortRestricted).hosts(2).hairpin(false))
+        .site("b", Preset::FullCone)
+        .build()
+        .expect("build lab");
+    let w = start_stund(lab, "lan");
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let mut bob = punchd(&w, "a2", "bob", &b, ("alice", &a), "");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
+    let line = alice
+        .wait_for_line(Duration::from_secs(15), |l| l.starts_with("path to bob opened"))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", alice.drain_lines().join("\n"), bob.drain_lines().join("\n")));
+    eprintln!("{line}");
+    assert!(line.starts_with("path to bob opened: lan "), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = status(&w, "bob");
+        if v.as_ref().is_some_and(|v| v["peers"][0]["path"] == "lan") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob: {v:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
