@@ -76,6 +76,10 @@ struct World {
 /// Alice behind `a`, bob behind `b`; each pins the other's key, except that alice pins `bob_key_seen` for
 /// bob when given (a wrong key).
 fn world(seed: u8, a: NatConfig, b: NatConfig, bob_key_seen: Option<SecretKey>) -> World {
+    world_on(seed, a, b, bob_key_seen, Link::new(Duration::from_millis(20)))
+}
+
+fn world_on(seed: u8, a: NatConfig, b: NatConfig, bob_key_seen: Option<SecretKey>, uplink: Link) -> World {
     let mut sim = Sim::new([seed; 32]);
     let secret = NetworkSecret::new(&b"simulated network secret"[..]);
     let now = sim.now();
@@ -85,7 +89,6 @@ fn world(seed: u8, a: NatConfig, b: NatConfig, bob_key_seen: Option<SecretKey>) 
     let host = sim.add_host(Sim::INTERNET, &[ip("192.0.2.1")], Link::new(Duration::from_millis(5))).unwrap();
     sim.add_engine(host, &[sa(SERVER)], Stund { signal, binding }).unwrap();
 
-    let uplink = Link::new(Duration::from_millis(20));
     let (alice_nat, alice_lan) = sim.add_nat(Sim::INTERNET, ip("203.0.113.1"), a, uplink).unwrap();
     let (_bob_nat, bob_lan) = sim.add_nat(Sim::INTERNET, ip("198.51.100.1"), b, uplink).unwrap();
     let keys = [SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32])];
@@ -166,6 +169,26 @@ fn cone_nats_connect_directly() {
         let status = &w.sim.engine(alice).status()[0];
         assert!(status.rtt.is_some());
         assert_eq!(w.sim.engine(alice).stats().refused_introductions, 0);
+    }
+}
+
+#[test]
+fn cone_nats_connect_over_a_bad_network() {
+    // 40 ms each way with 20 ms jitter, 10 % loss and 10 % reordering on both NATs' uplinks.
+    let bad = Link::new(Duration::from_millis(40))
+        .with_jitter(Duration::from_millis(20))
+        .with_loss(0.1)
+        .with_reordering(0.1, Duration::from_millis(50));
+    for seed in 1..=8 {
+        let mut w =
+            world_on(seed, cone(Filtering::AddressAndPortDependent), cone(Filtering::AddressDependent), None, bad);
+        connect(&mut w);
+        let (alice, bob) = (w.alice, w.bob);
+        w.sim
+            .run_until(Duration::from_secs(15), |s| {
+                path_kind(s, alice) == PathKind::Direct && path_kind(s, bob) == PathKind::Direct
+            })
+            .unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
     }
 }
 
