@@ -53,6 +53,10 @@ pub struct DaemonArgs {
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Peer mode: diagnose the NAT at start (a few seconds; RFC 5780 tests need a server with an alternate
+    /// address, as `stund --alternate`) and report its behaviour to the rendezvous for the prediction.
+    #[arg(long)]
+    pub diagnose: bool,
     /// This peer's name at the rendezvous (1-32 of A-Z a-z 0-9 . _ -). Turns on peer mode: needs --key and
     /// --secret-file.
     #[arg(long, value_name = "NAME")]
@@ -89,6 +93,7 @@ pub struct FileConfig {
     pub rto: Option<String>,
     pub retries: Option<u32>,
     pub json: Option<bool>,
+    pub diagnose: Option<bool>,
     pub peer_id: Option<String>,
     pub key: Option<PathBuf>,
     pub secret_file: Option<PathBuf>,
@@ -164,6 +169,8 @@ pub struct Settings {
     pub retransmit: Retransmit,
     pub once: bool,
     pub json: bool,
+    /// Peer mode: diagnose the NAT at start (`--diagnose`).
+    pub diagnose: bool,
     /// Peer mode; `None` is keeper mode (the public endpoint only).
     pub identity: Option<Identity>,
     /// The control socket's path given by `--control` (peer mode picks a default when absent).
@@ -236,6 +243,7 @@ impl Settings {
             retransmit: Retransmit { rto, rc: retries, ..Retransmit::default() },
             once: args.once,
             json: args.json || file.json.unwrap_or(false),
+            diagnose: args.diagnose || file.diagnose.unwrap_or(false),
             identity: None,
             control: args.control.or(file.control),
         };

@@ -1,17 +1,20 @@
-//! The daemon: binds the one punching socket, keeps its public endpoint known and its NAT mapping alive
-//! (holepunch::punch::ReflexiveKeeper), and serves the control socket from a shared status snapshot.
-//! The rendezvous and punching engines join this loop as one node (an engine that is `Controllable`, in place
-//! of the keeper); until then `connect` requests are answered as not available.
+//! The daemon: binds the one punching socket and serves the control socket from a shared status snapshot.
+//! Keeper mode (no `--peer-id`) keeps the public endpoint known and the NAT mapping alive
+//! (holepunch::punch::ReflexiveKeeper); peer mode runs the node (holepunch::punch::Node: rendezvous and
+//! punching on the same socket, crate::node) and connects to the `--connect` peers at start.
 
 use crate::config::Settings;
 use crate::control::{self, Command};
 use crate::controlled::{Controllable, Controlled};
+use crate::diagnose;
 use crate::exit::{EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED};
 use crate::status::{PeerStatus, Snapshot, Status};
 use anyhow::{anyhow, bail, Context, Result};
+use holepunch::identity::SecretKey;
 use holepunch::io::{self, blocking, Exit, Family, Notice, ResolveError};
 use holepunch::net::unspecified_like;
-use holepunch::punch::{Event, KeeperConfig, ReflexiveKeeper};
+use holepunch::punch::{Event, KeeperConfig, Node, NodeConfig, NodeEvent, ReflexiveKeeper};
+use holepunch::signal::{NatProfile, RefuseReason};
 use holepunch::text::escape_controls;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -20,6 +23,9 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Longest the `--diagnose` run at start may take; a server that does not answer leaves the profile unknown.
+const DIAGNOSE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Longest a single blocking read waits, so a shutdown signal is noticed promptly.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
@@ -136,6 +142,9 @@ impl Controllable for ReflexiveKeeper {
 }
 
 pub fn run(settings: Settings) -> Result<i32> {
+    if settings.identity.is_some() && !settings.once {
+        return run_peer(settings);
+    }
     let retransmit = settings.retransmit;
     let snapshot: Snapshot = Arc::new(Mutex::new(initial_status(&settings)));
     // Before any other thread starts (the control socket is bound under a process-wide umask).
@@ -147,7 +156,7 @@ pub fn run(settings: Settings) -> Result<i32> {
     if let Some(id) = &settings.identity {
         log::info!("peer {} (key {}), {} peer(s) configured", id.name, id.key.public().short(), id.peers.len());
         for peer in &id.connect {
-            log::warn!("--connect {peer}: not available yet, this punchd keeps the public endpoint only");
+            log::warn!("--connect {peer}: not with --once (the public endpoint only)");
         }
     }
     {
@@ -160,10 +169,7 @@ pub fn run(settings: Settings) -> Result<i32> {
         None => (None, None),
     };
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("installing signal handler")?;
-    }
+    let shutdown = shutdown_flag()?;
     let seed = io::os_seed()?;
     let mut config = KeeperConfig::new(local, server);
     config.keepalive = settings.keepalive;
@@ -215,6 +221,90 @@ pub fn run(settings: Settings) -> Result<i32> {
     #[cfg(unix)]
     drop(_control);
     Ok(EXIT_OK)
+}
+
+/// SIGINT and SIGTERM set the returned flag.
+fn shutdown_flag() -> Result<Arc<AtomicBool>> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&shutdown)).context("installing signal handler")?;
+    }
+    Ok(shutdown)
+}
+
+/// Peer mode: the node on the punching socket, `--connect` peers asked for at start, one line per event.
+/// Birthday probing stays off: the blocking driver cannot open sockets while it runs (docs/punchd.md).
+fn run_peer(settings: Settings) -> Result<i32> {
+    let Some(id) = settings.identity.as_ref() else { bail!("peer mode needs --peer-id") };
+    let snapshot: Snapshot = Arc::new(Mutex::new(initial_status(&settings)));
+    // Before any other thread starts (the control socket is bound under a process-wide umask).
+    let control = open_control(&settings, &snapshot)?;
+    let server = resolve(&settings.server, settings.bind, settings.retransmit.give_up_after())?;
+    let socket = bind(&settings, server)?;
+    let local = socket.local_addr().context("local address of the socket")?;
+    let shutdown = shutdown_flag()?;
+    let (socket, profile) = if settings.diagnose {
+        diagnose::profile(socket, server, settings.retransmit, DIAGNOSE_LIMIT, Arc::clone(&shutdown))?
+    } else {
+        // No diagnosis: the prediction assumes the worst that still allows trying.
+        (socket, NatProfile::UNKNOWN)
+    };
+    let hosts = io::host_candidates(local, server);
+    log::info!(
+        "peer {} (key {}), {} peer(s) configured; punching socket {local}, rendezvous {server}, host candidates {}",
+        id.name,
+        id.key.public().short(),
+        id.peers.len(),
+        hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+    );
+    {
+        let mut s = snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        s.local = Some(local);
+        s.server = Some(server);
+    }
+    let (_control, commands) = match control {
+        Some((server, commands)) => (Some(server), Some(commands)),
+        None => (None, None),
+    };
+    let peers = id.peers.iter().map(|p| (p.name.clone(), p.key)).collect();
+    let key = SecretKey::from_seed(id.key.to_bytes());
+    let mut config =
+        NodeConfig::new(local, server, id.name.clone(), key, &id.secret, peers).with_keepalive(settings.keepalive);
+    config.client.retransmit = settings.retransmit;
+    config.host_candidates = hosts;
+    config.profile = profile;
+    let started = Instant::now();
+    let mut node = Node::new(config, io::os_seed()?, started).map_err(|e| anyhow!("--peer: {e}"))?;
+    for peer in &id.connect {
+        node.connect(started, peer).map_err(|e| anyhow!("--connect {peer}: {e}"))?;
+    }
+    let mut engine = Controlled::new(node, commands, Arc::clone(&snapshot));
+    let driver = blocking::Driver::new(vec![socket])
+        .context("setting up the punching socket")?
+        .stop_flag(shutdown)
+        .wake_every(SHUTDOWN_POLL);
+    let json = settings.json;
+    let exit = driver.run(&mut engine, |notice| match notice {
+        Notice::Event(ev) => {
+            println!("{}", crate::node::line(&ev, local, json));
+            if let NodeEvent::Refused(RefuseReason::WrongSecret) = ev {
+                // A configuration error no retry mends: stop with the one line.
+                return ControlFlow::Break(RefuseReason::WrongSecret);
+            }
+            ControlFlow::Continue(())
+        }
+        Notice::SendFailed { transmit, error } => {
+            log::warn!("send to {} failed: {error}", transmit.dst);
+            ControlFlow::Continue(())
+        }
+    })?;
+    log::info!("shutting down");
+    #[cfg(unix)]
+    drop(_control);
+    match exit {
+        Exit::Done(refusal) => bail!("{refusal}"),
+        Exit::Deadline | Exit::Stopped => Ok(EXIT_OK),
+    }
 }
 
 #[cfg(test)]

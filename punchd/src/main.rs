@@ -14,8 +14,10 @@ mod config;
 mod control;
 mod controlled;
 mod daemon;
+mod diagnose;
 mod exit;
 mod keys;
+mod node;
 mod status;
 
 use clap::{Args, Parser, Subcommand};

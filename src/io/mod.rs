@@ -11,6 +11,7 @@
 //! - [`icmp`]: ICMP errors of unconnected UDP sockets (Linux IP_RECVERR).
 //! - `batch` (Linux): recvmmsg/sendmmsg batches without allocation per datagram.
 //! - [`os_seed`]: the OS randomness engines are seeded from.
+//! - [`host_candidates`]: the interface addresses a punching socket reports as host candidates.
 //! - [`keyfile`]: reading a peer's secret key and the network secret, refusing files others can access.
 
 #[cfg(target_os = "linux")]
@@ -18,6 +19,7 @@ pub mod batch;
 pub mod blocking;
 mod driver;
 pub mod icmp;
+mod interfaces;
 pub mod keyfile;
 pub mod portmap;
 mod random;
@@ -29,6 +31,7 @@ mod sockaddr;
 pub mod tokio;
 
 pub use driver::{Exit, Notice, DEFAULT_WAKE, RECV_BUF, SEND_BUF};
+pub use interfaces::{host_candidates, interface_addresses};
 pub use keyfile::{read_network_secret, read_secret_key, KeyFileError};
 pub use random::os_seed;
 pub use resolve::{

@@ -145,6 +145,9 @@ struct PushMeta {
 struct Session {
     id: u64,
     created: Instant,
+    /// Both peers' endpoints when introduced (in the pair's order): a CONNECT after either moved is not a
+    /// repeat, the peers need each other's new endpoints.
+    endpoints: (SocketAddr, SocketAddr),
 }
 
 struct Queued {
@@ -383,7 +386,11 @@ impl<R: Registry> Server<R> {
         };
         let pair = if name < target { (name.clone(), target.clone()) } else { (target.clone(), name.clone()) };
         let window = self.config.connect_window;
-        let fresh = self.sessions.get(&pair).filter(|s| now.saturating_duration_since(s.created) < window);
+        let endpoints = if name < target { (me.endpoint, other.endpoint) } else { (other.endpoint, me.endpoint) };
+        let fresh = self
+            .sessions
+            .get(&pair)
+            .filter(|s| now.saturating_duration_since(s.created) < window && s.endpoints == endpoints);
         if let Some(s) = fresh {
             // A retransmitted or repeated CONNECT: the pushes of this introduction are already under way.
             debug!(target: LOG, "{name} -> {target}: session {:016x} reused", s.id);
@@ -401,7 +408,7 @@ impl<R: Registry> Server<R> {
             self.push(now, &other, &me, id);
             self.pushes.handle_timeout(now);
             self.drain_pushes();
-            self.sessions.insert(pair, Session { id, created: now });
+            self.sessions.insert(pair, Session { id, created: now, endpoints });
             self.stats.introductions += 1;
             info!(target: LOG, "introduced {name} and {target} (session {id:016x})");
             self.event(Event::Introduced { from: name, to: target, session: id });

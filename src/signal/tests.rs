@@ -421,6 +421,25 @@ fn repeated_connects_reuse_the_introduction_within_the_window() {
 }
 
 #[test]
+fn a_connect_after_a_peer_moved_is_a_new_introduction_within_the_window() {
+    let mut net = Net::new(server_config());
+    let alice = net.peer("alice");
+    let _bob = net.peer("bob");
+    net.run_until(secs(1));
+    net.connect(alice, "bob");
+    net.run_until(secs(2));
+    // Alice's NAT mapping moves; her next registration (at 3 s) tells the server, then she asks again.
+    net.peers[alice].public = addr("203.0.113.200:51000");
+    net.run_until(secs(4));
+    net.connect(alice, "bob");
+    net.run_until(secs(5));
+    assert_eq!(net.server.stats().introductions, 2);
+    let a = net.introductions(alice);
+    assert_eq!(a.len(), 2);
+    assert_ne!(a[0].1.session, a[1].1.session);
+}
+
+#[test]
 fn registrations_expire_when_keepalives_stop() {
     let mut net = Net::new(server_config());
     let alice = net.peer("alice");

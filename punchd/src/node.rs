@@ -1,0 +1,152 @@
+//! Peer mode: the library's `punch::Node` (rendezvous client and punch agent on the punching socket) under
+//! the control socket, and its events as one output line each (docs/punchd.md, "Peer mode").
+
+use crate::control::Command;
+use crate::controlled::Controllable;
+use crate::status::{self, PairStatus, PathKind, Status};
+use holepunch::punch::{self, AgentEvent, Node, NodeEvent, PeerStatus as NodePeer, Phase, RemoteKind};
+use holepunch::text::escape_controls;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+impl Controllable for Node {
+    fn command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Connect { peer, reply } => {
+                let _ = reply.send(self.connect(now, &peer).map_err(|e| e.to_string()));
+            }
+        }
+    }
+
+    fn fill_status(&self, _now: Instant, status: &mut Status) {
+        status.reflexive = self.reflexive();
+        status.registered = self.is_registered();
+        for p in self.status() {
+            if let Some(s) = status.peers.iter_mut().find(|s| s.name == p.name.as_str()) {
+                fill_peer(&p, s);
+            }
+        }
+    }
+}
+
+fn fill_peer(p: &NodePeer, s: &mut status::PeerStatus) {
+    s.path = match p.path {
+        punch::PathKind::Lan => PathKind::Lan,
+        punch::PathKind::Direct => PathKind::Direct,
+        punch::PathKind::Relay => PathKind::Relay,
+        punch::PathKind::None => PathKind::None,
+    };
+    s.remote = p.remote;
+    s.rtt_ms = p.rtt.map(|r| r.as_secs_f64() * 1000.0);
+    s.last_keepalive = p.last_keepalive;
+    s.prediction = p.prediction.map(|x| x.to_string());
+    let backing_off = matches!(p.phase, Phase::Backoff { .. });
+    s.pairs = p
+        .pairs
+        .iter()
+        .map(|pair| PairStatus {
+            local: pair.local,
+            remote: pair.remote,
+            kind: pair.kind.as_str().to_string(),
+            state: match pair.state {
+                punch::PairState::Waiting => status::PairState::Waiting,
+                punch::PairState::InProgress => status::PairState::Probing,
+                punch::PairState::Succeeded => status::PairState::Verified,
+                punch::PairState::Failed if backing_off => status::PairState::BackingOff,
+                punch::PairState::Failed => status::PairState::Failed,
+            },
+        })
+        .collect();
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or(String::new(), |r| format!(", rtt {:.0} ms", r.as_secs_f64() * 1000.0))
+}
+
+/// " via reflexive": the kind of remote candidate a path runs to.
+fn via(kind: Option<RemoteKind>) -> String {
+    kind.map_or(String::new(), |k| format!(" via {k}"))
+}
+
+/// One line (text) or one JSON object for `event`.
+pub fn line(event: &NodeEvent, local: SocketAddr, json: bool) -> String {
+    use serde_json::json;
+    let (text, value) = match event {
+        NodeEvent::Registered { reflexive } => (
+            format!("registered with the server: public endpoint {reflexive} (local {local})"),
+            json!({"event": "registered", "public": reflexive.to_string(), "local": local.to_string()}),
+        ),
+        NodeEvent::ReflexiveChanged { old, new } => (
+            format!("public endpoint changed: {old} -> {new}: punching again"),
+            json!({"event": "changed", "old": old.to_string(), "public": new.to_string()}),
+        ),
+        NodeEvent::ServerLost => (
+            "server does not answer (still trying; open paths keep working)".to_string(),
+            json!({"event": "server-lost"}),
+        ),
+        NodeEvent::Refused(r) => (r.to_string(), json!({"event": "refused", "reason": r.to_string()})),
+        NodeEvent::PeerNotRegistered { peer, retry_in } => (
+            format!("{peer} is not registered with the server; asking again in {:.0} s", retry_in.as_secs_f64()),
+            json!({"event": "peer-not-registered", "peer": peer.as_str()}),
+        ),
+        NodeEvent::ConnectFailed { peer, reason, retry_in } => (
+            format!("connect to {peer} failed: {reason}; asking again in {:.0} s", retry_in.as_secs_f64()),
+            json!({"event": "connect-failed", "peer": peer.as_str(), "reason": reason.to_string()}),
+        ),
+        NodeEvent::IntroductionRefused { peer, why } => (
+            format!("introduction of {peer} refused: {why}"),
+            json!({"event": "introduction-refused", "peer": peer.as_str(), "reason": why.to_string()}),
+        ),
+        NodeEvent::Punch(e, kind) => punch_line(e, *kind),
+    };
+    if json {
+        value.to_string()
+    } else {
+        // Reasons may carry the server's text: escaped, so they cannot drive the terminal or forge lines.
+        escape_controls(&text).into_owned()
+    }
+}
+
+fn punch_line(e: &AgentEvent, remote_kind: Option<RemoteKind>) -> (String, serde_json::Value) {
+    use serde_json::json;
+    match e {
+        AgentEvent::PathOpened { peer, kind, local, remote, rtt } => (
+            format!("path to {peer} opened: {kind} {remote}{}{} (local {local})", via(remote_kind), ms(*rtt)),
+            json!({"event": "path-opened", "peer": peer.as_str(), "path": kind.as_str(), "remote": remote.to_string(),
+                   "local": local.to_string(), "rtt_ms": rtt.map(|r| r.as_secs_f64() * 1000.0)}),
+        ),
+        AgentEvent::PathChanged { peer, kind, local, remote, rtt, why } => (
+            format!("path to {peer} changed: {kind} {remote}{}{} (local {local}): {why}", via(remote_kind), ms(*rtt)),
+            json!({"event": "path-changed", "peer": peer.as_str(), "path": kind.as_str(), "remote": remote.to_string(),
+                   "local": local.to_string(), "rtt_ms": rtt.map(|r| r.as_secs_f64() * 1000.0), "why": why.to_string()}),
+        ),
+        AgentEvent::PathDied { peer, remote, why } => (
+            format!("path to {peer} ({remote}) died: {why}; punching again"),
+            json!({"event": "path-died", "peer": peer.as_str(), "remote": remote.to_string(), "why": why.to_string()}),
+        ),
+        AgentEvent::NeedsRelay { peer, why } => (
+            format!("{peer}: needs relay: {why}"),
+            json!({"event": "needs-relay", "peer": peer.as_str(), "why": why.to_string()}),
+        ),
+        AgentEvent::Prediction { peer, prediction } => (
+            format!("{peer}: prediction: {prediction}"),
+            json!({"event": "prediction", "peer": peer.as_str(), "prediction": prediction.to_string()}),
+        ),
+        AgentEvent::PredictionWrong { peer, prediction, direct } => {
+            let outcome = if *direct { "a direct path opened" } else { "no direct path" };
+            (
+                format!("{peer}: prediction was wrong: {prediction}, but {outcome}"),
+                json!({"event": "prediction-wrong", "peer": peer.as_str(), "prediction": prediction.to_string(),
+                       "direct": direct}),
+            )
+        }
+        AgentEvent::OpenSockets { peer, count } => (
+            format!("{peer}: birthday probing asks for {count} extra sockets; off in punchd (docs/punchd.md)"),
+            json!({"event": "birthday-off", "peer": peer.as_str(), "sockets": count}),
+        ),
+        AgentEvent::CloseSockets { peer, sockets } => (
+            format!("{peer}: {} extra sockets no longer needed", sockets.len()),
+            json!({"event": "close-sockets", "peer": peer.as_str(), "sockets": sockets.len()}),
+        ),
+    }
+}

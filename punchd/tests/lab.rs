@@ -1,0 +1,220 @@
+//! Two punchd peers behind real nftables NATs in the NAT lab (docs/lab.md), with stund's rendezvous
+//! (`--secret-file`) in the lab's server namespace: behind a full cone and a port-restricted cone both open
+//! a direct path; two hosts behind one router (no hairpinning) connect over the LAN; behind two symmetric NATs punchd (with `--diagnose`) predicts and says that it needs a relay. Needs root, ip, nft and conntrack;
+//! without them the tests skip with one line, and under CI=true they fail.
+#![cfg(unix)]
+
+mod common;
+use common::{stund_bin, Scratch, PUNCHD};
+use holepunch::identity::SecretKey;
+use holepunch_lab::{Lab, Preset, Process, SiteSpec};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SECRET: &[u8] = b"the lab's network secret\n";
+
+struct World {
+    lab: Lab,
+    dir: Scratch,
+    server: String,
+}
+
+/// Sites a and b behind `a` and `b`, stund with the rendezvous on the lab's server.
+fn world(tag: &str, a: Preset, b: Preset) -> World {
+    let lab = Lab::builder().server().site("a", a).site("b", b).build().expect("build lab");
+    start_stund(lab, tag)
+}
+
+/// stund with the rendezvous on `lab`'s server.
+fn start_stund(lab: Lab, tag: &str) -> World {
+    let dir = Scratch::new(&format!("lab-{tag}"));
+    let secret = dir.private("net.secret", SECRET);
+    let (primary, alternate) = lab.server_ips();
+    let mut cmd = lab.server().command("sh");
+    cmd.arg("-c").arg(format!(
+        "exec {} --primary {primary} --alternate {alternate} --no-tcp --rate-limit 0 --threads 1 --stats-interval 0 --log-level info \
+         --secret-file {} 2>&1",
+        stund_bin().display(),
+        secret.display()
+    ));
+    let mut p = lab.server().spawn_command(cmd).expect("start stund");
+    p.wait_for_line(Duration::from_secs(10), |l| l.contains("ready")).expect("stund ready");
+    lab.adopt(p);
+    World { lab, dir, server: format!("{primary}:3478") }
+}
+
+fn control(w: &World, name: &str) -> PathBuf {
+    w.dir.0.join(format!("{name}.sock"))
+}
+
+/// punchd `name` on lab host `host`, accepting `peer`; its stdout and stderr as lines.
+fn punchd(w: &World, host: &str, name: &str, me: &SecretKey, peer: (&str, &SecretKey), extra: &str) -> Process {
+    let key = w.dir.private(&format!("{name}.key"), format!("{}\n", me.to_base64()).as_bytes());
+    let secret = w.dir.0.join("net.secret");
+    let mut cmd = w.lab.host(host).command("sh");
+    cmd.env("RUST_LOG", "info").arg("-c").arg(format!(
+        "exec {PUNCHD} --peer-id {name} --server {} --key {} --secret-file {} --peer {}={} --control {} \
+         --keepalive 1s {extra} 2>&1",
+        w.server,
+        key.display(),
+        secret.display(),
+        peer.0,
+        peer.1.public().to_base64(),
+        control(w, name).display(),
+    ));
+    w.lab.host(host).spawn_command(cmd).expect("start punchd")
+}
+
+/// `punchd status --json` (the control socket is a path: reachable from outside the namespace).
+fn status(w: &World, name: &str) -> Option<serde_json::Value> {
+    let path = control(w, name);
+    let out = Command::new(PUNCHD).args(["status", "--json", "--control", path.to_str().unwrap()]).output().ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn wait_path(w: &World, name: &str, limit: Duration) -> Result<serde_json::Value, String> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(v) = status(w, name) {
+            let p = &v["peers"][0];
+            if p["path"] == "direct" && p["rtt_ms"].is_number() {
+                return Ok(v);
+            }
+            last = Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("{name}: no direct path within {limit:?}; last status {last:?}"))
+}
+
+#[test]
+fn full_cone_and_port_restricted_connect_directly() {
+    holepunch_lab::require_lab!();
+    let w = world("cone", Preset::FullCone, Preset::PortRestricted);
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let mut bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
+    let started = Instant::now();
+    let opened = alice.wait_for_line(Duration::from_secs(15), |l| l.starts_with("path to bob opened"));
+    let took = started.elapsed();
+    let logs = |p: &mut Process| p.drain_lines().join("\n");
+    let line = opened.unwrap_or_else(|e| panic!("{e}\nalice:\n{}\nbob:\n{}", logs(&mut alice), logs(&mut bob)));
+    eprintln!("{line} ({took:?} after start)");
+    // The peer's public endpoint on b's router, not a LAN address.
+    assert!(line.contains(&format!("direct {}:", w.lab.public_ip("b"))), "{line}");
+    let v = wait_path(&w, "alice", Duration::from_secs(5)).unwrap();
+    assert_eq!(v["registered"], true);
+    let v = wait_path(&w, "bob", Duration::from_secs(5)).unwrap();
+    assert_eq!(v["peers"][0]["remote"].as_str().map(|r| r.starts_with(&w.lab.public_ip("a").to_string())), Some(true));
+}
+
+#[test]
+fn symmetric_against_symmetric_needs_relay() {
+    holepunch_lab::require_lab!();
+    let w = world("sym", Preset::Symmetric, Preset::Symmetric);
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    // Both diagnose their NAT at start (stund runs in RFC 5780 mode): the prediction says it before trying.
+    let _bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "--diagnose");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--diagnose --connect bob");
+    let predicted = alice
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("bob: prediction"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", alice.drain_lines().join("\n")));
+    assert_eq!(predicted, "bob: prediction: needs relay");
+    let line = alice
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("bob: needs relay"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", alice.drain_lines().join("\n")));
+    eprintln!("{line}");
+    let v = status(&w, "alice").expect("status");
+    assert_eq!(v["peers"][0]["path"], "none", "{v}");
+    assert_eq!(v["peers"][0]["prediction"], "needs relay", "{v}");
+}
+
+/// Polls both statuses until each shows a direct path verified after `since` (and `alice_remote` holds on
+/// alice's remote); how long after `since` that was first seen.
+fn back_after(
+    w: &World,
+    since: Instant,
+    limit: Duration,
+    alice_remote: impl Fn(&str) -> bool,
+) -> Result<Duration, String> {
+    let fresh = |v: &serde_json::Value| {
+        let p = &v["peers"][0];
+        let age = p["last_keepalive_ms_ago"].as_u64().map(Duration::from_millis);
+        p["path"] == "direct" && age.is_some_and(|a| a < since.elapsed())
+    };
+    let mut last = (None, None);
+    while since.elapsed() < limit {
+        let (a, b) = (status(w, "alice"), status(w, "bob"));
+        let seen = since.elapsed();
+        if let (Some(a), Some(b)) = (&a, &b) {
+            if fresh(a) && fresh(b) && a["peers"][0]["remote"].as_str().is_some_and(&alice_remote) {
+                return Ok(seen);
+            }
+        }
+        last = (a, b);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("no fresh direct path within {limit:?}: {last:?}"))
+}
+
+/// Two keepalive periods (1 s each here) plus one RTT, plus this test's polling (a status process per peer
+/// every 50 ms).
+const BACK_BOUND: Duration = Duration::from_millis(2000 + 10 + 300);
+
+#[test]
+fn after_a_conntrack_flush_or_a_new_public_ip_the_path_comes_back() {
+    holepunch_lab::require_lab!();
+    let w = world("flush", Preset::FullCone, Preset::PortRestricted);
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let _bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
+    alice.wait_for_line(Duration::from_secs(15), |l| l.starts_with("path to bob opened")).expect("path");
+    wait_path(&w, "bob", Duration::from_secs(5)).unwrap();
+
+    // Site b's router forgets every mapping.
+    w.lab.flush_conntrack("b").unwrap();
+    let flushed = Instant::now();
+    let took = back_after(&w, flushed, Duration::from_secs(10), |_| true).unwrap();
+    eprintln!("conntrack flush: fresh path on both ends {took:?} later");
+    assert!(took <= BACK_BOUND, "{took:?}");
+
+    // Site b gets a new public address: bob's endpoint moves, alice must learn it from a new introduction.
+    let new = w.lab.change_public_ip("b").unwrap();
+    let moved = Instant::now();
+    let prefix = format!("{new}:");
+    let took = back_after(&w, moved, Duration::from_secs(10), |r| r.starts_with(&prefix)).unwrap();
+    eprintln!("new public IP {new}: path back on both ends {took:?} later");
+    assert!(took <= BACK_BOUND, "{took:?}\n{}", alice.drain_lines().join("\n"));
+}
+
+#[test]
+fn two_hosts_behind_one_nat_connect_over_the_lan() {
+    holepunch_lab::require_lab!();
+    // One port-restricted router without hairpinning, alice and bob on its LAN; site b stays empty.
+    let lab = Lab::builder()
+        .server()
+        .site("a", SiteSpec::new(Preset::PortRestricted).hosts(2).hairpin(false))
+        .site("b", Preset::FullCone)
+        .build()
+        .expect("build lab");
+    let w = start_stund(lab, "lan");
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let mut bob = punchd(&w, "a2", "bob", &b, ("alice", &a), "");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
+    let line = alice
+        .wait_for_line(Duration::from_secs(15), |l| l.starts_with("path to bob opened"))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", alice.drain_lines().join("\n"), bob.drain_lines().join("\n")));
+    eprintln!("{line}");
+    assert!(line.starts_with("path to bob opened: lan "), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = status(&w, "bob");
+        if v.as_ref().is_some_and(|v| v["peers"][0]["path"] == "lan") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob: {v:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

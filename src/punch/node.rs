@@ -1,0 +1,455 @@
+//! The node: one punchd peer as one engine on one punching socket (docs/punchd.md, "The node"). It owns the
+//! rendezvous client ([`Client`], docs/signal.md) and the punch [`Agent`], and joins them:
+//!
+//! - Demultiplexing (docs/architecture.md, "One socket, demultiplexed"): rendezvous messages from the server
+//!   go to the client, peer checks and answers to the agent; anything else is dropped and counted, never
+//!   answered.
+//! - Key pinning: an introduction whose key is not the one configured for that name is refused (logged,
+//!   counted, reported) before the agent sees it, so a hostile rendezvous cannot make us punch towards a
+//!   key of its choice.
+//! - Feeding the agent: our candidates (the driver's host addresses plus the reflexive one the server
+//!   reports), our NAT profile, introductions, and a moved public endpoint (the peers only know the old
+//!   one: punch again and ask the server for fresh introductions).
+//! - Fresh introductions: a connect the server could not serve (peer not registered, no answer) is retried
+//!   with a doubling backoff; a path that dies, or an attempt that needs a relay, asks for a fresh
+//!   introduction after the agent's own backoff (the peer's endpoint may have moved).
+
+use super::agent::{Agent, AgentConfig, PeerError};
+use super::event::Event as AgentEvent;
+use super::pair::RemoteKind;
+use super::peer::{PeerStatus, Phase};
+use crate::identity::{PublicKey, SecretKey};
+use crate::net::{Engine, Received, Seed, Transmit};
+use crate::signal::{
+    Candidate, CandidateKind, Client, ClientConfig, ClientEvent, ConnectFailure, Introduction, NatProfile,
+    NetworkSecret, PeerName, RefuseReason, MAX_CANDIDATES,
+};
+use log::{info, warn};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const LOG: &str = "holepunch::punch::node";
+
+/// First wait before a connect the server could not serve is asked again; doubles per failure.
+const RECONNECT_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between connect retries.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Client and agent events handled per call, a bound against two engines feeding each other forever.
+const MAX_SETTLE_ROUNDS: usize = 64;
+
+/// What a node needs: the settings of both engines (tune them before [`Node::new`]), the peers it accepts,
+/// its host candidates and NAT profile.
+#[derive(Debug)]
+pub struct NodeConfig {
+    pub client: ClientConfig,
+    pub agent: AgentConfig,
+    /// The configured peers, name and pinned key; nobody else is answered or punched towards.
+    pub peers: Vec<(PeerName, PublicKey)>,
+    /// Our LAN addresses with the punching socket's port (the driver lists the interfaces); reported to the
+    /// rendezvous as host candidates (at most [`MAX_CANDIDATES`]).
+    pub host_candidates: Vec<SocketAddr>,
+    /// Our NAT's behaviour, reported to the rendezvous and used for the prediction.
+    pub profile: NatProfile,
+}
+
+impl NodeConfig {
+    /// Defaults (keepalive 3 s both ways) for punching socket `local` and rendezvous `server`.
+    pub fn new(
+        local: SocketAddr,
+        server: SocketAddr,
+        name: PeerName,
+        key: SecretKey,
+        secret: &NetworkSecret,
+        peers: Vec<(PeerName, PublicKey)>,
+    ) -> NodeConfig {
+        let client = ClientConfig::new(local, server, name.clone(), key.public(), secret);
+        NodeConfig {
+            client,
+            agent: AgentConfig::new(local, name, key),
+            peers,
+            host_candidates: Vec::new(),
+            profile: NatProfile::UNKNOWN,
+        }
+    }
+
+    /// Keepalive interval of both the registration and the path checks.
+    pub fn with_keepalive(mut self, keepalive: Duration) -> NodeConfig {
+        self.client.keepalive = keepalive;
+        self.agent.keepalive = keepalive;
+        self
+    }
+}
+
+/// What the node tells the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Registered with the rendezvous (first time, or again after [`Event::ServerLost`]); our public endpoint.
+    Registered { reflexive: SocketAddr },
+    /// The server sees us at a new public endpoint: every peer is punched again.
+    ReflexiveChanged { old: SocketAddr, new: SocketAddr },
+    /// The server has not answered for a registration lifetime (we keep trying).
+    ServerLost,
+    /// The server refused our registration; [`RefuseReason::WrongSecret`]'s Display is the one-line error.
+    Refused(RefuseReason),
+    /// The server does not know `peer` (yet): the connect is retried at `retry_in`.
+    PeerNotRegistered { peer: PeerName, retry_in: Duration },
+    /// A connect failed otherwise (retried likewise).
+    ConnectFailed { peer: PeerName, reason: ConnectFailure, retry_in: Duration },
+    /// The server introduced `peer` with a key that is not the configured one (or a peer we do not know):
+    /// refused, nothing punched.
+    IntroductionRefused { peer: PeerName, why: PeerError },
+    /// Punching: paths opened, changed, died (with why), needs relay, prediction and whether it held, and
+    /// the extra sockets birthday probing asks the driver for. The second field is the kind of remote
+    /// candidate the peer's path runs to when the event was emitted ("direct ... via reflexive").
+    Punch(AgentEvent, Option<RemoteKind>),
+}
+
+/// What the node counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Datagrams neither engine took (not from the server, not a peer check or answer): dropped unanswered.
+    pub dropped: u64,
+    /// Introductions pushed by the server and accepted.
+    pub introductions: u64,
+    /// Introductions refused by key pinning.
+    pub refused_introductions: u64,
+    /// Connect requests sent (first tries and retries).
+    pub connects: u64,
+}
+
+impl fmt::Display for NodeStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} dropped, {} introductions ({} refused), {} connects",
+            self.dropped, self.introductions, self.refused_introductions, self.connects
+        )
+    }
+}
+
+/// A connect to retry.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    at: Instant,
+    wait: Duration,
+}
+
+/// The engine (see the module docs).
+pub struct Node {
+    client: Client,
+    agent: Agent,
+    peers: Vec<(PeerName, PublicKey)>,
+    host_candidates: Vec<Candidate>,
+    reflexive: Option<SocketAddr>,
+    /// Peers we asked to connect to or were introduced to: a moved endpoint asks again for them.
+    wanted: Vec<PeerName>,
+    retries: BTreeMap<PeerName, Retry>,
+    /// The last time we were called, to notice an idle period or clock jump.
+    last_call: Option<Instant>,
+    keepalive: Duration,
+    stats: NodeStats,
+    events: VecDeque<Event>,
+}
+
+impl Node {
+    /// A node whose first registration is due at `now`. Fails when a configured peer is refused by the agent
+    /// (duplicate, our own key, a weak key).
+    pub fn new(config: NodeConfig, seed: Seed, now: Instant) -> Result<Node, PeerError> {
+        let mut rng = crate::net::Rng::from_seed(seed);
+        let keepalive = config.agent.keepalive;
+        let mut agent = Agent::new(config.agent, rng.fork());
+        for (name, key) in &config.peers {
+            agent.add_peer(name.clone(), *key)?;
+        }
+        let mut client = Client::new(config.client, rng.fork(), now);
+        let host_candidates: Vec<Candidate> = config
+            .host_candidates
+            .iter()
+            .take(MAX_CANDIDATES - 1)
+            .map(|&addr| Candidate { kind: CandidateKind::Host, addr })
+            .collect();
+        client.set_candidates(now, host_candidates.clone());
+        client.set_profile(now, config.profile);
+        agent.set_local_candidates(host_candidates.clone());
+        agent.set_local_profile(config.profile);
+        Ok(Node {
+            client,
+            agent,
+            peers: config.peers,
+            host_candidates,
+            reflexive: None,
+            wanted: Vec::new(),
+            retries: BTreeMap::new(),
+            last_call: None,
+            keepalive,
+            stats: NodeStats::default(),
+            events: VecDeque::new(),
+        })
+    }
+
+    /// Ask the rendezvous to introduce us and `peer` (a configured peer); sent as soon as we are registered,
+    /// retried while the server cannot serve it.
+    pub fn connect(&mut self, now: Instant, peer: &PeerName) -> Result<(), PeerError> {
+        if !self.peers.iter().any(|(n, _)| n == peer) {
+            return Err(PeerError::Unknown(peer.clone()));
+        }
+        self.want(peer);
+        self.retries.remove(peer);
+        self.send_connect(now, peer);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Our NAT's behaviour changed (a diagnosis finished): reported at the next registration.
+    pub fn set_profile(&mut self, now: Instant, profile: NatProfile) {
+        self.client.set_profile(now, profile);
+        self.agent.set_local_profile(profile);
+    }
+
+    /// The extra sockets the driver opened after [`AgentEvent::OpenSockets`].
+    pub fn add_sockets(&mut self, now: Instant, peer: &PeerName, sockets: &[SocketAddr]) -> Result<(), PeerError> {
+        let r = self.agent.add_sockets(now, peer, sockets);
+        self.settle(now);
+        r
+    }
+
+    /// Every configured peer's punching state.
+    pub fn status(&self) -> Vec<PeerStatus> {
+        self.agent.status()
+    }
+
+    /// Where to send `peer`'s traffic now: (our socket, its address).
+    pub fn path(&self, peer: &PeerName) -> Option<(SocketAddr, SocketAddr)> {
+        self.agent.path(peer)
+    }
+
+    /// Our public endpoint as the server last saw it.
+    pub fn reflexive(&self) -> Option<SocketAddr> {
+        self.reflexive
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.client.is_registered()
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.agent.public_key()
+    }
+
+    fn want(&mut self, peer: &PeerName) {
+        if !self.wanted.contains(peer) {
+            self.wanted.push(peer.clone());
+        }
+    }
+
+    fn send_connect(&mut self, now: Instant, peer: &PeerName) {
+        self.stats.connects += 1;
+        self.client.connect(now, peer);
+    }
+
+    /// Ask again at `at` (unless an earlier retry is already set); returns the wait.
+    fn schedule(&mut self, now: Instant, peer: &PeerName, at: Option<Instant>) -> Duration {
+        let wait = match (at, self.retries.get(peer)) {
+            (Some(at), _) => at.saturating_duration_since(now),
+            (None, Some(r)) => (r.wait * 2).min(RECONNECT_MAX),
+            (None, None) => RECONNECT_MIN,
+        };
+        let at = now + wait;
+        let r = self.retries.entry(peer.clone()).or_insert(Retry { at, wait });
+        r.at = r.at.min(at).max(now);
+        r.wait = wait;
+        wait
+    }
+
+    fn agent_candidates(&self) -> Vec<Candidate> {
+        let mut c = self.host_candidates.clone();
+        if let Some(r) = self.reflexive {
+            c.push(Candidate { kind: CandidateKind::Reflexive, addr: r });
+        }
+        c
+    }
+
+    fn on_introduced(&mut self, now: Instant, intro: Introduction) {
+        let pinned = self.peers.iter().find(|(n, _)| *n == intro.peer).map(|(_, k)| *k);
+        let why = match pinned {
+            None => Some(PeerError::Unknown(intro.peer.clone())),
+            Some(k) if k != intro.key => Some(PeerError::KeyMismatch {
+                peer: intro.peer.clone(),
+                got: intro.key.to_base64(),
+                want: k.to_base64(),
+            }),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            self.stats.refused_introductions += 1;
+            warn!(target: LOG, "introduction of {} refused: {why}", intro.peer);
+            self.events.push_back(Event::IntroductionRefused { peer: intro.peer, why });
+            return;
+        }
+        self.stats.introductions += 1;
+        let peer = intro.peer.clone();
+        self.want(&peer);
+        self.retries.remove(&peer);
+        if let Err(why) = self.agent.introduce(now, intro) {
+            self.stats.refused_introductions += 1;
+            self.events.push_back(Event::IntroductionRefused { peer, why });
+        }
+    }
+
+    fn on_client(&mut self, now: Instant, e: ClientEvent) {
+        match e {
+            ClientEvent::Registered { reflexive } => {
+                let old = self.reflexive.replace(reflexive);
+                match old {
+                    Some(old) if old != reflexive => self.moved(now, old, reflexive),
+                    _ => self.agent.set_local_candidates(self.agent_candidates()),
+                }
+                self.events.push_back(Event::Registered { reflexive });
+            }
+            ClientEvent::ReflexiveChanged { old, new } => {
+                self.reflexive = Some(new);
+                self.moved(now, old, new);
+                self.events.push_back(Event::ReflexiveChanged { old, new });
+            }
+            ClientEvent::ServerLost => self.events.push_back(Event::ServerLost),
+            ClientEvent::Refused(r) => self.events.push_back(Event::Refused(r)),
+            ClientEvent::Introduced(i) => self.on_introduced(now, i),
+            ClientEvent::ConnectFailed { peer, reason } => {
+                let retry_in = self.schedule(now, &peer, None);
+                self.events.push_back(match reason {
+                    ConnectFailure::PeerNotRegistered => Event::PeerNotRegistered { peer, retry_in },
+                    reason => Event::ConnectFailed { peer, reason, retry_in },
+                });
+            }
+        }
+    }
+
+    /// Our public endpoint moved: the agent punches again, and the peers (who only know the old endpoint) get
+    /// fresh introductions.
+    fn moved(&mut self, now: Instant, old: SocketAddr, new: SocketAddr) {
+        info!(target: LOG, "our public endpoint moved from {old} to {new}: punching again");
+        self.agent.set_local_candidates(self.agent_candidates());
+        self.agent.local_reflexive_changed(now, new);
+        for peer in self.wanted.clone() {
+            self.retries.remove(&peer);
+            self.send_connect(now, &peer);
+        }
+    }
+
+    fn on_agent(&mut self, now: Instant, e: AgentEvent) {
+        match &e {
+            AgentEvent::PathDied { peer, .. } => {
+                // Ask for a fresh introduction when the agent punches again (after its backoff).
+                let at = match self.agent.peer_status(peer).map(|s| s.phase) {
+                    Some(Phase::Backoff { until }) => Some(until),
+                    _ => None,
+                };
+                let peer = peer.clone();
+                self.want(&peer);
+                self.schedule(now, &peer, at);
+            }
+            AgentEvent::NeedsRelay { peer, .. } => {
+                // Nothing answered: the endpoints may have moved meanwhile; ask again, but rarely.
+                let peer = peer.clone();
+                self.schedule(now, &peer, Some(now + RECONNECT_MAX));
+            }
+            AgentEvent::PathOpened { peer, .. } => {
+                self.retries.remove(peer);
+            }
+            _ => {}
+        }
+        let via = match &e {
+            AgentEvent::PathOpened { peer, .. } | AgentEvent::PathChanged { peer, .. } => {
+                self.agent.peer_status(peer).and_then(|s| s.remote_kind)
+            }
+            _ => None,
+        };
+        self.events.push_back(Event::Punch(e, via));
+    }
+
+    /// Route each engine's events to the other and to the daemon until both are quiet (bounded).
+    fn settle(&mut self, now: Instant) {
+        for _ in 0..MAX_SETTLE_ROUNDS {
+            let mut any = false;
+            while let Some(e) = self.client.poll_event() {
+                any = true;
+                self.on_client(now, e);
+            }
+            while let Some(e) = self.agent.poll_event() {
+                any = true;
+                self.on_agent(now, e);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn fire_retries(&mut self, now: Instant) {
+        let due: Vec<PeerName> = self.retries.iter().filter(|(_, r)| r.at <= now).map(|(p, _)| p.clone()).collect();
+        for peer in due {
+            if let Some(r) = self.retries.get_mut(&peer) {
+                // Kept (pushed far out) so a failure doubles the wait; an introduction or a path clears it.
+                r.at = now + RECONNECT_MAX.max(r.wait);
+            }
+            info!(target: LOG, "asking the server to introduce {peer} again");
+            self.send_connect(now, &peer);
+        }
+    }
+}
+
+impl Engine for Node {
+    type Event = Event;
+
+    /// The client takes rendezvous messages from the server, the agent peer checks and answers; anything
+    /// else is counted and left (false), never answered.
+    fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
+        let taken = self.client.handle_input(now, input, data) || self.agent.handle_input(now, input, data);
+        if taken {
+            self.settle(now);
+        } else {
+            self.stats.dropped += 1;
+        }
+        taken
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, local: SocketAddr, dst: SocketAddr) -> bool {
+        let hit = self.client.handle_unreachable(now, local, dst) || self.agent.handle_unreachable(now, local, dst);
+        self.settle(now);
+        hit
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        // Silence far beyond our own timers (a suspended host, a stalled process): NAT mappings may be gone.
+        if let Some(last) = self.last_call {
+            if now.saturating_duration_since(last) > self.keepalive * 3 {
+                info!(target: LOG, "{:?} without a wake-up: re-checking every path", now - last);
+                self.agent.recheck(now);
+            }
+        }
+        self.last_call = Some(now);
+        self.fire_retries(now);
+        self.client.handle_timeout(now);
+        self.agent.handle_timeout(now);
+        self.settle(now);
+    }
+
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        self.client.poll_transmit(buf).or_else(|| self.agent.poll_transmit(buf))
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let retry = self.retries.values().map(|r| r.at).min();
+        [self.client.poll_timeout(), self.agent.poll_timeout(), retry].into_iter().flatten().min()
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
