@@ -1,6 +1,9 @@
 //! Helpers shared by the tests that run stund and punchd as processes: the binaries, a scratch directory
-//! with private files.
+//! with private files; `lab`: stund and punchd peers in the NAT lab.
 #![allow(dead_code)]
+
+#[cfg(unix)]
+pub mod lab;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
