@@ -5,72 +5,25 @@
 #![cfg(unix)]
 
 mod common;
-use common::{stund_bin, Scratch, PUNCHD};
+use common::lab::{Peer, World};
 use holepunch::identity::SecretKey;
 use holepunch_lab::{Lab, Preset, Process, SiteSpec};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-const SECRET: &[u8] = b"the lab's network secret\n";
-
-struct World {
-    lab: Lab,
-    dir: Scratch,
-    server: String,
-}
 
 /// Sites a and b behind `a` and `b`, stund with the rendezvous on the lab's server.
 fn world(tag: &str, a: Preset, b: Preset) -> World {
     let lab = Lab::builder().server().site("a", a).site("b", b).build().expect("build lab");
-    start_stund(lab, tag)
+    World::new(lab, tag, "")
 }
 
-/// stund with the rendezvous on `lab`'s server.
-fn start_stund(lab: Lab, tag: &str) -> World {
-    let dir = Scratch::new(&format!("lab-{tag}"));
-    let secret = dir.private("net.secret", SECRET);
-    let (primary, alternate) = lab.server_ips();
-    let mut cmd = lab.server().command("sh");
-    cmd.arg("-c").arg(format!(
-        "exec {} --primary {primary} --alternate {alternate} --no-tcp --rate-limit 0 --threads 1 --stats-interval 0 --log-level info \
-         --secret-file {} 2>&1",
-        stund_bin().display(),
-        secret.display()
-    ));
-    let mut p = lab.server().spawn_command(cmd).expect("start stund");
-    p.wait_for_line(Duration::from_secs(10), |l| l.contains("ready")).expect("stund ready");
-    lab.adopt(p);
-    World { lab, dir, server: format!("{primary}:3478") }
-}
-
-fn control(w: &World, name: &str) -> PathBuf {
-    w.dir.0.join(format!("{name}.sock"))
-}
-
-/// punchd `name` on lab host `host`, accepting `peer`; its stdout and stderr as lines.
+/// punchd `name` on lab host `host` (port 6666), accepting `peer`; its stdout and stderr as lines.
 fn punchd(w: &World, host: &str, name: &str, me: &SecretKey, peer: (&str, &SecretKey), extra: &str) -> Process {
-    let key = w.dir.private(&format!("{name}.key"), format!("{}\n", me.to_base64()).as_bytes());
-    let secret = w.dir.0.join("net.secret");
-    let mut cmd = w.lab.host(host).command("sh");
-    cmd.env("RUST_LOG", "info").arg("-c").arg(format!(
-        "exec {PUNCHD} --peer-id {name} --server {} --key {} --secret-file {} --peer {}={} --control {} \
-         --keepalive 1s {extra} 2>&1",
-        w.server,
-        key.display(),
-        secret.display(),
-        peer.0,
-        peer.1.public().to_base64(),
-        control(w, name).display(),
-    ));
-    w.lab.host(host).spawn_command(cmd).expect("start punchd")
+    w.punchd(host, name, me, 6666, (peer.0, &peer.1.public()), extra).proc
 }
 
-/// `punchd status --json` (the control socket is a path: reachable from outside the namespace).
+/// `punchd status --json` of peer `name`.
 fn status(w: &World, name: &str) -> Option<serde_json::Value> {
-    let path = control(w, name);
-    let out = Command::new(PUNCHD).args(["status", "--json", "--control", path.to_str().unwrap()]).output().ok()?;
-    serde_json::from_slice(&out.stdout).ok()
+    Peer::status_cli_at(&w.control(name))
 }
 
 fn wait_path(w: &World, name: &str, limit: Duration) -> Result<serde_json::Value, String> {
@@ -199,7 +152,7 @@ fn two_hosts_behind_one_nat_connect_over_the_lan() {
         .site("b", Preset::FullCone)
         .build()
         .expect("build lab");
-    let w = start_stund(lab, "lan");
+    let w = World::new(lab, "lan", "");
     let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
     let mut bob = punchd(&w, "a2", "bob", &b, ("alice", &a), "");
     let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
@@ -217,4 +170,110 @@ fn two_hosts_behind_one_nat_connect_over_the_lan() {
         assert!(Instant::now() < deadline, "bob: {v:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The peers of the rendezvous tests: a 100 ms RTO and 4 retries (the lab's RTT is a millisecond), so a
+/// registration sent while stund is down is retried within a second of its return.
+const QUICK: &str = "--rto 100ms --retries 4";
+
+/// A fresh keepalive on the direct path: the peer answered one within the last two keepalive periods.
+fn direct_and_fresh(v: &serde_json::Value) -> bool {
+    let p = common::lab::first_peer(v);
+    p["path"] == "direct" && p["last_keepalive_ms_ago"].as_u64().is_some_and(|ms| ms < 2000)
+}
+
+#[test]
+fn a_restarted_stund_keeps_the_path_and_the_peers_register_again() {
+    holepunch_lab::require_lab!();
+    let mut w = world("restart", Preset::FullCone, Preset::PortRestricted);
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let mut bob = w.punchd("b1", "bob", &b, 6666, ("alice", &a.public()), QUICK);
+    let mut alice = w.punchd("a1", "alice", &a, 6666, ("bob", &b.public()), &format!("{QUICK} --connect bob"));
+    for p in [&mut alice, &mut bob] {
+        p.wait_status(Duration::from_secs(15), |v| direct_and_fresh(v) && v["registered"] == true).unwrap();
+    }
+
+    // stund goes away for longer than a registration lives (15 s): both peers count as unregistered, while
+    // the path, which never needed the server, keeps its keepalives answered all along.
+    w.stop_stund();
+    let stopped = Instant::now();
+    let mut unregistered = [None, None];
+    while unregistered.iter().any(Option::is_none) {
+        assert!(stopped.elapsed() < Duration::from_secs(20), "still registered 20 s after stund stopped");
+        for (k, p) in [&mut alice, &mut bob].into_iter().enumerate() {
+            let Some(v) = p.status() else { panic!("no status\n{}", p.logs()) };
+            if !direct_and_fresh(&v) {
+                panic!("the path must not need the server: {v}\n{}", p.logs());
+            }
+            if v["registered"] == false && unregistered[k].is_none() {
+                unregistered[k] = Some(stopped.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("stund stopped: unregistered after {unregistered:?}, path direct and answered throughout");
+
+    // stund is back with an empty registry: both register again within a keepalive or two, and a connect is
+    // a new introduction through it (the server introduces registered peers only).
+    w.start_stund();
+    let back = Instant::now();
+    for p in [&mut alice, &mut bob] {
+        p.wait_status(Duration::from_secs(5), |v| v["registered"] == true && direct_and_fresh(v)).unwrap();
+    }
+    eprintln!("stund restarted: both registered again {:?} later", back.elapsed());
+    alice.pump();
+    let introductions = |p: &Peer| p.log.iter().filter(|l| l.starts_with("bob: prediction")).count();
+    assert_eq!(introductions(&alice), 1);
+    assert_eq!(alice.connect("bob")["ok"], true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while introductions(&alice) < 2 {
+        assert!(Instant::now() < deadline, "no new introduction\n{}\n{}", alice.logs(), bob.logs());
+        std::thread::sleep(Duration::from_millis(50));
+        alice.pump();
+    }
+    alice.wait_status(Duration::from_secs(5), direct_and_fresh).unwrap();
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_a_wrong_peer_key_opens_no_path() {
+    holepunch_lab::require_lab!();
+    let w = world("refusals", Preset::FullCone, Preset::PortRestricted);
+
+    // A peer with another network secret: refused by the rendezvous, one line, exit 1.
+    let (m, a) = (SecretKey::from_seed([7; 32]), SecretKey::from_seed([1; 32]));
+    let wrong = w.dir.private("wrong.secret", b"not the lab's network secret\n");
+    let mut mallory = w.punchd_with("a1", "mallory", &m, 6667, ("alice", &a.public()), &wrong, QUICK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = mallory.proc.child_mut().try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "mallory still runs\n{}", mallory.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines = mallory.proc.lines_until_eof(Duration::from_secs(2));
+    let errors: Vec<_> = lines.iter().filter(|l| l.starts_with("punchd: ")).collect();
+    assert_eq!(code, Some(1), "{lines:?}");
+    assert_eq!(errors, ["punchd: the server refused our credentials: wrong network secret"], "{lines:?}");
+
+    // carol pins a key for dave that is not dave's: dave's introduction is refused and neither side gets a
+    // path, however long dave punches towards carol with his real key.
+    let (c, d, other) = (SecretKey::from_seed([3; 32]), SecretKey::from_seed([4; 32]), SecretKey::from_seed([5; 32]));
+    let mut dave = w.punchd("b1", "dave", &d, 6668, ("carol", &c.public()), QUICK);
+    let mut carol = w.punchd("a1", "carol", &c, 6668, ("dave", &other.public()), &format!("{QUICK} --connect dave"));
+    carol
+        .proc
+        .wait_for_line(Duration::from_secs(10), |l| l.starts_with("introduction of dave refused"))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", carol.logs(), dave.logs()));
+    // Longer than a whole check schedule (about 2.6 s): dave's checks all go unanswered.
+    let refused = Instant::now();
+    while refused.elapsed() < Duration::from_secs(4) {
+        for p in [&carol, &dave] {
+            let v = p.status().expect("status");
+            assert_eq!(common::lab::path(&v), "none", "{}: {v}", p.name);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    dave.pump();
+    eprintln!("{}", dave.log.iter().filter(|l| !l.starts_with('[')).cloned().collect::<Vec<_>>().join("\n"));
 }

@@ -335,3 +335,41 @@ fn matrix_on_permissive_routers() {
     holepunch_lab::require_lab!();
     run_matrix("permissive", &all_pairs(), true);
 }
+
+/// Symmetric against symmetric opens a direct path when one router offers a port mapping (miniupnpd, docs/lab.md
+/// preset 9): the mapped port takes anyone's datagrams (RFC 6886 §3.3, RFC 6887 §11), so the other side's
+/// checks reach it whatever its random ports, and `punch::predict` says "direct expected".
+#[test]
+#[ignore = "needs port-mapped candidates: punchd does not ask the router for a port mapping yet"]
+fn symmetric_against_symmetric_connects_through_a_port_mapping() {
+    holepunch_lab::require_lab!();
+    let mapped = NatProfile { port_mapping: true, ..profile(Preset::Symmetric) };
+    assert_eq!(predict(&mapped, &profile(Preset::Symmetric)), Prediction::Direct);
+    let lab = Lab::builder()
+        .server()
+        .site("a", SiteSpec::new(Preset::Symmetric).port_mapping())
+        .site("b", Preset::Symmetric)
+        .build()
+        .expect("build lab");
+    let w = World::new(lab, "portmap", "");
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let mut bob = w.punchd("b1", "bob", &b, 6666, ("alice", &a.public()), DIAGNOSE);
+    let mut alice = w.punchd("a1", "alice", &a, 6666, ("bob", &b.public()), DIAGNOSE);
+    for p in [&mut alice, &mut bob] {
+        p.wait_status(Duration::from_secs(15), |v| v["registered"] == true).unwrap();
+    }
+    let asked = Instant::now();
+    assert_eq!(alice.connect("bob")["ok"], true);
+    let direct = |v: &serde_json::Value| path(v) == "direct";
+    let v = alice.wait_status(PAIR_BOUND, direct).unwrap();
+    bob.wait_status(PAIR_BOUND, direct).unwrap();
+    eprintln!("symmetric (port mapping) vs symmetric: direct {:?} after the connect", asked.elapsed());
+    assert_eq!(v["peers"][0]["prediction"], Prediction::Direct.to_string(), "{v}");
+    // bob reaches alice through her router's mapping.
+    let v = bob.status().expect("status");
+    let pairs = v["peers"][0]["pairs"].as_array().cloned().unwrap_or_default();
+    assert!(
+        pairs.iter().any(|p| p["kind"] == "port-mapped" && p["state"] == "verified"),
+        "bob has no verified port-mapped pair: {v}"
+    );
+}

@@ -159,7 +159,12 @@ impl Peer {
 
     /// The STATUS object as `punchd status --json` prints it.
     pub fn status_cli(&self) -> Option<Value> {
-        let path = self.control.to_str()?;
+        Peer::status_cli_at(&self.control)
+    }
+
+    /// `punchd status --json --control CONTROL`.
+    pub fn status_cli_at(control: &Path) -> Option<Value> {
+        let path = control.to_str()?;
         let out = Command::new(PUNCHD).args(["status", "--json", "--control", path]).output().ok()?;
         serde_json::from_slice(&out.stdout).ok()
     }
