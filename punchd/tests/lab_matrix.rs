@@ -157,9 +157,11 @@ struct Row {
 /// loaded machine, and the lab's RTT is a millisecond, so the peers use a 100 ms RTO and 4 retries.
 const DIAGNOSE: &str = "--diagnose --rto 100ms --retries 4";
 
-/// How long a pair may take from the connect request to its outcome. A needs-relay verdict comes after the
-/// agent's checks give up (about 2.6 s, src/punch/agent.rs); a direct path within a few RTTs.
-const PAIR_BOUND: Duration = Duration::from_secs(12);
+/// How long a pair may take from the connect request to its outcome. A direct path opens within a few RTTs;
+/// a needs-relay verdict comes after the agent's checks give up (about 2.6 s, src/punch/agent.rs), and where
+/// birthday probing was predicted only after its time budget ran out too (10.24 s, `BirthdayParams`), since
+/// the agent waits for sockets punchd does not open: about 11.5 s.
+const PAIR_BOUND: Duration = Duration::from_secs(20);
 
 fn run_matrix(kind: &str, pairs: &[(Preset, Preset)], permissive: bool) {
     // Every pair's first peer runs on the "a" site of its preset, the second on the "b" site.
