@@ -119,19 +119,22 @@ const BACK_BOUND: Duration = Duration::from_millis(2000 + 10 + 300);
 #[test]
 fn after_a_conntrack_flush_or_a_new_public_ip_the_path_comes_back() {
     holepunch_lab::require_lab!();
-    let w = world("flush", Preset::FullCone, Preset::PortRestricted);
+    let mut w = world("flush", Preset::FullCone, Preset::PortRestricted);
     let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
-    let _bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "");
+    let mut bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "");
     let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
     alice.wait_for_line(Duration::from_secs(15), |l| l.starts_with("path to bob opened")).expect("path");
     wait_path(&w, "bob", Duration::from_secs(5)).unwrap();
+    let logs = |a: &mut Process, b: &mut Process| {
+        format!("alice:\n{}\nbob:\n{}", a.drain_lines().join("\n"), b.drain_lines().join("\n"))
+    };
 
     // Site b's router forgets every mapping.
     w.lab.flush_conntrack("b").unwrap();
     let flushed = Instant::now();
     let took = back_after(&w, flushed, Duration::from_secs(10), |_| true).unwrap();
     eprintln!("conntrack flush: fresh path on both ends {took:?} later");
-    assert!(took <= BACK_BOUND, "{took:?}");
+    assert!(took <= BACK_BOUND, "{took:?}\n{}", logs(&mut alice, &mut bob));
 
     // Site b gets a new public address: bob's endpoint moves, alice must learn it from a new introduction.
     let new = w.lab.change_public_ip("b").unwrap();
@@ -139,7 +142,7 @@ fn after_a_conntrack_flush_or_a_new_public_ip_the_path_comes_back() {
     let prefix = format!("{new}:");
     let took = back_after(&w, moved, Duration::from_secs(10), |r| r.starts_with(&prefix)).unwrap();
     eprintln!("new public IP {new}: path back on both ends {took:?} later");
-    assert!(took <= BACK_BOUND, "{took:?}\n{}", alice.drain_lines().join("\n"));
+    assert!(took <= BACK_BOUND, "{took:?}\n{}\nstund:\n{}", logs(&mut alice, &mut bob), w.stund_logs());
 }
 
 #[test]

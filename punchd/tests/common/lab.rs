@@ -1,6 +1,9 @@
 //! The punchd lab tests' shared pieces (docs/lab.md): stund with the rendezvous (`--secret-file`) on the lab's
 //! server, punchd peers on lab hosts (each with its own port and control socket, so several peers can share a
 //! host), and their status read over the control socket with a bounded wait.
+//!
+//! Log levels: stund and punchd log at `info`; `LAB_STUND_LOG` and `LAB_PUNCHD_LOG` (env_logger filters, e.g.
+//! `holepunch::signal=debug,info`) change them when a run needs looking into.
 
 use super::{stund_bin, Scratch, PUNCHD};
 use holepunch::identity::{PublicKey, SecretKey};
@@ -48,8 +51,9 @@ impl World {
         let mut cmd = self.lab.server().command("sh");
         cmd.arg("-c").arg(format!(
             "exec {} --primary {primary} --alternate {alternate} --no-tcp --rate-limit 0 --threads 1 \
-             --stats-interval 0 --log-level info --secret-file {} {} 2>&1",
+             --stats-interval 0 --log-level {} --secret-file {} {} 2>&1",
             stund_bin().display(),
+            std::env::var("LAB_STUND_LOG").unwrap_or_else(|_| "info".into()),
             self.secret_file().display(),
             self.stund_extra,
         ));
@@ -63,6 +67,11 @@ impl World {
         if let Some(mut p) = self.stund.take() {
             p.kill();
         }
+    }
+
+    /// What stund printed since the last call.
+    pub fn stund_logs(&mut self) -> String {
+        self.stund.as_mut().map(|p| p.drain_lines().join("\n")).unwrap_or_default()
     }
 
     /// The control socket of peer `name` (a path: reachable from outside the namespaces).
@@ -99,7 +108,7 @@ impl World {
         let key = self.dir.private(&format!("{name}.key"), format!("{}\n", me.to_base64()).as_bytes());
         let control = self.control(name);
         let mut cmd = self.lab.host(host).command("sh");
-        cmd.env("RUST_LOG", "info").arg("-c").arg(format!(
+        cmd.env("RUST_LOG", std::env::var("LAB_PUNCHD_LOG").unwrap_or_else(|_| "info".into())).arg("-c").arg(format!(
             "exec {PUNCHD} --peer-id {name} --server {} --port {port} --key {} --secret-file {} --peer {}={} \
              --control {} --keepalive 1s {extra} 2>&1",
             self.server,
