@@ -231,10 +231,15 @@ fn run_matrix(kind: &str, pairs: &[(Preset, Preset)], permissive: bool) {
         } else {
             outcome == want.1 && consistent(&want.0, outcome)
         };
-        let ok = row.prediction == want.0.to_string() && outcome_ok;
+        // The daemon judges its own prediction: a "prediction was wrong" line exactly when the outcome
+        // does not bear it out.
+        p.first.pump();
+        let judged_wrong = p.first.line(&format!("{}: prediction was wrong", p.second.name)).is_some();
+        let judged_ok = outcome == Outcome::Nothing || judged_wrong != want.0.holds(outcome == Outcome::Direct);
+        let ok = row.prediction == want.0.to_string() && outcome_ok && judged_ok;
         if !ok {
             failures.push(format!(
-                "{} vs {}: expected {} / {}, got {} / {}\n{}\n{}",
+                "{} vs {}: expected {} / {}, got {} / {} (daemon said its prediction was wrong: {judged_wrong})\n{}\n{}",
                 p.a,
                 p.b,
                 want.0,
