@@ -383,8 +383,9 @@ fn symmetric_against_symmetric_connects_through_a_port_mapping() {
 
 /// Experiment (not CI): four port-restricted pairs on permissive routers, each followed for up to 75 s: does a
 /// pair that lost the race at the first attempt connect when it asks again (30 s after "needs relay")?
-/// Seen so far: no. One run: `[Some(873ms), None, None, None]`: the three pairs that lost the first race had
-/// no path 75 s later (docs/punchd.md, "NAT lab matrix").
+/// Seen so far: no. Two runs: `[Some(873ms), None, None, None]` and `[None, None, None, None]`; every pair
+/// that lost the first race punched again about 30 s and 60 s later and lost each time (docs/punchd.md,
+/// "NAT lab matrix").
 #[test]
 #[ignore = "experiment: takes minutes"]
 fn permissive_race_retries() {
@@ -423,4 +424,13 @@ fn permissive_race_retries() {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("first direct per pair: {first_direct:?}");
+    for (k, (a, b)) in running.iter_mut().enumerate() {
+        if first_direct[k].is_none() {
+            let lines = |p: &mut Peer| {
+                p.pump();
+                p.log.iter().filter(|l| !l.starts_with('[')).cloned().collect::<Vec<_>>().join("\n  ")
+            };
+            eprintln!("pair {k}:\n  {}\n  --\n  {}", lines(a), lines(b));
+        }
+    }
 }
