@@ -4,7 +4,7 @@
 # pairs of sites behind different NATs, starts stund's rendezvous and one punchd peer per site, and reports
 # per pair the prediction, the path (direct, or "needs relay"), its remote endpoint, RTT and time to path.
 # Run as root on a fresh Debian 12:   ./scripts/demo.sh
-# (Installs the Debian packages and Rust when missing, builds in release mode: a few minutes the first time;
+# (Installs the Debian packages and Rust when missing, builds in release mode: several minutes the first time;
 # the demo itself then takes under a minute.)
 # (Started as a user, it runs itself again through sudo when sudo is installed.)
 # Everything it creates is removed when it ends, fails or is interrupted (Ctrl-C).
