@@ -3,13 +3,13 @@
 //! (holepunch::punch::ReflexiveKeeper); peer mode runs the node (holepunch::punch::Node: rendezvous and
 //! punching on the same socket, crate::node) and connects to the `--connect` peers at start.
 
+use crate::birthday::Birthday;
 use crate::config::Settings;
 use crate::control::{self, Command};
 use crate::controlled::{Controllable, Controlled};
-use crate::birthday::Birthday;
 use crate::diagnose;
-use crate::portmap;
 use crate::exit::{EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED};
+use crate::portmap;
 use crate::status::{PeerStatus, Snapshot, Status};
 use anyhow::{anyhow, bail, Context, Result};
 use holepunch::identity::SecretKey;
@@ -283,7 +283,8 @@ fn run_peer(settings: Settings) -> Result<i32> {
         s.server = Some(server);
     }
     let _control = control;
-    let mapper = if settings.portmap && local.is_ipv4() {
+    // A server on loopback has no router in between: nothing to map (and nothing is sent to the gateway).
+    let mapper = if settings.portmap && local.is_ipv4() && !server.ip().is_loopback() {
         let tx = commands_tx.clone();
         let (first_tx, first) = mpsc::channel();
         let report = move |m| {
@@ -296,7 +297,7 @@ fn run_peer(settings: Settings) -> Result<i32> {
         let _ = first.recv_timeout(PORTMAP_FIRST_WAIT);
         Some(handle)
     } else {
-        if settings.portmap {
+        if settings.portmap && !server.ip().is_loopback() {
             log::info!("no router port mapping: NAT-PMP, PCP and UPnP IGD are used for IPv4 only here");
         }
         None

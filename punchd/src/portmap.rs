@@ -13,9 +13,7 @@
 
 use holepunch::io::{self, portmap::IgdClient, portmap::NatPmpSession, portmap::PcpSession};
 use holepunch::net::Retransmit;
-use holepunch::portmap::{
-    pcp, DiscoverOptions, EpochRule, EpochTracker, PortMapping, PortmapError, Protocol,
-};
+use holepunch::portmap::{pcp, DiscoverOptions, EpochRule, EpochTracker, PortMapping, PortmapError, Protocol};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,8 +38,8 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// A mapping held, with what renewing, checking and deleting it needs.
 enum Held {
-    NatPmp { session: NatPmpSession, epoch: EpochTracker, ip: Ipv4Addr },
-    Pcp { session: PcpSession, epoch: EpochTracker, mapping: pcp::Mapping },
+    NatPmp { session: Box<NatPmpSession>, epoch: EpochTracker, ip: Ipv4Addr },
+    Pcp { session: Box<PcpSession>, epoch: EpochTracker, mapping: pcp::Mapping },
     Upnp { igd: IgdClient, internal: IpAddr },
 }
 
@@ -144,7 +142,7 @@ fn establish(port: u16) -> Option<Mapping> {
         Ok(Mapping {
             external: SocketAddr::new(IpAddr::V4(ip), granted.external_port),
             lifetime: Duration::from_secs(granted.lifetime.into()),
-            held: Held::NatPmp { session, epoch, ip },
+            held: Held::NatPmp { session: Box::new(session), epoch, ip },
         })
     });
     let natpmp_err = match natpmp {
@@ -158,7 +156,7 @@ fn establish(port: u16) -> Option<Mapping> {
         Ok(Mapping {
             external: mapping.external,
             lifetime: Duration::from_secs(mapping.lifetime.into()),
-            held: Held::Pcp { session, epoch, mapping },
+            held: Held::Pcp { session: Box::new(session), epoch, mapping },
         })
     });
     let pcp_err = match pcp {

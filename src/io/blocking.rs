@@ -16,11 +16,11 @@
 use super::driver::{no_socket, socket_for, Exit, Notice, DEFAULT_WAKE, RECV_BUF, SEND_BUF};
 use super::icmp::{self, IcmpError};
 use crate::net::{Engine, Received};
+use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};

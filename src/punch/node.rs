@@ -242,7 +242,8 @@ impl Node {
     }
 
     fn push_profile(&mut self, now: Instant) {
-        let profile = NatProfile { port_mapping: self.profile.port_mapping || self.port_mapped.is_some(), ..self.profile };
+        let profile =
+            NatProfile { port_mapping: self.profile.port_mapping || self.port_mapped.is_some(), ..self.profile };
         self.client.set_profile(now, profile);
         self.agent.set_local_profile(profile);
     }
