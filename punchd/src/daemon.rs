@@ -29,10 +29,6 @@ use std::time::{Duration, Instant};
 /// Longest the `--diagnose` run at start may take; a server that does not answer leaves the profile unknown.
 const DIAGNOSE_LIMIT: Duration = Duration::from_secs(10);
 
-/// Longest peer mode waits at start for the port-mapping thread's first answer, so a mapping the router
-/// grants at once is in the first registration.
-const PORTMAP_FIRST_WAIT: Duration = Duration::from_secs(2);
-
 /// Longest a single blocking read waits, so a shutdown signal is noticed promptly.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
@@ -286,15 +282,12 @@ fn run_peer(settings: Settings) -> Result<i32> {
     // A server on loopback has no router in between: nothing to map (and nothing is sent to the gateway).
     let mapper = if settings.portmap && local.is_ipv4() && !server.ip().is_loopback() {
         let tx = commands_tx.clone();
-        let (first_tx, first) = mpsc::channel();
+        // Not waited for: the node starts at once, and reports the mapping when it comes (a new registration,
+        // and fresh introductions of the peers without a path).
         let report = move |m| {
-            let _ = first_tx.send(());
             let _ = tx.send(Command::PortMapping(m));
         };
         let handle = portmap::start(local.port(), report, Arc::clone(&shutdown)).context("port-mapping thread")?;
-        // A mapping made quickly is in the first registration (the lookup falls through to UPnP's search
-        // when the router answers no NAT-PMP or PCP, which takes longer: then it is reported later).
-        let _ = first.recv_timeout(PORTMAP_FIRST_WAIT);
         Some(handle)
     } else {
         if settings.portmap && !server.ip().is_loopback() {

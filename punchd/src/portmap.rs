@@ -50,8 +50,8 @@ struct Mapping {
 }
 
 /// Starts the thread for punching port `port` (an IPv4 socket). `report` hears each change: `Some(external)`
-/// when a mapping is made or moved, `None` when it is lost or deleted. Ends soon after `stop` is set, after
-/// deleting the mapping.
+/// when a mapping is made or moved, `None` when it is lost or deleted. Ends soon after `stop`
+/// is set, after deleting the mapping.
 pub fn start(
     port: u16,
     report: impl Fn(Option<SocketAddr>) + Send + 'static,

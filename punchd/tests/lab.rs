@@ -238,9 +238,24 @@ fn upnp_rules(w: &World, site: &str) -> String {
 #[test]
 fn symmetric_against_symmetric_connects_through_a_port_mapping() {
     holepunch_lab::require_lab!();
-    if !miniupnpd_ready("symmetric_against_symmetric_connects_through_a_port_mapping") {
-        return;
+    if miniupnpd_ready("symmetric_against_symmetric_connects_through_a_port_mapping") {
+        through_a_port_mapping("pmap", true);
     }
+}
+
+/// As above, but the peer behind the mapping waits and the other connects: the mapping reaches the peer
+/// through the server all the same.
+#[test]
+fn symmetric_against_symmetric_connects_through_the_waiting_peers_port_mapping() {
+    holepunch_lab::require_lab!();
+    if miniupnpd_ready("symmetric_against_symmetric_connects_through_the_waiting_peers_port_mapping") {
+        through_a_port_mapping("pmapw", false);
+    }
+}
+
+/// alice behind a random symmetric NAT whose router maps ports, bob behind one that does not; alice connects
+/// (`alice_connects`) or bob does.
+fn through_a_port_mapping(tag: &str, alice_connects: bool) {
     // Two random symmetric NATs; only a's router maps ports (miniupnpd: NAT-PMP, PCP, UPnP IGD).
     let lab = Lab::builder()
         .server()
@@ -248,10 +263,11 @@ fn symmetric_against_symmetric_connects_through_a_port_mapping() {
         .site("b", Preset::Symmetric)
         .build()
         .expect("build lab");
-    let w = start_stund(lab, "pmap");
+    let w = start_stund(lab, tag);
     let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
-    let mut bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "");
-    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--connect bob");
+    let (alice_extra, bob_extra) = if alice_connects { ("--connect bob", "") } else { ("", "--connect alice") };
+    let mut bob = punchd(&w, "b1", "bob", &b, ("alice", &a), bob_extra);
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), alice_extra);
     let logs = |p: &mut Process| p.drain_lines().join("\n");
 
     // alice's status shows the mapping: a's public address, and miniupnpd holds the rule.
@@ -302,11 +318,12 @@ fn random_symmetric_against_a_cone_connects_by_birthday_probing() {
         .wait_for_line(Duration::from_secs(20), |l| l.starts_with("bob: prediction"))
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut alice)));
     assert!(predicted.starts_with("bob: prediction: direct via birthday probing"), "{predicted}");
+    let probing = Instant::now();
     let line = alice
         .wait_for_line(BIRTHDAY_BOUND, |l| l.starts_with("path to bob opened"))
         .unwrap_or_else(|e| panic!("{e}\nalice:\n{}\nbob:\n{}", logs(&mut alice), logs(&mut bob)));
     let took = started.elapsed();
-    eprintln!("{line} ({took:?} after start)");
+    eprintln!("{line} ({took:?} after start, {:?} after the prediction)", probing.elapsed());
     assert!(line.contains(&format!("direct {}:", w.lab.public_ip("b"))), "{line}");
     assert!(took <= BIRTHDAY_BOUND, "{took:?}");
     wait_path(&w, "bob", Duration::from_secs(5)).unwrap();

@@ -216,7 +216,8 @@ impl Node {
     /// The router mapped the punching socket's port to `external` (NAT-PMP, PCP or UPnP IGD; docs/punchd.md,
     /// "Port mapping"), or the mapping is gone (`None`): reported as a port-mapped candidate next to the
     /// others (never instead of them), and in the NAT profile. A new or changed mapping asks the server for
-    /// fresh introductions of the peers we want without a path, so they learn the new candidate.
+    /// fresh introductions of the peers we want without a path, so they learn the new candidate (a second
+    /// later, once the registration carrying it is through).
     pub fn set_port_mapping(&mut self, now: Instant, external: Option<SocketAddr>) {
         if self.port_mapped == external {
             return;
@@ -226,10 +227,12 @@ impl Node {
         self.agent.set_local_candidates(self.agent_candidates());
         self.push_profile(now);
         if external.is_some() {
+            // After the new registration has reached the server (the CONNECT must find the new candidates
+            // there to count as a new introduction, docs/signal.md).
             for peer in self.wanted.clone() {
                 if self.agent.path(&peer).is_none() {
                     self.retries.remove(&peer);
-                    self.send_connect(now, &peer);
+                    self.schedule(now, &peer, Some(now + RECONNECT_MIN));
                 }
             }
         }
