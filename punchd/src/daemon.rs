@@ -287,7 +287,8 @@ fn run_peer(settings: Settings) -> Result<i32> {
         let report = move |m| {
             let _ = tx.send(Command::PortMapping(m));
         };
-        let handle = portmap::start(local.port(), report, Arc::clone(&shutdown)).context("port-mapping thread")?;
+        let handle = portmap::start(portmap::Config::new(local.port()), report, Arc::clone(&shutdown))
+            .context("port-mapping thread")?;
         Some(handle)
     } else {
         if settings.portmap && !server.ip().is_loopback() {

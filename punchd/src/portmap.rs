@@ -49,18 +49,37 @@ struct Mapping {
     lifetime: Duration,
 }
 
-/// Starts the thread for punching port `port` (an IPv4 socket). `report` hears each change: `Some(external)`
-/// when a mapping is made or moved, `None` when it is lost or deleted. Ends soon after `stop`
-/// is set, after deleting the mapping.
+/// What the thread maps and how often it looks.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// The punching socket's port (an IPv4 socket): the internal port, and the external port asked for.
+    pub port: u16,
+    /// The NAT-PMP and PCP server; `None`: the default gateway, port 5351, then UPnP IGD on it (tests name
+    /// a server of their own, and UPnP is not tried then).
+    pub server: Option<SocketAddr>,
+    pub check: Duration,
+    pub retry: Duration,
+    pub min_renew: Duration,
+}
+
+impl Config {
+    pub fn new(port: u16) -> Config {
+        Config { port, server: None, check: CHECK, retry: RETRY, min_renew: MIN_RENEW }
+    }
+}
+
+/// Starts the thread. `report` hears each change: `Some(external)` when a mapping is made or moved, `None`
+/// when it is lost or deleted. Ends soon after `stop` is set, after deleting the mapping.
 pub fn start(
-    port: u16,
+    config: Config,
     report: impl Fn(Option<SocketAddr>) + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    thread::Builder::new().name("portmap".into()).spawn(move || run(port, &report, &stop))
+    thread::Builder::new().name("portmap".into()).spawn(move || run(&config, &report, &stop))
 }
 
-fn run(port: u16, report: &dyn Fn(Option<SocketAddr>), stop: &AtomicBool) {
+fn run(config: &Config, report: &dyn Fn(Option<SocketAddr>), stop: &AtomicBool) {
+    let port = config.port;
     let mut current: Option<SocketAddr> = None;
     let mut set = |now: Option<SocketAddr>| {
         if now != current {
@@ -69,16 +88,16 @@ fn run(port: u16, report: &dyn Fn(Option<SocketAddr>), stop: &AtomicBool) {
         }
     };
     while !stop.load(Ordering::Relaxed) {
-        let Some(mut m) = establish(port) else {
+        let Some(mut m) = establish(config) else {
             set(None);
-            sleep(RETRY, stop);
+            sleep(config.retry, stop);
             continue;
         };
         log::info!(target: LOG, "router mapped UDP port {port} to {} for {:?}", m.external, m.lifetime);
         set(Some(m.external));
-        let mut renew_at = Instant::now() + (m.lifetime / 2).max(MIN_RENEW);
+        let mut renew_at = Instant::now() + (m.lifetime / 2).max(config.min_renew);
         let lost = loop {
-            let check_at = Instant::now() + CHECK;
+            let check_at = Instant::now() + config.check;
             if sleep_until(renew_at.min(check_at), stop) {
                 delete(&mut m, port);
                 set(None);
@@ -89,7 +108,7 @@ fn run(port: u16, report: &dyn Fn(Option<SocketAddr>), stop: &AtomicBool) {
                 match renew(&mut m, port) {
                     Ok(()) => {
                         set(Some(m.external));
-                        renew_at = Instant::now() + (m.lifetime / 2).max(MIN_RENEW);
+                        renew_at = Instant::now() + (m.lifetime / 2).max(config.min_renew);
                     }
                     Err(e) => break format!("renewal failed: {e}"),
                 }
@@ -124,16 +143,20 @@ fn sleep_until(at: Instant, stop: &AtomicBool) -> bool {
 }
 
 /// NAT-PMP, then PCP, then UPnP IGD on the default gateway; `None` when none maps.
-fn establish(port: u16) -> Option<Mapping> {
-    let gateway = match io::default_gateway() {
-        Ok(r) => r.gateway,
-        Err(e) => {
-            log::info!(target: LOG, "no port mapping: {e}");
-            return None;
-        }
+fn establish(config: &Config) -> Option<Mapping> {
+    let port = config.port;
+    let server = match config.server {
+        Some(s) => s,
+        None => match io::default_gateway() {
+            Ok(r) => SocketAddr::new(IpAddr::V4(r.gateway), pcp::SERVER_PORT),
+            Err(e) => {
+                log::info!(target: LOG, "no port mapping: {e}");
+                return None;
+            }
+        },
     };
     let retransmit = Retransmit::diagnostic();
-    let natpmp = NatPmpSession::new(gateway, retransmit).and_then(|mut session| {
+    let natpmp = NatPmpSession::connect(server, retransmit).and_then(|mut session| {
         let (ip, epoch0) = session.external_address()?;
         let granted = session.map(Protocol::Udp, port, port, LIFETIME)?;
         let mut epoch = EpochTracker::new(EpochRule::NatPmp);
@@ -149,7 +172,7 @@ fn establish(port: u16) -> Option<Mapping> {
         Ok(m) => return Some(m),
         Err(e) => e,
     };
-    let pcp = PcpSession::new(IpAddr::V4(gateway), retransmit).and_then(|mut session| {
+    let pcp = PcpSession::connect(server, retransmit).and_then(|mut session| {
         let mapping = session.map(Protocol::Udp, port, None, LIFETIME)?;
         let mut epoch = EpochTracker::new(EpochRule::Pcp);
         epoch.observe(mapping.epoch, Instant::now());
@@ -163,12 +186,17 @@ fn establish(port: u16) -> Option<Mapping> {
         Ok(m) => return Some(m),
         Err(e) => e,
     };
-    match upnp(gateway, port) {
+    let upnp = match (config.server, server.ip()) {
+        (None, IpAddr::V4(gateway)) => upnp(gateway, port),
+        _ => Err(PortmapError::Unsupported("UPnP IGD is looked for on the default gateway only")),
+    };
+    match upnp {
         Ok(m) => Some(m),
         Err(upnp_err) => {
             log::info!(
                 target: LOG,
-                "no port mapping from {gateway}: NAT-PMP: {natpmp_err}; PCP: {pcp_err}; UPnP IGD: {upnp_err}"
+                "no port mapping from {}: NAT-PMP: {natpmp_err}; PCP: {pcp_err}; UPnP IGD: {upnp_err}",
+                server.ip()
             );
             None
         }
@@ -268,5 +296,130 @@ fn delete(m: &mut Mapping, port: u16) {
     match result {
         Ok(()) => log::info!(target: LOG, "port mapping {} deleted", m.external),
         Err(e) => log::warn!(target: LOG, "deleting port mapping {} failed: {e}", m.external),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The thread against a NAT-PMP server of the test's own on loopback (RFC 6886 §3.2-3.4 wire format):
+    //! mapped, renewed at half the lifetime, made again after the server "reboots" (its epoch starts over and
+    //! its mappings are gone), deleted on stop.
+    use super::*;
+    use std::net::UdpSocket;
+    use std::sync::{mpsc, Mutex};
+
+    const PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+
+    #[derive(Default)]
+    struct State {
+        /// Seconds since the epoch started, at `since`.
+        base: u32,
+        since: Option<Instant>,
+        /// Every MAP request: (internal port, lifetime asked).
+        maps: Vec<(u16, u32)>,
+        mapped: Vec<u16>,
+    }
+
+    impl State {
+        fn epoch(&self) -> u32 {
+            self.base + self.since.map_or(0, |s| s.elapsed().as_secs() as u32)
+        }
+    }
+
+    /// Answers NAT-PMP on a loopback socket until `stop`.
+    fn fake_server(stop: Arc<AtomicBool>) -> (SocketAddr, Arc<Mutex<State>>, JoinHandle<()>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State { base: 1000, since: Some(Instant::now()), ..State::default() }));
+        let shared = Arc::clone(&state);
+        let handle = thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let mut st = shared.lock().unwrap();
+                let epoch = st.epoch().to_be_bytes();
+                let reply: Vec<u8> = match &buf[..n] {
+                    [0, 0] => [&[0, 128, 0, 0][..], &epoch, &PUBLIC.octets()].concat(),
+                    [0, 1, 0, 0, i0, i1, _, _, l0, l1, l2, l3] => {
+                        let internal = u16::from_be_bytes([*i0, *i1]);
+                        let asked = u32::from_be_bytes([*l0, *l1, *l2, *l3]);
+                        st.maps.push((internal, asked));
+                        let (external, granted) = if asked == 0 {
+                            st.mapped.retain(|p| *p != internal);
+                            (0, 0)
+                        } else {
+                            st.mapped.push(internal);
+                            // 2 s the first time (renewed after 1 s), then a minute: a mapping made again
+                            // within the test's time is the epoch check's doing.
+                            (internal, asked.min(if st.maps.len() == 1 { 2 } else { 60 }))
+                        };
+                        [&[0, 129, 0, 0][..], &epoch, &[*i0, *i1], &external.to_be_bytes(), &granted.to_be_bytes()]
+                            .concat()
+                    }
+                    _ => continue,
+                };
+                let _ = sock.send_to(&reply, from);
+            }
+        });
+        (addr, state, handle)
+    }
+
+    fn wait(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn mapped_renewed_remade_after_a_reboot_and_deleted_on_stop() {
+        let server_stop = Arc::new(AtomicBool::new(false));
+        let (server, state, fake) = fake_server(Arc::clone(&server_stop));
+        let config = Config {
+            port: 6666,
+            server: Some(server),
+            check: Duration::from_millis(200),
+            retry: Duration::from_millis(200),
+            min_renew: Duration::from_millis(100),
+        };
+        let (tx, reports) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mapper = start(config, move |m| tx.send(m).unwrap(), Arc::clone(&stop)).unwrap();
+        let want = SocketAddr::new(IpAddr::V4(PUBLIC), 6666);
+        assert_eq!(reports.recv_timeout(Duration::from_secs(5)).unwrap(), Some(want));
+
+        // Renewed at half the granted 2 s.
+        assert!(wait(Duration::from_secs(3), || state.lock().unwrap().maps.len() >= 2), "not renewed");
+
+        // The server reboots: epoch from 0, no mappings. The next check (200 ms) notices and maps again, long
+        // before the next renewal (30 s).
+        let before = {
+            let mut st = state.lock().unwrap();
+            st.base = 0;
+            st.since = Some(Instant::now());
+            st.mapped.clear();
+            st.maps.len()
+        };
+        assert!(
+            wait(Duration::from_secs(2), || state.lock().unwrap().mapped.contains(&6666)),
+            "not mapped again after the reboot"
+        );
+        assert!(state.lock().unwrap().maps.len() > before);
+
+        // Stop: the mapping is deleted (lifetime 0) and reported gone.
+        stop.store(true, Ordering::Relaxed);
+        mapper.join().unwrap();
+        let st = state.lock().unwrap();
+        assert_eq!(st.maps.last(), Some(&(6666, 0)), "{:?}", st.maps);
+        assert!(st.mapped.is_empty());
+        drop(st);
+        assert_eq!(reports.try_iter().last(), Some(None));
+        server_stop.store(true, Ordering::Relaxed);
+        fake.join().unwrap();
     }
 }
