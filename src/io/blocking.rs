@@ -248,7 +248,11 @@ impl Driver {
                     Some(i) => Some((i, &self.sockets[i], self.peers[i])),
                     None => match added.find(t.local) {
                         Some((i, a)) => Some((i, &*a.socket, None)),
-                        None => socket_for(&self.locals, t.local).map(|i| (i, &self.sockets[i], self.peers[i])),
+                        // With sockets coming and going, a transmit naming another port (a removed socket)
+                        // must not leave from the one socket the driver was made with.
+                        None => socket_for(&self.locals, t.local)
+                            .filter(|&i| self.changes.is_none() || self.locals[i].port() == t.local.port())
+                            .map(|i| (i, &self.sockets[i], self.peers[i])),
                     },
                 };
                 let Some((i, sock, peer)) = found else {
@@ -697,13 +701,26 @@ mod tests {
         let mut ping = Ping::new(driver.locals()[0], closed_port(), 0, Instant::now());
         ping.next = None;
         driver.set_deadline(Some(Instant::now() + Duration::from_millis(600)));
+        let remover_control = control.clone();
         let remover = thread::spawn(move || {
             thread::sleep(Duration::from_millis(100));
-            control.remove(extra_local).unwrap();
+            remover_control.remove(extra_local).unwrap();
             thread::sleep(RECV_WAKE * 4);
             UdpSocket::bind(extra_local).map(|_| ())
         });
         assert_eq!(driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).unwrap(), Exit::Deadline);
         remover.join().unwrap().expect("the removed socket is closed while the run goes on");
+
+        // A transmit naming the removed socket fails; it never leaves from the driver's own socket.
+        let mut ping = Ping::new(extra_local, closed_port(), 1, Instant::now());
+        driver.set_deadline(Some(Instant::now() + Duration::from_secs(5)));
+        let exit = driver
+            .run(&mut ping, |n| match n {
+                Notice::SendFailed { transmit, error } => ControlFlow::Break((transmit.local, error.kind())),
+                Notice::Event(e) => panic!("{e:?}"),
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done((extra_local, ErrorKind::AddrNotAvailable)));
+        drop(control);
     }
 }
