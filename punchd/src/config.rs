@@ -57,6 +57,9 @@ pub struct DaemonArgs {
     /// address, as `stund --alternate`) and report its behaviour to the rendezvous for the prediction.
     #[arg(long)]
     pub diagnose: bool,
+    /// Peer mode: do not ask the router for a port mapping (NAT-PMP, PCP, UPnP IGD) of the punching port.
+    #[arg(long)]
+    pub no_portmap: bool,
     /// This peer's name at the rendezvous (1-32 of A-Z a-z 0-9 . _ -). Turns on peer mode: needs --key and
     /// --secret-file.
     #[arg(long, value_name = "NAME")]
@@ -94,6 +97,7 @@ pub struct FileConfig {
     pub retries: Option<u32>,
     pub json: Option<bool>,
     pub diagnose: Option<bool>,
+    pub portmap: Option<bool>,
     pub peer_id: Option<String>,
     pub key: Option<PathBuf>,
     pub secret_file: Option<PathBuf>,
@@ -171,6 +175,8 @@ pub struct Settings {
     pub json: bool,
     /// Peer mode: diagnose the NAT at start (`--diagnose`).
     pub diagnose: bool,
+    /// Peer mode: map the punching port on the router when it offers port mapping (`--no-portmap` clears it).
+    pub portmap: bool,
     /// Peer mode; `None` is keeper mode (the public endpoint only).
     pub identity: Option<Identity>,
     /// The control socket's path given by `--control` (peer mode picks a default when absent).
@@ -244,6 +250,7 @@ impl Settings {
             once: args.once,
             json: args.json || file.json.unwrap_or(false),
             diagnose: args.diagnose || file.diagnose.unwrap_or(false),
+            portmap: !args.no_portmap && file.portmap.unwrap_or(true),
             identity: None,
             control: args.control.or(file.control),
         };

@@ -3,24 +3,26 @@
 //! (holepunch::punch::ReflexiveKeeper); peer mode runs the node (holepunch::punch::Node: rendezvous and
 //! punching on the same socket, crate::node) and connects to the `--connect` peers at start.
 
+use crate::birthday::Birthday;
 use crate::config::Settings;
 use crate::control::{self, Command};
 use crate::controlled::{Controllable, Controlled};
 use crate::diagnose;
 use crate::exit::{EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED};
+use crate::portmap;
 use crate::status::{PeerStatus, Snapshot, Status};
 use anyhow::{anyhow, bail, Context, Result};
 use holepunch::identity::SecretKey;
 use holepunch::io::{self, blocking, Exit, Family, Notice, ResolveError};
 use holepunch::net::unspecified_like;
-use holepunch::punch::{Event, KeeperConfig, Node, NodeConfig, NodeEvent, ReflexiveKeeper};
+use holepunch::punch::{AgentEvent, Event, KeeperConfig, Node, NodeConfig, NodeEvent, ReflexiveKeeper};
 use holepunch::signal::{NatProfile, RefuseReason};
 use holepunch::text::escape_controls;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,10 +108,20 @@ struct Control;
 
 #[cfg(unix)]
 fn open_control(settings: &Settings, snapshot: &Snapshot) -> Result<Option<(Control, mpsc::Receiver<Command>)>> {
-    let Some(path) = control_path(settings) else { return Ok(None) };
     let (tx, rx) = mpsc::channel();
-    let server = control::ControlServer::start(&path, Arc::clone(snapshot), tx)?;
-    Ok(Some((server, rx)))
+    Ok(open_control_with(settings, snapshot, tx)?.map(|server| (server, rx)))
+}
+
+/// The control socket feeding `tx` (peer mode: the channel also carries the daemon's own commands).
+#[cfg(unix)]
+fn open_control_with(settings: &Settings, snapshot: &Snapshot, tx: mpsc::Sender<Command>) -> Result<Option<Control>> {
+    let Some(path) = control_path(settings) else { return Ok(None) };
+    Ok(Some(control::ControlServer::start(&path, Arc::clone(snapshot), tx)?))
+}
+
+#[cfg(not(unix))]
+fn open_control_with(settings: &Settings, snapshot: &Snapshot, _tx: mpsc::Sender<Command>) -> Result<Option<Control>> {
+    open_control(settings, snapshot).map(|_| None)
 }
 
 #[cfg(not(unix))]
@@ -133,6 +145,8 @@ impl Controllable for ReflexiveKeeper {
                     "cannot connect to {peer}: this punchd keeps the public endpoint only (no rendezvous engine)"
                 )));
             }
+            // Peer mode only: the keeper neither maps ports nor probes.
+            Command::PortMapping(_) | Command::SocketsOpened { .. } => {}
         }
     }
 
@@ -232,13 +246,15 @@ fn shutdown_flag() -> Result<Arc<AtomicBool>> {
     Ok(shutdown)
 }
 
-/// Peer mode: the node on the punching socket, `--connect` peers asked for at start, one line per event.
-/// Birthday probing stays off: the blocking driver cannot open sockets while it runs (docs/punchd.md).
+/// Peer mode: the node on the punching socket, `--connect` peers asked for at start, one line per event; the
+/// router port mapping (crate::portmap) and birthday probing's extra sockets feed it through the command
+/// channel the control socket uses.
 fn run_peer(settings: Settings) -> Result<i32> {
     let Some(id) = settings.identity.as_ref() else { bail!("peer mode needs --peer-id") };
     let snapshot: Snapshot = Arc::new(Mutex::new(initial_status(&settings)));
+    let (commands_tx, commands) = mpsc::channel();
     // Before any other thread starts (the control socket is bound under a process-wide umask).
-    let control = open_control(&settings, &snapshot)?;
+    let control = open_control_with(&settings, &snapshot, commands_tx.clone())?;
     let server = resolve(&settings.server, settings.bind, settings.retransmit.give_up_after())?;
     let socket = bind(&settings, server)?;
     let local = socket.local_addr().context("local address of the socket")?;
@@ -262,9 +278,23 @@ fn run_peer(settings: Settings) -> Result<i32> {
         s.local = Some(local);
         s.server = Some(server);
     }
-    let (_control, commands) = match control {
-        Some((server, commands)) => (Some(server), Some(commands)),
-        None => (None, None),
+    let _control = control;
+    // A server on loopback has no router in between: nothing to map (and nothing is sent to the gateway).
+    let mapper = if settings.portmap && local.is_ipv4() && !server.ip().is_loopback() {
+        let tx = commands_tx.clone();
+        // Not waited for: the node starts at once, and reports the mapping when it comes (a new registration,
+        // and fresh introductions of the peers without a path).
+        let report = move |m| {
+            let _ = tx.send(Command::PortMapping(m));
+        };
+        let handle = portmap::start(portmap::Config::new(local.port()), report, Arc::clone(&shutdown))
+            .context("port-mapping thread")?;
+        Some(handle)
+    } else {
+        if settings.portmap && !server.ip().is_loopback() {
+            log::info!("no router port mapping: NAT-PMP, PCP and UPnP IGD are used for IPv4 only here");
+        }
+        None
     };
     let peers = id.peers.iter().map(|p| (p.name.clone(), p.key)).collect();
     let key = SecretKey::from_seed(id.key.to_bytes());
@@ -278,18 +308,22 @@ fn run_peer(settings: Settings) -> Result<i32> {
     for peer in &id.connect {
         node.connect(started, peer).map_err(|e| anyhow!("--connect {peer}: {e}"))?;
     }
-    let mut engine = Controlled::new(node, commands, Arc::clone(&snapshot));
-    let driver = blocking::Driver::new(vec![socket])
+    let mut engine = Controlled::new(node, Some(commands), Arc::clone(&snapshot));
+    let mut driver = blocking::Driver::new(vec![socket])
         .context("setting up the punching socket")?
-        .stop_flag(shutdown)
+        .stop_flag(Arc::clone(&shutdown))
         .wake_every(SHUTDOWN_POLL);
+    let mut birthday = Birthday::new(local, driver.socket_control(), commands_tx);
     let json = settings.json;
     let exit = driver.run(&mut engine, |notice| match notice {
         Notice::Event(ev) => {
             println!("{}", crate::node::line(&ev, local, json));
-            if let NodeEvent::Refused(RefuseReason::WrongSecret) = ev {
+            match ev {
                 // A configuration error no retry mends: stop with the one line.
-                return ControlFlow::Break(RefuseReason::WrongSecret);
+                NodeEvent::Refused(RefuseReason::WrongSecret) => return ControlFlow::Break(RefuseReason::WrongSecret),
+                NodeEvent::Punch(AgentEvent::OpenSockets { peer, count }, _) => birthday.open(peer, count),
+                NodeEvent::Punch(AgentEvent::CloseSockets { peer, sockets }, _) => birthday.close(&peer, &sockets),
+                _ => {}
             }
             ControlFlow::Continue(())
         }
@@ -299,6 +333,11 @@ fn run_peer(settings: Settings) -> Result<i32> {
         }
     })?;
     log::info!("shutting down");
+    // The mapping is deleted before the process exits (the thread saw the shutdown flag, or is told now).
+    shutdown.store(true, Ordering::Relaxed);
+    if let Some(m) = mapper {
+        let _ = m.join();
+    }
     #[cfg(unix)]
     drop(_control);
     match exit {

@@ -10,6 +10,7 @@
 //! - `status`: the status schema the control socket serves.
 //! - `keys`: `genkey` and `pubkey`.
 
+mod birthday;
 mod config;
 mod control;
 mod controlled;
@@ -18,6 +19,7 @@ mod diagnose;
 mod exit;
 mod keys;
 mod node;
+mod portmap;
 mod status;
 
 use clap::{Args, Parser, Subcommand};

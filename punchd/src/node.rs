@@ -15,12 +15,25 @@ impl Controllable for Node {
             Command::Connect { peer, reply } => {
                 let _ = reply.send(self.connect(now, &peer).map_err(|e| e.to_string()));
             }
+            Command::PortMapping(external) => {
+                match external {
+                    Some(e) => log::info!("port-mapped candidate {e} (router port mapping)"),
+                    None => log::info!("no port-mapped candidate (no or lost router port mapping)"),
+                }
+                self.set_port_mapping(now, external);
+            }
+            Command::SocketsOpened { peer, sockets } => {
+                if let Err(e) = self.add_sockets(now, &peer, &sockets) {
+                    log::warn!("birthday sockets for {peer}: {e}");
+                }
+            }
         }
     }
 
     fn fill_status(&self, _now: Instant, status: &mut Status) {
         status.reflexive = self.reflexive();
         status.registered = self.is_registered();
+        status.port_mapped = self.port_mapping();
         for p in self.status() {
             if let Some(s) = status.peers.iter_mut().find(|s| s.name == p.name.as_str()) {
                 fill_peer(&p, s);
@@ -141,8 +154,8 @@ fn punch_line(e: &AgentEvent, remote_kind: Option<RemoteKind>) -> (String, serde
             )
         }
         AgentEvent::OpenSockets { peer, count } => (
-            format!("{peer}: birthday probing asks for {count} extra sockets; off in punchd (docs/punchd.md)"),
-            json!({"event": "birthday-off", "peer": peer.as_str(), "sockets": count}),
+            format!("{peer}: birthday probing: opening {count} extra sockets"),
+            json!({"event": "open-sockets", "peer": peer.as_str(), "sockets": count}),
         ),
         AgentEvent::CloseSockets { peer, sockets } => (
             format!("{peer}: {} extra sockets no longer needed", sockets.len()),

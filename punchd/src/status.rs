@@ -26,6 +26,10 @@ pub struct Status {
     pub local: Option<SocketAddr>,
     /// The punching socket's public (server-reflexive) endpoint, as the server last saw it.
     pub reflexive: Option<SocketAddr>,
+    /// The router's port mapping of the punching socket (NAT-PMP, PCP or UPnP IGD), reported as a
+    /// port-mapped candidate; absent when the router maps nothing or `--no-portmap`.
+    #[serde(default)]
+    pub port_mapped: Option<SocketAddr>,
     /// The server's resolved address.
     pub server: Option<SocketAddr>,
     /// Whether the rendezvous server holds a current registration of this peer.
@@ -150,6 +154,9 @@ impl Status {
             opt(&self.server),
             if self.registered { "yes" } else { "no" },
         );
+        if let Some(m) = self.port_mapped {
+            let _ = writeln!(out, "port-mapped {m} (router port mapping)");
+        }
         if self.peers.is_empty() {
             return out;
         }

@@ -8,6 +8,7 @@ mod common;
 use common::lab::{Peer, World};
 use holepunch::identity::SecretKey;
 use holepunch_lab::{Lab, Preset, Process, SiteSpec};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Sites a and b behind `a` and `b`, stund with the rendezvous on the lab's server.
@@ -279,4 +280,114 @@ fn a_wrong_secret_is_refused_and_a_wrong_peer_key_opens_no_path() {
     }
     dave.pump();
     eprintln!("{}", dave.log.iter().filter(|l| !l.starts_with('[')).cloned().collect::<Vec<_>>().join("\n"));
+}
+
+/// miniupnpd is there (the port-mapping tests need it); without it one line and a skip, or a failure under
+/// CI=true.
+fn miniupnpd_ready(test: &str) -> bool {
+    if std::path::Path::new("/usr/sbin/miniupnpd").exists() {
+        return true;
+    }
+    assert!(!holepunch_lab::in_ci(), "{test}: CI=true but miniupnpd is missing (apt-get install miniupnpd-nftables)");
+    eprintln!("SKIP {test}: miniupnpd is missing (apt-get install miniupnpd-nftables)");
+    false
+}
+
+/// miniupnpd's nftables rules on `site`'s router (its dnat table).
+fn upnp_rules(w: &World, site: &str) -> String {
+    w.lab.router(site).run(&["nft", "list", "table", "inet", holepunch_lab::portmap::NAT_TABLE]).unwrap_or_default()
+}
+
+#[test]
+fn symmetric_against_symmetric_connects_through_a_port_mapping() {
+    holepunch_lab::require_lab!();
+    if miniupnpd_ready("symmetric_against_symmetric_connects_through_a_port_mapping") {
+        through_a_port_mapping("pmap", true);
+    }
+}
+
+/// As above, but the peer behind the mapping waits and the other connects: the mapping reaches the peer
+/// through the server all the same.
+#[test]
+fn symmetric_against_symmetric_connects_through_the_waiting_peers_port_mapping() {
+    holepunch_lab::require_lab!();
+    if miniupnpd_ready("symmetric_against_symmetric_connects_through_the_waiting_peers_port_mapping") {
+        through_a_port_mapping("pmapw", false);
+    }
+}
+
+/// alice behind a random symmetric NAT whose router maps ports, bob behind one that does not; alice connects
+/// (`alice_connects`) or bob does.
+fn through_a_port_mapping(tag: &str, alice_connects: bool) {
+    // Two random symmetric NATs; only a's router maps ports (miniupnpd: NAT-PMP, PCP, UPnP IGD).
+    let lab = Lab::builder()
+        .server()
+        .site("a", SiteSpec::new(Preset::Symmetric).port_mapping())
+        .site("b", Preset::Symmetric)
+        .build()
+        .expect("build lab");
+    let w = World::new(lab, tag, "");
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let (alice_extra, bob_extra) = if alice_connects { ("--connect bob", "") } else { ("", "--connect alice") };
+    let mut bob = punchd(&w, "b1", "bob", &b, ("alice", &a), bob_extra);
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), alice_extra);
+    let logs = |p: &mut Process| p.drain_lines().join("\n");
+
+    // alice's status shows the mapping: a's public address, and miniupnpd holds the rule.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mapped = loop {
+        if let Some(m) = status(&w, "alice").and_then(|v| v["port_mapped"].as_str().map(String::from)) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no port mapping in alice's status\n{}", logs(&mut alice));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("alice's port-mapped candidate: {mapped}");
+    assert!(mapped.starts_with(&format!("{}:", w.lab.public_ip("a"))), "{mapped}");
+    let port = mapped.rsplit(':').next().unwrap().to_string();
+    assert!(upnp_rules(&w, "a").contains(&format!("dport {port}")), "{}", upnp_rules(&w, "a"));
+
+    // bob reaches alice through her mapping; the path runs to the port-mapped candidate.
+    let line = bob
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("path to alice opened"))
+        .unwrap_or_else(|e| panic!("{e}\nbob:\n{}\nalice:\n{}", logs(&mut bob), logs(&mut alice)));
+    eprintln!("{line}");
+    assert!(line.contains(&format!("direct {mapped} via port-mapped")), "{line}");
+    wait_path(&w, "alice", Duration::from_secs(10)).unwrap();
+
+    // SIGTERM: alice deletes the mapping before she exits.
+    let killed = Command::new("kill").args(["-TERM", &alice.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let lines = alice.lines_until_eof(Duration::from_secs(10));
+    assert!(lines.iter().any(|l| l.contains(&format!("port mapping {mapped} deleted"))), "{}", lines.join("\n"));
+    assert!(!upnp_rules(&w, "a").contains(&format!("dport {port}")), "{}", upnp_rules(&w, "a"));
+}
+
+/// The documented bound of birthday probing (docs/punchd.md, "Birthday probing"): 2048 probes at 200 per
+/// second, 10.24 s at most, plus the diagnosis at start (10 s at most) and the rendezvous.
+const BIRTHDAY_BOUND: Duration = Duration::from_secs(35);
+
+#[test]
+fn random_symmetric_against_a_cone_connects_by_birthday_probing() {
+    holepunch_lab::require_lab!();
+    // The cone filters by address and port, so only a met birthday port opens (a full cone would be direct).
+    let w = world("bday", Preset::Symmetric, Preset::PortRestricted);
+    let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let mut bob = punchd(&w, "b1", "bob", &b, ("alice", &a), "--diagnose --no-portmap");
+    let mut alice = punchd(&w, "a1", "alice", &a, ("bob", &b), "--diagnose --no-portmap --connect bob");
+    let started = Instant::now();
+    let logs = |p: &mut Process| p.drain_lines().join("\n");
+    let predicted = alice
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("bob: prediction"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut alice)));
+    assert!(predicted.starts_with("bob: prediction: direct via birthday probing"), "{predicted}");
+    let probing = Instant::now();
+    let line = alice
+        .wait_for_line(BIRTHDAY_BOUND, |l| l.starts_with("path to bob opened"))
+        .unwrap_or_else(|e| panic!("{e}\nalice:\n{}\nbob:\n{}", logs(&mut alice), logs(&mut bob)));
+    let took = started.elapsed();
+    eprintln!("{line} ({took:?} after start, {:?} after the prediction)", probing.elapsed());
+    assert!(line.contains(&format!("direct {}:", w.lab.public_ip("b"))), "{line}");
+    assert!(took <= BIRTHDAY_BOUND, "{took:?}");
+    wait_path(&w, "bob", Duration::from_secs(5)).unwrap();
 }

@@ -8,10 +8,15 @@
 //! [`Engine::handle_unreachable`]; elsewhere silence is found by the engine's timers alone, except on a
 //! connected socket: there the system reports an ICMP error as a refused or reset send or receive, and the
 //! only destination it can be about is the socket's peer, so the driver tells the engine that.
+//!
+//! Sockets can be added and removed while the loop runs, through a [`SocketControl`] (birthday probing's
+//! extra sockets, docs/punchd.md): the loop takes the changes at each turn, each added socket gets its own
+//! receiver thread, and a removed socket's thread stops and the socket closes.
 
 use super::driver::{no_socket, socket_for, Exit, Notice, DEFAULT_WAKE, RECV_BUF, SEND_BUF};
 use super::icmp::{self, IcmpError};
 use crate::net::{Engine, Received};
+use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
@@ -24,6 +29,9 @@ use std::time::{Duration, Instant};
 /// return after the loop ends.
 const RECV_WAKE: Duration = Duration::from_millis(50);
 
+/// Most sockets added at run time held at once; more are closed at once and logged (each costs a thread).
+pub const MAX_ADDED_SOCKETS: usize = 1024;
+
 /// Runs engines over a set of sockets (see the module docs).
 #[derive(Debug)]
 pub struct Driver {
@@ -35,6 +43,75 @@ pub struct Driver {
     deadline: Option<Instant>,
     stop: Option<Arc<AtomicBool>>,
     wake: Duration,
+    /// Where [`SocketControl`]s send their changes; made by [`Driver::socket_control`].
+    changes: Option<(mpsc::Sender<Change>, mpsc::Receiver<Change>)>,
+}
+
+/// Adds sockets to and removes them from a driver, also while it runs and from another thread (see the module
+/// docs). Changes sent while the loop waits take effect when it wakes (an input, a timeout, or at the latest
+/// the wake interval); changes sent from the loop's own callback take effect before it next sends.
+#[derive(Clone, Debug)]
+pub struct SocketControl {
+    tx: mpsc::Sender<Change>,
+}
+
+#[derive(Debug)]
+enum Change {
+    Add(UdpSocket),
+    Remove(SocketAddr),
+}
+
+impl SocketControl {
+    /// Hands `socket` to the driver for the rest of the current (or next) run; returns its local address, the
+    /// one the engine names in [`crate::net::Transmit::local`] and hears in [`Received::local`]. At most
+    /// [`MAX_ADDED_SOCKETS`] are held at once. Added sockets close when the run ends.
+    pub fn add(&self, socket: UdpSocket) -> io::Result<SocketAddr> {
+        let local = socket.local_addr()?;
+        self.tx.send(Change::Add(socket)).map_err(|_| io::Error::other("the driver is gone"))?;
+        Ok(local)
+    }
+
+    /// Removes the added socket bound to `local`: its receiver thread stops and the socket closes (within
+    /// 50 ms). The sockets the driver was made with are not removed.
+    pub fn remove(&self, local: SocketAddr) -> io::Result<()> {
+        self.tx.send(Change::Remove(local)).map_err(|_| io::Error::other("the driver is gone"))
+    }
+}
+
+/// A socket added at run time, with what stops its receiver thread.
+struct Added {
+    local: SocketAddr,
+    socket: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    pool: mpsc::Sender<Vec<u8>>,
+}
+
+/// The sockets added while a run goes on, keyed by the index their receiver thread reports (after the
+/// driver's own sockets' indices).
+struct AddedSockets {
+    by_index: HashMap<usize, Added>,
+    next: usize,
+    /// For the new receiver threads.
+    tx: Option<mpsc::Sender<Input>>,
+}
+
+impl AddedSockets {
+    fn find(&self, local: SocketAddr) -> Option<(usize, &Added)> {
+        self.by_index.iter().find(|(_, a)| a.local == local).map(|(i, a)| (*i, a))
+    }
+
+    fn stop_all(&mut self) {
+        for a in self.by_index.values() {
+            a.stop.store(true, Ordering::Relaxed);
+        }
+        self.by_index.clear();
+    }
+}
+
+impl Drop for AddedSockets {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
 }
 
 /// What a receiver thread hands to the loop.
@@ -63,7 +140,13 @@ impl Driver {
                 log::debug!(target: "holepunch::io", "{l}: ICMP error reports not available ({e})");
             }
         }
-        Ok(Driver { sockets, locals, peers, deadline: None, stop: None, wake: DEFAULT_WAKE })
+        Ok(Driver { sockets, locals, peers, deadline: None, stop: None, wake: DEFAULT_WAKE, changes: None })
+    }
+
+    /// A handle that adds and removes sockets while the driver runs (see [`SocketControl`]).
+    pub fn socket_control(&mut self) -> SocketControl {
+        let (tx, _) = self.changes.get_or_insert_with(mpsc::channel);
+        SocketControl { tx: tx.clone() }
     }
 
     /// The local address of each socket, in order: what the engine names as `Transmit::local`.
@@ -128,9 +211,17 @@ impl Driver {
                 let peer = self.peers[i];
                 scope.spawn(move || receive(i, sock, peer, &tx, &pool_rx, stop));
             }
-            drop(tx);
-            let result = self.drive(engine, &mut on, &rx, &pools);
+            // Added sockets' threads need a sender; without a socket control the last sender goes with the
+            // threads, so a dead receiver thread is noticed.
+            let mut added = AddedSockets { by_index: HashMap::new(), next: self.sockets.len(), tx: None };
+            if self.changes.is_some() {
+                added.tx = Some(tx);
+            } else {
+                drop(tx);
+            }
+            let result = self.drive(engine, &mut on, &rx, &pools, &mut added);
             stop_threads.store(true, Ordering::Relaxed);
+            added.stop_all();
             result
         })
     }
@@ -141,23 +232,36 @@ impl Driver {
         on: &mut impl FnMut(Notice<E::Event>) -> ControlFlow<T>,
         rx: &mpsc::Receiver<Input>,
         pools: &[mpsc::Sender<Vec<u8>>],
+        added: &mut AddedSockets,
     ) -> io::Result<Exit<T>> {
         let mut buf = [0u8; SEND_BUF];
         let mut unreachable: Vec<(usize, SocketAddr)> = Vec::new();
         loop {
+            self.apply_changes(added);
             for (i, dst) in unreachable.drain(..) {
-                engine.handle_unreachable(Instant::now(), self.locals[i], dst);
+                if let Some(local) = self.local_of(added, i) {
+                    engine.handle_unreachable(Instant::now(), local, dst);
+                }
             }
             while let Some(t) = engine.poll_transmit(&mut buf) {
-                let Some(i) = socket_for(&self.locals, t.local) else {
+                let found = match self.locals.iter().position(|l| *l == t.local) {
+                    Some(i) => Some((i, &self.sockets[i], self.peers[i])),
+                    None => match added.find(t.local) {
+                        Some((i, a)) => Some((i, &*a.socket, None)),
+                        // With sockets coming and going, a transmit naming another port (a removed socket)
+                        // must not leave from the one socket the driver was made with.
+                        None => socket_for(&self.locals, t.local)
+                            .filter(|&i| self.changes.is_none() || self.locals[i].port() == t.local.port())
+                            .map(|i| (i, &self.sockets[i], self.peers[i])),
+                    },
+                };
+                let Some((i, sock, peer)) = found else {
                     if let ControlFlow::Break(v) = on(Notice::SendFailed { transmit: t, error: no_socket(t.local) }) {
                         return Ok(Exit::Done(v));
                     }
                     continue;
                 };
-                let sock = &self.sockets[i];
                 let data = &buf[..t.len.min(buf.len())];
-                let peer = self.peers[i];
                 let send = || if peer == Some(t.dst) { sock.send(data) } else { sock.send_to(data, t.dst) };
                 let mut sent = send();
                 if sent.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused) {
@@ -189,6 +293,9 @@ impl Driver {
             if self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
                 return Ok(Exit::Stopped);
             }
+            if self.apply_changes(added) {
+                continue; // the callback added sockets: the engine may have datagrams for them
+            }
             let now = Instant::now();
             if self.deadline.is_some_and(|d| now >= d) {
                 return Ok(Exit::Deadline);
@@ -200,14 +307,22 @@ impl Driver {
             }
             match rx.recv_timeout(wait) {
                 Ok(Input::Datagram { socket, from, data }) => {
-                    let input = Received::udp(self.locals[socket], from);
-                    if !engine.handle_input(Instant::now(), input, &data) {
-                        log::debug!(target: "holepunch::io", "dropped {}-byte datagram from {from}", data.len());
+                    // None: a removed socket's last datagram.
+                    if let Some(local) = self.local_of(added, socket) {
+                        let input = Received::udp(local, from);
+                        if !engine.handle_input(Instant::now(), input, &data) {
+                            log::debug!(target: "holepunch::io", "dropped {}-byte datagram from {from}", data.len());
+                        }
                     }
-                    let _ = pools[socket].send(data);
+                    let pool = pools.get(socket).or_else(|| added.by_index.get(&socket).map(|a| &a.pool));
+                    if let Some(pool) = pool {
+                        let _ = pool.send(data);
+                    }
                 }
                 Ok(Input::Unreachable { socket, dst }) => {
-                    engine.handle_unreachable(Instant::now(), self.locals[socket], dst);
+                    if let Some(local) = self.local_of(added, socket) {
+                        engine.handle_unreachable(Instant::now(), local, dst);
+                    }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -217,6 +332,70 @@ impl Driver {
             engine.handle_timeout(Instant::now());
         }
     }
+}
+
+impl Driver {
+    /// The local address of socket index `i`, the driver's own or an added one still held.
+    fn local_of(&self, added: &AddedSockets, i: usize) -> Option<SocketAddr> {
+        self.locals.get(i).copied().or_else(|| added.by_index.get(&i).map(|a| a.local))
+    }
+
+    /// Takes the pending [`SocketControl`] changes; true when any socket was added.
+    fn apply_changes(&self, added: &mut AddedSockets) -> bool {
+        let Some((_, changes)) = &self.changes else { return false };
+        let mut any = false;
+        while let Ok(change) = changes.try_recv() {
+            match change {
+                Change::Add(socket) => any |= add_socket(added, socket),
+                Change::Remove(local) => {
+                    if let Some((i, _)) = added.find(local) {
+                        if let Some(a) = added.by_index.remove(&i) {
+                            a.stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        any
+    }
+}
+
+/// Starts a receiver thread for `socket`; false (and the socket closed) when it cannot be used.
+fn add_socket(added: &mut AddedSockets, socket: UdpSocket) -> bool {
+    let Some(tx) = added.tx.clone() else { return false };
+    let local = match socket.local_addr() {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn!(target: "holepunch::io", "added socket without a local address ({e}): closed");
+            return false;
+        }
+    };
+    if added.by_index.len() >= MAX_ADDED_SOCKETS || added.find(local).is_some() {
+        log::warn!(target: "holepunch::io", "added socket {local} refused (a duplicate, or {MAX_ADDED_SOCKETS} held): closed");
+        return false;
+    }
+    if let Err(e) = socket.set_read_timeout(Some(RECV_WAKE)) {
+        log::warn!(target: "holepunch::io", "added socket {local}: {e}: closed");
+        return false;
+    }
+    if let Err(e) = icmp::enable(&socket) {
+        log::debug!(target: "holepunch::io", "{local}: ICMP error reports not available ({e})");
+    }
+    let i = added.next;
+    added.next += 1;
+    let socket = Arc::new(socket);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (pool, pool_rx) = mpsc::channel::<Vec<u8>>();
+    let (sock, flag) = (Arc::clone(&socket), Arc::clone(&stop));
+    let spawned = thread::Builder::new()
+        .name(format!("udp-recv-{local}"))
+        .spawn(move || receive(i, &sock, None, &tx, &pool_rx, &flag));
+    if let Err(e) = spawned {
+        log::warn!(target: "holepunch::io", "added socket {local}: no receiver thread ({e}): closed");
+        return false;
+    }
+    added.by_index.insert(i, Added { local, socket, stop, pool });
+    true
 }
 
 /// Drains `sock`'s error queue into `out` (port unreachable only; the rest is logged).
@@ -486,5 +665,62 @@ mod tests {
             })
             .unwrap();
         assert_eq!(exit, Exit::Done((elsewhere, ErrorKind::AddrNotAvailable)));
+    }
+
+    /// A socket added from the loop's callback carries the engine's transmits and its answers; removing it
+    /// closes it (its port can be bound again once the run is over).
+    #[test]
+    fn sockets_added_and_removed_while_running() {
+        let server = bind();
+        let peer = server.local_addr().unwrap();
+        let answered = pong_server(server, 2);
+        let mut driver = Driver::new(vec![bind()]).unwrap().deadline(Instant::now() + Duration::from_secs(5));
+        let control = driver.socket_control();
+        let extra = bind();
+        let extra_local = extra.local_addr().unwrap();
+        assert_eq!(control.add(extra).unwrap(), extra_local);
+        let mut ping = Ping::new(extra_local, peer, 2, Instant::now());
+        let mut seen = Vec::new();
+        let exit = driver
+            .run(&mut ping, |n| match n {
+                Notice::Event(PingEvent::Done) => ControlFlow::Break(()),
+                Notice::Event(PingEvent::Pong { local, .. }) => {
+                    seen.push(local);
+                    ControlFlow::Continue(())
+                }
+                other => panic!("{other:?}"),
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done(()));
+        assert_eq!(seen, vec![extra_local, extra_local]);
+        assert_eq!(answered.join().unwrap(), 2);
+
+        // Removed while the run goes on (from another thread): the socket closes before the run ends.
+        let extra = bind();
+        let extra_local = control.add(extra).unwrap();
+        let mut ping = Ping::new(driver.locals()[0], closed_port(), 0, Instant::now());
+        ping.next = None;
+        driver.set_deadline(Some(Instant::now() + Duration::from_millis(600)));
+        let remover_control = control.clone();
+        let remover = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            remover_control.remove(extra_local).unwrap();
+            thread::sleep(RECV_WAKE * 4);
+            UdpSocket::bind(extra_local).map(|_| ())
+        });
+        assert_eq!(driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).unwrap(), Exit::Deadline);
+        remover.join().unwrap().expect("the removed socket is closed while the run goes on");
+
+        // A transmit naming the removed socket fails; it never leaves from the driver's own socket.
+        let mut ping = Ping::new(extra_local, closed_port(), 1, Instant::now());
+        driver.set_deadline(Some(Instant::now() + Duration::from_secs(5)));
+        let exit = driver
+            .run(&mut ping, |n| match n {
+                Notice::SendFailed { transmit, error } => ControlFlow::Break((transmit.local, error.kind())),
+                Notice::Event(e) => panic!("{e:?}"),
+            })
+            .unwrap();
+        assert_eq!(exit, Exit::Done((extra_local, ErrorKind::AddrNotAvailable)));
+        drop(control);
     }
 }

@@ -142,6 +142,9 @@ pub struct Node {
     agent: Agent,
     peers: Vec<(PeerName, PublicKey)>,
     host_candidates: Vec<Candidate>,
+    /// The router port mapping of the punching socket (NAT-PMP, PCP or UPnP IGD), while the daemon holds one.
+    port_mapped: Option<SocketAddr>,
+    profile: NatProfile,
     reflexive: Option<SocketAddr>,
     /// Peers we asked to connect to or were introduced to: a moved endpoint asks again for them.
     wanted: Vec<PeerName>,
@@ -167,7 +170,7 @@ impl Node {
         let host_candidates: Vec<Candidate> = config
             .host_candidates
             .iter()
-            .take(MAX_CANDIDATES - 1)
+            .take(MAX_CANDIDATES - 2) // room for the reflexive and port-mapped candidates
             .map(|&addr| Candidate { kind: CandidateKind::Host, addr })
             .collect();
         client.set_candidates(now, host_candidates.clone());
@@ -179,6 +182,8 @@ impl Node {
             agent,
             peers: config.peers,
             host_candidates,
+            port_mapped: None,
+            profile: config.profile,
             reflexive: None,
             wanted: Vec::new(),
             retries: BTreeMap::new(),
@@ -204,8 +209,53 @@ impl Node {
 
     /// Our NAT's behaviour changed (a diagnosis finished): reported at the next registration.
     pub fn set_profile(&mut self, now: Instant, profile: NatProfile) {
+        self.profile = profile;
+        self.push_profile(now);
+    }
+
+    /// The router mapped the punching socket's port to `external` (NAT-PMP, PCP or UPnP IGD; docs/punchd.md,
+    /// "Port mapping"), or the mapping is gone (`None`): reported as a port-mapped candidate next to the
+    /// others (never instead of them), and in the NAT profile. A new or changed mapping asks the server for
+    /// fresh introductions of the peers we want without a path, so they learn the new candidate (a second
+    /// later, once the registration carrying it is through).
+    pub fn set_port_mapping(&mut self, now: Instant, external: Option<SocketAddr>) {
+        if self.port_mapped == external {
+            return;
+        }
+        self.port_mapped = external;
+        self.client.set_candidates(now, self.reported_candidates());
+        self.agent.set_local_candidates(self.agent_candidates());
+        self.push_profile(now);
+        if external.is_some() {
+            // After the new registration has reached the server (the CONNECT must find the new candidates
+            // there to count as a new introduction, docs/signal.md).
+            for peer in self.wanted.clone() {
+                if self.agent.path(&peer).is_none() {
+                    self.retries.remove(&peer);
+                    self.schedule(now, &peer, Some(now + RECONNECT_MIN));
+                }
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The port mapping in use, if any.
+    pub fn port_mapping(&self) -> Option<SocketAddr> {
+        self.port_mapped
+    }
+
+    fn push_profile(&mut self, now: Instant) {
+        let profile =
+            NatProfile { port_mapping: self.profile.port_mapping || self.port_mapped.is_some(), ..self.profile };
         self.client.set_profile(now, profile);
         self.agent.set_local_profile(profile);
+    }
+
+    /// What the rendezvous gets: host candidates and the port mapping (it adds the reflexive address itself).
+    fn reported_candidates(&self) -> Vec<Candidate> {
+        let mut c = self.host_candidates.clone();
+        c.extend(self.port_mapped.map(|addr| Candidate { kind: CandidateKind::PortMapped, addr }));
+        c
     }
 
     /// The extra sockets the driver opened after [`AgentEvent::OpenSockets`].
@@ -268,7 +318,7 @@ impl Node {
     }
 
     fn agent_candidates(&self) -> Vec<Candidate> {
-        let mut c = self.host_candidates.clone();
+        let mut c = self.reported_candidates();
         if let Some(r) = self.reflexive {
             c.push(Candidate { kind: CandidateKind::Reflexive, addr: r });
         }

@@ -7,6 +7,7 @@ use super::predict::Prediction;
 use crate::identity::PublicKey;
 use crate::nat::{Allocation, Mapping};
 use crate::signal::{Introduction, PeerName, MAX_CANDIDATES};
+use crate::transaction::check_target;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -171,7 +172,10 @@ pub struct PeerStatus {
 pub(crate) fn remote_addresses(intro: &Introduction, window: u16) -> Vec<(SocketAddr, RemoteKind)> {
     let mut out: Vec<(SocketAddr, RemoteKind)> = Vec::new();
     let mut push = |addr: SocketAddr, kind: RemoteKind| {
-        if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
+        // The rendezvous names these addresses, so the rule for addresses a server names applies
+        // (docs/transactions.md): never unspecified, broadcast, multicast, reserved or port 0. Private and
+        // loopback addresses are legitimate host candidates, so the address is judged in its own scope.
+        if check_target(addr, addr).is_err() {
             return;
         }
         match out.iter_mut().find(|(a, _)| *a == addr) {
@@ -220,6 +224,9 @@ mod tests {
                 Candidate { kind: CandidateKind::Host, addr: "192.168.1.2:6666".parse().unwrap() },
                 Candidate { kind: CandidateKind::Relayed, addr: "203.0.113.1:9".parse().unwrap() },
                 Candidate { kind: CandidateKind::Predicted, addr: "198.51.100.2:5002".parse().unwrap() },
+                Candidate { kind: CandidateKind::Host, addr: "255.255.255.255:6666".parse().unwrap() },
+                Candidate { kind: CandidateKind::Host, addr: "224.0.0.1:6666".parse().unwrap() },
+                Candidate { kind: CandidateKind::Host, addr: "192.168.1.3:0".parse().unwrap() },
             ],
             profile,
             session: 1,

@@ -8,7 +8,7 @@
 use super::auth::{NetworkSecret, NonceMint, PeerAuthKey};
 use super::codes;
 use super::registry::{RegisterOutcome, Registration, Registry, RegistryError};
-use super::types::{PeerName, MAX_CANDIDATES};
+use super::types::{Candidate, PeerName, MAX_CANDIDATES};
 use super::wire::{self, is_signal_message, WriteSignal, CONNECT, PUSH, REGISTER};
 use crate::net::{Engine, Received, Retransmit, Rng, Seed, Transmit, Transport, DEFAULT_MIN_RTO};
 use crate::server::{RateLimitConfig, RateLimitError, RateLimiter};
@@ -148,6 +148,19 @@ struct Session {
     /// Both peers' endpoints when introduced (in the pair's order): a CONNECT after either moved is not a
     /// repeat, the peers need each other's new endpoints.
     endpoints: (SocketAddr, SocketAddr),
+    /// A digest of both peers' registered candidates when introduced: a CONNECT after either registered new
+    /// ones (a router port mapping that came later) is not a repeat either.
+    offers: u64,
+}
+
+/// The digest [`Session::offers`] keeps (a hash, so a session stays small; a collision only makes a CONNECT
+/// count as a repeat within the window).
+fn offers_digest(first: &[Candidate], second: &[Candidate]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    first.hash(&mut h);
+    second.hash(&mut h);
+    h.finish()
 }
 
 struct Queued {
@@ -387,10 +400,14 @@ impl<R: Registry> Server<R> {
         let pair = if name < target { (name.clone(), target.clone()) } else { (target.clone(), name.clone()) };
         let window = self.config.connect_window;
         let endpoints = if name < target { (me.endpoint, other.endpoint) } else { (other.endpoint, me.endpoint) };
-        let fresh = self
-            .sessions
-            .get(&pair)
-            .filter(|s| now.saturating_duration_since(s.created) < window && s.endpoints == endpoints);
+        let offers = if name < target {
+            offers_digest(&me.candidates, &other.candidates)
+        } else {
+            offers_digest(&other.candidates, &me.candidates)
+        };
+        let fresh = self.sessions.get(&pair).filter(|s| {
+            now.saturating_duration_since(s.created) < window && s.endpoints == endpoints && s.offers == offers
+        });
         if let Some(s) = fresh {
             // A retransmitted or repeated CONNECT: the pushes of this introduction are already under way.
             debug!(target: LOG, "{name} -> {target}: session {:016x} reused", s.id);
@@ -408,7 +425,7 @@ impl<R: Registry> Server<R> {
             self.push(now, &other, &me, id);
             self.pushes.handle_timeout(now);
             self.drain_pushes();
-            self.sessions.insert(pair, Session { id, created: now, endpoints });
+            self.sessions.insert(pair, Session { id, created: now, endpoints, offers });
             self.stats.introductions += 1;
             info!(target: LOG, "introduced {name} and {target} (session {id:016x})");
             self.event(Event::Introduced { from: name, to: target, session: id });

@@ -440,6 +440,28 @@ fn a_connect_after_a_peer_moved_is_a_new_introduction_within_the_window() {
 }
 
 #[test]
+fn a_connect_after_a_peer_registered_new_candidates_is_a_new_introduction_within_the_window() {
+    let mut net = Net::new(server_config());
+    let alice = net.peer("alice");
+    let bob = net.peer("bob");
+    net.run_until(secs(1));
+    net.connect(alice, "bob");
+    net.run_until(secs(2));
+    // Alice's router grants a port mapping: she registers it at once, then asks again.
+    let mapped = Candidate { kind: CandidateKind::PortMapped, addr: addr("203.0.113.9:6666") };
+    let now = net.now;
+    net.peers[alice].client.set_candidates(now, vec![mapped]);
+    net.run_until(secs(3));
+    net.connect(alice, "bob");
+    net.run_until(secs(4));
+    assert_eq!(net.server.stats().introductions, 2);
+    let b = net.introductions(bob);
+    assert_eq!(b.len(), 2);
+    assert!(!b[0].1.candidates.contains(&mapped));
+    assert!(b[1].1.candidates.contains(&mapped), "{:?}", b[1].1.candidates);
+}
+
+#[test]
 fn registrations_expire_when_keepalives_stop() {
     let mut net = Net::new(server_config());
     let alice = net.peer("alice");

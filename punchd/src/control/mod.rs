@@ -81,4 +81,9 @@ pub enum Command {
     /// Connect to `peer` now (`--connect` on demand). The answer is `Err(text)` when the loop refuses, e.g. an
     /// unknown peer.
     Connect { peer: PeerName, reply: mpsc::SyncSender<Result<(), String>> },
+    /// Not from the control socket: the port-mapping thread (crate::portmap) reports the router's mapping of
+    /// the punching port, made or moved (`Some`) or gone (`None`).
+    PortMapping(Option<std::net::SocketAddr>),
+    /// Not from the control socket: the daemon opened these extra sockets for `peer`'s birthday probing.
+    SocketsOpened { peer: PeerName, sockets: Vec<std::net::SocketAddr> },
 }

@@ -299,6 +299,7 @@ mod tests {
         assert_eq!(e, "carol is not a configured peer");
         let loop_side = thread::spawn(move || match rx.recv().unwrap() {
             Command::Connect { peer, reply } => reply.send(Err(format!("no route to {peer}"))).unwrap(),
+            other => panic!("{other:?}"),
         });
         let e = answer(b"{\"cmd\":\"connect\",\"peer\":\"bob\"}", &snap, &tx).error.unwrap();
         assert_eq!(e, "no route to bob");
