@@ -333,9 +333,9 @@ fn matrix_on_permissive_routers() {
 
 /// Experiment (not CI): four port-restricted pairs on permissive routers, each followed for up to 75 s: does a
 /// pair that lost the race at the first attempt connect when it asks again (30 s after "needs relay")?
-/// Seen so far: no. Two runs: `[Some(873ms), None, None, None]` and `[None, None, None, None]`; every pair
-/// that lost the first race punched again about 30 s and 60 s later and lost each time (docs/punchd.md,
-/// "NAT lab matrix").
+/// Seen so far: no. Three runs: `[Some(873ms), None, None, None]`, then twice `[None, None, None, None]`;
+/// every pair that lost the first race punched again about 30 s and 60 s later and lost each time
+/// (docs/punchd.md, "NAT lab matrix").
 #[test]
 #[ignore = "experiment: takes minutes"]
 fn permissive_race_retries() {
