@@ -252,7 +252,11 @@ fn shutdown_flag() -> Result<Arc<AtomicBool>> {
 fn run_peer(settings: Settings) -> Result<i32> {
     let Some(id) = settings.identity.as_ref() else { bail!("peer mode needs --peer-id") };
     let snapshot: Snapshot = Arc::new(Mutex::new(initial_status(&settings)));
-    let (commands_tx, commands) = mpsc::channel();
+    // Commands (control socket, port mapping, birthday sockets) go through a relay that wakes the loop for
+    // each (started below, with the driver): otherwise a `connect` would wait for the loop's next turn, up to
+    // the wake interval (docs/performance.md measures the time to a path from the request).
+    let (commands_tx, relay) = mpsc::channel();
+    let (engine_tx, commands) = mpsc::channel();
     // Before any other thread starts (the control socket is bound under a process-wide umask).
     let control = open_control_with(&settings, &snapshot, commands_tx.clone())?;
     let server = resolve(&settings.server, settings.bind, settings.retransmit.give_up_after())?;
@@ -313,6 +317,19 @@ fn run_peer(settings: Settings) -> Result<i32> {
         .context("setting up the punching socket")?
         .stop_flag(Arc::clone(&shutdown))
         .wake_every(SHUTDOWN_POLL);
+    let waker = driver.socket_control();
+    // Ends when every sender is gone (at exit) or the loop's channel is.
+    std::thread::Builder::new()
+        .name("commands".into())
+        .spawn(move || {
+            for command in relay {
+                if engine_tx.send(command).is_err() {
+                    break;
+                }
+                waker.wake();
+            }
+        })
+        .context("starting the command relay")?;
     let mut birthday = Birthday::new(local, driver.socket_control(), commands_tx);
     let json = settings.json;
     let exit = driver.run(&mut engine, |notice| match notice {

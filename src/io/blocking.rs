@@ -21,7 +21,7 @@ use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub struct Driver {
     wake: Duration,
     /// Where [`SocketControl`]s send their changes; made by [`Driver::socket_control`].
     changes: Option<(mpsc::Sender<Change>, mpsc::Receiver<Change>)>,
+    /// The running loop's input, for [`SocketControl::wake`]; `None` between runs.
+    input: Arc<Mutex<Option<mpsc::Sender<Input>>>>,
 }
 
 /// Adds sockets to and removes them from a driver, also while it runs and from another thread (see the module
@@ -53,6 +55,7 @@ pub struct Driver {
 #[derive(Clone, Debug)]
 pub struct SocketControl {
     tx: mpsc::Sender<Change>,
+    input: Arc<Mutex<Option<mpsc::Sender<Input>>>>,
 }
 
 #[derive(Debug)]
@@ -75,6 +78,16 @@ impl SocketControl {
     /// 50 ms). The sockets the driver was made with are not removed.
     pub fn remove(&self, local: SocketAddr) -> io::Result<()> {
         self.tx.send(Change::Remove(local)).map_err(|_| io::Error::other("the driver is gone"))
+    }
+
+    /// Makes the running loop turn now instead of at its next input, timeout or wake interval: the engine's
+    /// `handle_timeout` runs and what it queued is sent. For engines fed from other threads (a command
+    /// channel read in `handle_timeout`, as punchd's control socket). Does nothing between runs (the next
+    /// run starts with a turn anyway).
+    pub fn wake(&self) {
+        if let Some(tx) = self.input.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(Input::Wake);
+        }
     }
 }
 
@@ -126,6 +139,8 @@ enum Input {
         socket: usize,
         dst: SocketAddr,
     },
+    /// [`SocketControl::wake`].
+    Wake,
 }
 
 impl Driver {
@@ -140,13 +155,22 @@ impl Driver {
                 log::debug!(target: "holepunch::io", "{l}: ICMP error reports not available ({e})");
             }
         }
-        Ok(Driver { sockets, locals, peers, deadline: None, stop: None, wake: DEFAULT_WAKE, changes: None })
+        Ok(Driver {
+            sockets,
+            locals,
+            peers,
+            deadline: None,
+            stop: None,
+            wake: DEFAULT_WAKE,
+            changes: None,
+            input: Arc::default(),
+        })
     }
 
     /// A handle that adds and removes sockets while the driver runs (see [`SocketControl`]).
     pub fn socket_control(&mut self) -> SocketControl {
         let (tx, _) = self.changes.get_or_insert_with(mpsc::channel);
-        SocketControl { tx: tx.clone() }
+        SocketControl { tx: tx.clone(), input: Arc::clone(&self.input) }
     }
 
     /// The local address of each socket, in order: what the engine names as `Transmit::local`.
@@ -215,11 +239,13 @@ impl Driver {
             // threads, so a dead receiver thread is noticed.
             let mut added = AddedSockets { by_index: HashMap::new(), next: self.sockets.len(), tx: None };
             if self.changes.is_some() {
+                *self.input.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
                 added.tx = Some(tx);
             } else {
                 drop(tx);
             }
             let result = self.drive(engine, &mut on, &rx, &pools, &mut added);
+            *self.input.lock().unwrap_or_else(|p| p.into_inner()) = None;
             stop_threads.store(true, Ordering::Relaxed);
             added.stop_all();
             result
@@ -324,7 +350,7 @@ impl Driver {
                         engine.handle_unreachable(Instant::now(), local, dst);
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(Input::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(io::Error::other("the driver's receiver threads ended"));
                 }
@@ -556,6 +582,52 @@ mod tests {
         let exit = driver.run(&mut ping, |_| ControlFlow::<()>::Continue(())).unwrap();
         assert_eq!(exit, Exit::Deadline);
         assert!(ping.wakeups < 20, "{} wake-ups", ping.wakeups);
+    }
+
+    /// An engine with no timers that ends at its first turn after `at`.
+    struct WakeUntil {
+        at: Instant,
+        done: bool,
+    }
+
+    impl Engine for WakeUntil {
+        type Event = Instant;
+        fn handle_input(&mut self, _: Instant, _: Received, _: &[u8]) -> bool {
+            false
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            self.done |= now >= self.at;
+        }
+        fn poll_transmit(&mut self, _: &mut [u8]) -> Option<crate::net::Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn poll_event(&mut self) -> Option<Instant> {
+            self.done.then(Instant::now)
+        }
+    }
+
+    /// A wake from another thread turns the loop at once, not at the (here 10 s) wake interval.
+    #[test]
+    fn a_wake_turns_the_loop_at_once() {
+        let mut driver = Driver::new(vec![bind()]).unwrap().wake_every(Duration::from_secs(10));
+        let control = driver.socket_control();
+        let driver = driver.deadline(Instant::now() + Duration::from_secs(5));
+        let at = Instant::now() + Duration::from_millis(100);
+        let mut engine = WakeUntil { at, done: false };
+        let waker = thread::spawn(move || {
+            thread::sleep(at.saturating_duration_since(Instant::now()));
+            control.wake();
+        });
+        let exit = driver.run(&mut engine, |n| match n {
+            Notice::Event(t) => ControlFlow::Break(t),
+            Notice::SendFailed { .. } => ControlFlow::Continue(()),
+        });
+        waker.join().unwrap();
+        let Exit::Done(t) = exit.unwrap() else { panic!("no turn after the wake") };
+        assert!(t.duration_since(at) < Duration::from_secs(1), "turned {:?} after the wake", t.duration_since(at));
     }
 
     /// A socket connected to the pong server: its datagrams leave with `send`, its answers arrive.
