@@ -409,8 +409,19 @@ impl<R: Registry> Server<R> {
             now.saturating_duration_since(s.created) < window && s.endpoints == endpoints && s.offers == offers
         });
         if let Some(s) = fresh {
-            // A retransmitted or repeated CONNECT: the pushes of this introduction are already under way.
-            debug!(target: LOG, "{name} -> {target}: session {:016x} reused", s.id);
+            let id = s.id;
+            if self.push_meta.values().any(|p| p.session == id) {
+                // A retransmitted or repeated CONNECT: the pushes of this introduction are still under way.
+                debug!(target: LOG, "{name} -> {target}: session {id:016x} reused, pushes under way");
+            } else {
+                // The pushes ended (acked or given up). Push the same session again: a peer that saw it ignores
+                // it (clients report a session once), a peer that restarted since learns it.
+                debug!(target: LOG, "{name} -> {target}: session {id:016x} pushed again");
+                self.push(now, &me, &other, id);
+                self.push(now, &other, &me, id);
+                self.pushes.handle_timeout(now);
+                self.drain_pushes();
+            }
         } else {
             if self.sessions.len() >= self.config.max_sessions() {
                 self.sweep_sessions(now);

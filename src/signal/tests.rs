@@ -421,6 +421,43 @@ fn repeated_connects_reuse_the_introduction_within_the_window() {
 }
 
 #[test]
+fn peers_that_restarted_within_the_window_are_introduced_again() {
+    let mut net = Net::new(server_config());
+    let alice = net.peer("alice");
+    let bob = net.peer("bob");
+    net.run_until(secs(1));
+    net.connect(alice, "bob");
+    net.run_until(secs(2));
+    assert_eq!(net.server.stats().pushes_acked, 2);
+    // Both daemons restart (fresh clients, same names, keys and endpoints) and alice asks again at once: the
+    // session is reused, but its pushes ended, so both are pushed it again and the fresh clients report it.
+    for (i, n) in [(alice, "alice"), (bob, "bob")] {
+        let local = SocketAddr::new([10, 0, 0, i as u8 + 1].into(), 6666);
+        let config = ClientConfig::new(
+            local,
+            addr(SERVER),
+            name(n),
+            PublicKey([i as u8 + 1; 32]),
+            &NetworkSecret::new(SECRET.to_vec()),
+        );
+        net.peers[i].client = Client::new(config, [i as u8 + 40; 32], net.now);
+        net.peers[i].events.clear();
+    }
+    net.run_until(secs(3));
+    net.connect(alice, "bob");
+    net.run_until(secs(4));
+    assert_eq!(net.server.stats().introductions, 1, "the same introduction, not a new one");
+    for i in [alice, bob] {
+        assert_eq!(net.introductions(i).len(), 1, "peer {i} learns the session again");
+    }
+    // A further repeat reaches the clients too, and each reports the session only once.
+    net.connect(bob, "alice");
+    net.run_until(secs(5));
+    assert_eq!(net.introductions(alice).len(), 1);
+    assert_eq!(net.introductions(bob).len(), 1);
+}
+
+#[test]
 fn a_connect_after_a_peer_moved_is_a_new_introduction_within_the_window() {
     let mut net = Net::new(server_config());
     let alice = net.peer("alice");
