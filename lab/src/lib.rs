@@ -15,6 +15,7 @@ mod cmd;
 pub mod delayline;
 mod env;
 mod error;
+pub mod peers;
 pub mod portmap;
 pub mod preset;
 pub mod probe;

@@ -6,14 +6,13 @@
 //! mode-0600 secret file) in a private scratch directory that is removed at the end. The binaries are run,
 //! not linked: the lab stays independent of the library it checks.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use holepunch_lab::peers::{genkey, network_secret, pubkey, Scratch};
 use holepunch_lab::{Lab, Preset, Process, SERVER_IPS};
 
 /// One pair: the site that connects (its peer is the first name) and the site that waits.
@@ -35,28 +34,6 @@ const OUTCOME_LIMIT: Duration = Duration::from_secs(30);
 
 /// Longest wait for the waiting peers to diagnose their NAT (bounded by 10 s in punchd) and register.
 const REGISTER_LIMIT: Duration = Duration::from_secs(15);
-
-/// A private directory for keys, the secret, control sockets and logs; removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("holepunch-demo-{}", std::process::id()));
-        // A leftover of an earlier process with the same pid holds nothing we need.
-        let _ = fs::remove_dir_all(&dir);
-        fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// What one pair reached.
 struct Outcome {
@@ -92,7 +69,7 @@ pub fn run(bin_dir: &Path, interrupted: &dyn Fn() -> bool) -> Result<()> {
         println!("== punchd or stund is not built in {}: skipping the hole punching steps", bin_dir.display());
         return Ok(());
     }
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("demo")?;
     println!("\n== hole punching: two pairs of sites, stund's rendezvous, one punchd per site");
     let mut b = Lab::builder().name("demo").server();
     let mut site = 'a';
@@ -119,7 +96,10 @@ pub fn run(bin_dir: &Path, interrupted: &dyn Fn() -> bool) -> Result<()> {
         );
     }
 
-    println!("== keys: punchd genkey > NAME.key; punchd pubkey < NAME.key   (in {}, mode 0700)", scratch.0.display());
+    println!(
+        "== keys: punchd genkey > NAME.key; punchd pubkey < NAME.key   (in {}, mode 0700)",
+        scratch.dir().display()
+    );
     let mut keys = Vec::new();
     for p in &PAIRS {
         for (name, _) in [p.connects, p.waits] {
@@ -341,41 +321,6 @@ fn outcome(v: Option<&serde_json::Value>, took: Option<Duration>, punch: Option<
 fn status(punchd: &Path, control: &Path) -> Option<serde_json::Value> {
     let out = Command::new(punchd).args(["status", "--json", "--control"]).arg(control).output().ok()?;
     serde_json::from_slice(&out.stdout).ok()
-}
-
-/// `punchd genkey > path` (punchd makes the file mode 0600 itself).
-fn genkey(punchd: &Path, path: &Path) -> Result<PathBuf> {
-    let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    let st = Command::new(punchd).arg("genkey").stdout(file).status().context("running punchd genkey")?;
-    if !st.success() {
-        bail!("punchd genkey failed ({st})");
-    }
-    Ok(path.to_owned())
-}
-
-/// `punchd pubkey < path`.
-fn pubkey(punchd: &Path, path: &Path) -> Result<String> {
-    let out = Command::new(punchd)
-        .arg("pubkey")
-        .stdin(File::open(path)?)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running punchd pubkey")?;
-    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if !out.status.success() || key.is_empty() {
-        bail!("punchd pubkey failed ({})", out.status);
-    }
-    Ok(key)
-}
-
-/// 32 bytes from the OS's randomness, hex, in a file created mode 0600 (the rules: docs/punchd.md).
-fn network_secret(path: &Path) -> Result<PathBuf> {
-    let mut bytes = [0u8; 32];
-    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    writeln!(f, "{hex}")?;
-    Ok(path.to_owned())
 }
 
 /// Waits (bounded) until `log` holds a line containing `word`.

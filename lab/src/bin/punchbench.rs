@@ -14,17 +14,17 @@
 //!
 //! The binaries are run, not linked: the lab stays independent of the library it measures.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
+use holepunch_lab::peers::{genkey, network_secret, pubkey, Scratch};
 use holepunch_lab::{Lab, Node, Preset, Process, SiteSpec, SERVER_IPS};
 
 #[derive(Parser, Debug)]
@@ -122,7 +122,7 @@ struct Row {
 }
 
 fn bench_pair(args: &Args, punchd: &Path, stund: &Path, a: Preset, b: Preset, delay: Duration) -> Result<Row> {
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("punchbench")?;
     let lab = Lab::builder()
         .name("pbench")
         .server()
@@ -433,57 +433,6 @@ fn report(rows: &[Row]) {
             println!("  - {g}");
         }
     }
-}
-
-/// A private directory for keys, the secret, control sockets and logs; removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("holepunch-punchbench-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `punchd genkey > path`.
-fn genkey(punchd: &Path, path: &Path) -> Result<PathBuf> {
-    let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    let st = Command::new(punchd).arg("genkey").stdout(file).status().context("running punchd genkey")?;
-    if !st.success() {
-        bail!("punchd genkey failed ({st})");
-    }
-    Ok(path.to_owned())
-}
-
-/// `punchd pubkey < path`.
-fn pubkey(punchd: &Path, path: &Path) -> Result<String> {
-    let out = Command::new(punchd).arg("pubkey").stdin(File::open(path)?).output().context("running punchd pubkey")?;
-    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if !out.status.success() || key.is_empty() {
-        bail!("punchd pubkey failed ({})", out.status);
-    }
-    Ok(key)
-}
-
-/// 32 random bytes, hex, in a file created mode 0600.
-fn network_secret(path: &Path) -> Result<PathBuf> {
-    let mut bytes = [0u8; 32];
-    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    writeln!(f, "{hex}")?;
-    Ok(path.to_owned())
 }
 
 /// Waits (bounded) until `log` holds a line containing `word`.
