@@ -75,13 +75,24 @@ impl Net {
     /// Add a peer named `n` behind a NAT mapping 10.0.0.x:6666 to 203.0.113.x:40000; returns its index.
     fn peer_with_secret(&mut self, n: &str, secret: &[u8]) -> usize {
         let i = self.peers.len();
-        let local = SocketAddr::new([10, 0, 0, i as u8 + 1].into(), 6666);
         let public = SocketAddr::new([203, 0, 113, i as u8 + 1].into(), 40000);
-        let key = PublicKey([i as u8 + 1; 32]);
-        let config = ClientConfig::new(local, addr(SERVER), name(n), key, &NetworkSecret::new(secret.to_vec()));
-        let client = Client::new(config, [i as u8 + 10; 32], self.now);
+        let client = self.client(i, n, secret, [i as u8 + 10; 32]);
         self.peers.push(Peer { client, public, events: Vec::new(), up: true });
         i
+    }
+
+    /// Peer `i`'s client (local 10.0.0.x:6666, key [x; 32]), started now with `seed`.
+    fn client(&self, i: usize, n: &str, secret: &[u8], seed: [u8; 32]) -> Client {
+        let local = SocketAddr::new([10, 0, 0, i as u8 + 1].into(), 6666);
+        let key = PublicKey([i as u8 + 1; 32]);
+        let config = ClientConfig::new(local, addr(SERVER), name(n), key, &NetworkSecret::new(secret.to_vec()));
+        Client::new(config, seed, self.now)
+    }
+
+    /// Peer `i`'s daemon restarts: a fresh client with the same name, key and endpoint, and no memory.
+    fn restart(&mut self, i: usize, n: &str) {
+        self.peers[i].client = self.client(i, n, SECRET, [i as u8 + 40; 32]);
+        self.peers[i].events.clear();
     }
 
     fn peer(&mut self, n: &str) -> usize {
@@ -431,18 +442,8 @@ fn peers_that_restarted_within_the_window_are_introduced_again() {
     assert_eq!(net.server.stats().pushes_acked, 2);
     // Both daemons restart (fresh clients, same names, keys and endpoints) and alice asks again at once: the
     // session is reused, but its pushes ended, so both are pushed it again and the fresh clients report it.
-    for (i, n) in [(alice, "alice"), (bob, "bob")] {
-        let local = SocketAddr::new([10, 0, 0, i as u8 + 1].into(), 6666);
-        let config = ClientConfig::new(
-            local,
-            addr(SERVER),
-            name(n),
-            PublicKey([i as u8 + 1; 32]),
-            &NetworkSecret::new(SECRET.to_vec()),
-        );
-        net.peers[i].client = Client::new(config, [i as u8 + 40; 32], net.now);
-        net.peers[i].events.clear();
-    }
+    net.restart(alice, "alice");
+    net.restart(bob, "bob");
     net.run_until(secs(3));
     net.connect(alice, "bob");
     net.run_until(secs(4));
