@@ -181,6 +181,7 @@ fn peer_args(f: &Files, server: SocketAddr, port: u16, control: &Path) -> Vec<St
         &format!("bob={}", f.bob),
         "--control",
         control.to_str().unwrap(),
+        "--no-tun",
     ]
     .iter()
     .map(|s| s.to_string())
