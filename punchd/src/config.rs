@@ -597,6 +597,86 @@ mod tests {
     }
 
     #[test]
+    fn tunnel_settings() {
+        let peer_mode = ["--server", "x", "--peer-id", "alice", "--key", "k", "--secret-file", "s"];
+        let with = |extra: &[&str]| -> Vec<String> { peer_mode.iter().chain(extra).map(|s| s.to_string()).collect() };
+        let plan = |list: Vec<String>| {
+            let list: Vec<&str> = list.iter().map(String::as_str).collect();
+            Settings::merge(args(&list), FileConfig::default()).unwrap()
+        };
+        // On by default, off with --no-tun.
+        let t = plan(with(&[])).tun.unwrap();
+        assert_eq!((t.overlay, t.mtu, t.name.as_str(), t.address), (DEFAULT_OVERLAY, 1400, "punchd0", None));
+        assert!(plan(with(&["--no-tun"])).tun.is_none());
+        // The overlay follows --tun-ip's network.
+        let t = plan(with(&["--tun-ip", "10.9.8.7/16", "--mtu", "1280"])).tun.unwrap();
+        assert_eq!((t.overlay.to_string(), t.mtu), ("10.9.0.0/16".to_string(), 1280));
+        // Addresses: derived for whoever has none, configured ones kept, all distinct.
+        let (own, bob) = (SecretKey::from_seed([1; 32]).public(), SecretKey::from_seed([2; 32]).public());
+        let peers = vec![
+            parse_peer_flag(&format!("bob={bob}")).unwrap(),
+            parse_peer_flag(&format!("carol={},ip=100.64.0.9,endpoint=192.0.2.1:51820", key(3))).unwrap(),
+        ];
+        assert_eq!(peers[1].endpoint, Some("192.0.2.1:51820".parse().unwrap()));
+        let name = PeerName::new("alice").unwrap();
+        let s = tun_settings(plan(with(&[])).tun.unwrap(), &name, &own, &peers).unwrap();
+        assert_eq!(s.address.addr(), derived_address(&own, DEFAULT_OVERLAY).unwrap());
+        assert_eq!(s.address.len(), 10);
+        assert_eq!(
+            s.peer_addresses,
+            vec![derived_address(&bob, DEFAULT_OVERLAY).unwrap(), "100.64.0.9".parse().unwrap()]
+        );
+        let clash = vec![parse_peer_flag(&format!("bob={bob},ip={}", s.address.addr())).unwrap()];
+        let e = tun_settings(plan(with(&[])).tun.unwrap(), &name, &own, &clash).unwrap_err().to_string();
+        assert!(e.starts_with("alice and bob both have tunnel address"), "{e}");
+        let outside = vec![parse_peer_flag(&format!("bob={bob},ip=10.0.0.1")).unwrap()];
+        let e = tun_settings(plan(with(&[])).tun.unwrap(), &name, &own, &outside).unwrap_err().to_string();
+        assert_eq!(e, "--peer bob: tunnel address 10.0.0.1 is not inside the overlay 100.64.0.0/10");
+    }
+
+    #[test]
+    fn tunnel_errors_are_one_line() {
+        let b = key(2);
+        let peer_mode = ["--server", "x", "--peer-id", "alice", "--key", "k", "--secret-file", "s"];
+        let with = |extra: &[&str]| -> Vec<String> { peer_mode.iter().chain(extra).map(|s| s.to_string()).collect() };
+        let cases: Vec<(Vec<String>, &str)> = vec![
+            (
+                with(&["--tun-ip", "10.0.0.1/8", "--overlay", "100.64.0.0/10"]),
+                "--tun-ip 10.0.0.1/8 is not inside the overlay",
+            ),
+            (with(&["--tun-ip", "100.64.0.1/24"]), ""),
+            (
+                with(&["--tun-ip", "100.64.0.1/24", "--overlay", "100.64.0.0/10"]),
+                "its prefix length must be the overlay's (/10)",
+            ),
+            (with(&["--tun-name", "a-very-long-device-name"]), "--tun-name \"a-very-long-device-name\": 1-15 of"),
+            (with(&["--tun-name", "bad/name"]), "1-15 of A-Z"),
+            (with(&["--peer", &format!("bob={b},colour=red")]), "--peer bob: unknown option \"colour=red\""),
+            (with(&["--peer", &format!("bob={b},ip=nope")]), "--peer bob: ip=\"nope\" is not an IP address"),
+            (with(&["--peer", &format!("bob={b},endpoint=host:1")]), "--peer bob: endpoint=\"host:1\" is not IP:PORT"),
+        ];
+        for (list, want) in cases {
+            let list: Vec<&str> = list.iter().map(String::as_str).collect();
+            let r = Settings::merge(args(&list), FileConfig::default());
+            match (want, r) {
+                ("", Ok(_)) => {}
+                ("", Err(e)) => panic!("{list:?}: {e}"),
+                (want, Ok(_)) => panic!("{list:?} accepted, wanted {want}"),
+                (want, Err(e)) => {
+                    let e = e.to_string();
+                    assert!(e.contains(want), "{list:?}: {e}");
+                    assert!(!e.contains('\n'), "{e}");
+                }
+            }
+        }
+        assert!(
+            merge_err(&["--server", "x"], "mtu = 9000").contains("mtu 9000 in the config file is not in 1280..=1500")
+        );
+        let e = T::try_parse_from(["punchd", "--mtu", "1000"]).err().unwrap().to_string();
+        assert!(e.contains("1280"), "{e}");
+    }
+
+    #[test]
     fn own_key_as_a_peer_is_refused() {
         let dir = std::env::temp_dir().join(format!("punchd-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
