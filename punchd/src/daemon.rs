@@ -326,6 +326,9 @@ fn run_peer(settings: Settings) -> Result<i32> {
     for peer in &id.connect {
         node.connect(started, peer).map_err(|e| anyhow!("--connect {peer}: {e}"))?;
     }
+    if settings.tun.is_some() {
+        crate::tunnel::grow_socket_buffers(&socket);
+    }
     let sockets = Sockets::new(&socket)?;
     let data_path = match (device, &settings.tun) {
         (Some(device), Some(tun)) => {
