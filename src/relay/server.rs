@@ -18,7 +18,7 @@ use super::policy::PeerPolicy;
 use crate::net::{Engine, Received, Seed, Transmit, Transport};
 use crate::server::{RateLimitConfig, RateLimitError, RateLimiter};
 use crate::stun::attr::{self, Attribute, ErrorCode, Family};
-use crate::stun::channel::{is_valid_channel, ChannelData, CHANNEL_DATA_HEADER_LEN};
+use crate::stun::channel::{is_bindable_channel, ChannelData, CHANNEL_DATA_HEADER_LEN};
 use crate::stun::{Class, Message, MessageType, MessageWriter, Method};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -93,9 +93,9 @@ impl RelayConfig {
 /// What the driver must do or know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// Open a UDP relay socket of `family` (in the relay port range) and report it with
-    /// [`RelayServer::relay_opened`].
-    OpenRelay { id: u64, family: Family, client: SocketAddr },
+    /// Open a UDP relay socket of `family` (in the relay port range, on an even port when `even`) and report
+    /// it with [`RelayServer::relay_opened`].
+    OpenRelay { id: u64, family: Family, even: bool, client: SocketAddr },
     /// The allocation ended: close the relay socket bound to `relay`.
     CloseRelay { id: u64, relay: SocketAddr },
 }
@@ -480,13 +480,9 @@ impl RelayServer {
             }
             _ => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
         }
-        // Not offered: DF on relayed datagrams, even ports and reservations (RFC 8656 §7.2 steps 4–6 say to
-        // treat them as unknown comprehension-required attributes then).
-        let unsupported: Vec<u16> = [attr::DONT_FRAGMENT, attr::EVEN_PORT, attr::RESERVATION_TOKEN]
-            .into_iter()
-            .filter(|&k| msg.raw(k).is_some())
-            .collect();
-        if !unsupported.is_empty() {
+        // Not offered: DF on relayed datagrams (RFC 8656 §7.2 step 4 says to treat it as an unknown
+        // comprehension-required attribute then).
+        if msg.raw(attr::DONT_FRAGMENT).is_some() {
             self.stats.other_errors += 1;
             let key = auth.key;
             self.answer(reply, Class::Error, Some(&key), |w| {
@@ -494,9 +490,38 @@ impl RelayServer {
                     code: ErrorCode::UNKNOWN_ATTRIBUTE,
                     reason: "Unknown Attribute",
                 }))?;
-                w.add_unknown_attributes(&unsupported)
+                w.add_unknown_attributes(&[attr::DONT_FRAGMENT])
             });
             return;
+        }
+        // EVEN-PORT is honoured; its R bit (reserve the next port too) and RESERVATION-TOKEN are not: the
+        // server "cannot satisfy the request", which RFC 8656 §7.2 steps 5-6 answer with 508.
+        let even = match msg.get(attr::EVEN_PORT) {
+            Ok(Some(Attribute::EvenPort(false))) => true,
+            Ok(None) => false,
+            Ok(Some(_)) => {
+                self.stats.capacity_refused += 1;
+                return self.error(
+                    reply,
+                    ErrorCode::INSUFFICIENT_CAPACITY,
+                    "Insufficient Capacity",
+                    Some(&auth.key),
+                    false,
+                    now,
+                );
+            }
+            Err(_) => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
+        };
+        if msg.raw(attr::RESERVATION_TOKEN).is_some() {
+            self.stats.capacity_refused += 1;
+            return self.error(
+                reply,
+                ErrorCode::INSUFFICIENT_CAPACITY,
+                "Insufficient Capacity",
+                Some(&auth.key),
+                false,
+                now,
+            );
         }
         let family = match msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
             Ok(Some(Attribute::RequestedAddressFamily(f))) => f,
@@ -547,7 +572,7 @@ impl RelayServer {
         self.by_client.insert(five, slot);
         *self.quotas.entry(auth.quota_name.into()).or_insert(0) += 1;
         self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
-        self.events.push_back(Event::OpenRelay { id, family, client: rx.source });
+        self.events.push_back(Event::OpenRelay { id, family, even, client: rx.source });
     }
 
     fn on_refresh(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
@@ -639,7 +664,9 @@ impl RelayServer {
         let Some(slot) = self.own_allocation(now, &rx, reply, &auth) else { return };
         let key = auth.key;
         let (number, peer) = match (msg.get(attr::CHANNEL_NUMBER), msg.get(attr::XOR_PEER_ADDRESS)) {
-            (Ok(Some(Attribute::ChannelNumber(n))), Ok(Some(Attribute::XorPeerAddress(p)))) if is_valid_channel(n) => {
+            (Ok(Some(Attribute::ChannelNumber(n))), Ok(Some(Attribute::XorPeerAddress(p))))
+                if is_bindable_channel(n) =>
+            {
                 (n, p)
             }
             _ => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&key), now),

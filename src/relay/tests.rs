@@ -266,6 +266,30 @@ fn allocate_answers_and_retransmission() {
         w.add(&Attribute::DontFragment).unwrap();
     });
     assert_eq!(Harness::error_of(&r), 420);
+    // EVEN-PORT: honoured without R; with R (a reservation) or a RESERVATION-TOKEN: 508.
+    let r = h.request(c2, Method::ALLOCATE, Some(&creds), |w| {
+        w.add(&Attribute::RequestedTransport(17)).unwrap();
+        w.add(&Attribute::EvenPort(true)).unwrap();
+    });
+    assert_eq!(Harness::error_of(&r), 508);
+    let r = h.request(c2, Method::ALLOCATE, Some(&creds), |w| {
+        w.add(&Attribute::RequestedTransport(17)).unwrap();
+        w.add(&Attribute::ReservationToken(7)).unwrap();
+    });
+    assert_eq!(Harness::error_of(&r), 508);
+    assert!(h.s.handle_input(h.now, Received::udp(server_addr(), c2), &{
+        let mut buf = [0u8; 256];
+        let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), &[9; 12]).unwrap();
+        w.add(&Attribute::RequestedTransport(17)).unwrap();
+        w.add(&Attribute::EvenPort(false)).unwrap();
+        w.add(&Attribute::Username("alice")).unwrap();
+        w.add(&Attribute::Realm(REALM)).unwrap();
+        w.add(&Attribute::Nonce(&creds.nonce)).unwrap();
+        w.add_message_integrity(&long_term_key_md5("alice", REALM, "secret")).unwrap();
+        let n = w.finish();
+        buf[..n].to_vec()
+    }));
+    assert!(matches!(h.s.poll_event(), Some(Event::OpenRelay { even: true, .. })));
 }
 
 #[test]
@@ -435,12 +459,13 @@ fn channel_bind_rules_and_channel_data() {
     let relay_local = SocketAddr::new(server_addr().ip(), relay.port());
     let (p1, p2) = (sa(PEER), sa("198.51.100.21:7000"));
     assert_eq!(h.bind(client, &creds, 0x3FFF, p1), 400, "below the channel range");
-    assert_eq!(h.bind(client, &creds, 0x5000, p1), 400, "above the channel range");
+    assert_eq!(h.bind(client, &creds, 0x8000, p1), 400, "above the channel range");
     assert_eq!(h.bind(client, &creds, 0x4000, p1), 0);
     assert_eq!(h.bind(client, &creds, 0x4000, p1), 0, "a refresh");
     assert_eq!(h.bind(client, &creds, 0x4000, p2), 400, "number bound to another peer");
     assert_eq!(h.bind(client, &creds, 0x4001, p1), 400, "peer bound to another number");
     assert_eq!(h.bind(client, &creds, 0x4001, p2), 0);
+    assert_eq!(h.bind(client, &creds, 0x7FFF, sa("198.51.100.22:1")), 0, "RFC 5766 range, as coturn clients use");
     // ChannelData out, and the peer's answer as ChannelData (a bind installs the permission).
     let mut cd = [0u8; 16];
     let n = ChannelData::write(0x4001, b"ping", false, &mut cd).unwrap();

@@ -5,6 +5,10 @@
 
 use super::Error;
 
+/// RFC 5766 §11 (the TURN of before RFC 8656) allowed channels up to 0x7FFF, and coturn and its clients still
+/// bind numbers up to there; a server that refused them would not interoperate.
+pub const MAX_CHANNEL_RFC5766: u16 = 0x7FFF;
+
 /// Size of the ChannelData header.
 pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 /// RFC 8656 §12: the channel numbers a client may bind.
@@ -16,9 +20,15 @@ pub fn is_valid_channel(number: u16) -> bool {
     (MIN_CHANNEL..=MAX_CHANNEL).contains(&number)
 }
 
-/// Cheap demultiplexing test (RFC 7983 §7: first byte 64–79): the datagram starts like ChannelData.
+/// Whether `number` is a channel a server accepts: the RFC 8656 range or the wider RFC 5766 one.
+pub fn is_bindable_channel(number: u16) -> bool {
+    (MIN_CHANNEL..=MAX_CHANNEL_RFC5766).contains(&number)
+}
+
+/// Cheap demultiplexing test: the datagram starts like ChannelData (first byte 64–127; RFC 7983 §7 gives
+/// TURN channels 64–79, RFC 5766 channels use up to 127, and nothing else we receive starts there).
 pub fn looks_like_channel_data(buf: &[u8]) -> bool {
-    buf.len() >= CHANNEL_DATA_HEADER_LEN && (0x40..=0x4F).contains(&buf[0])
+    buf.len() >= CHANNEL_DATA_HEADER_LEN && (0x40..=0x7F).contains(&buf[0])
 }
 
 /// For stream transports (RFC 8656 §12.5): the total size of the padded ChannelData frame that starts `buf`,
@@ -39,14 +49,14 @@ pub struct ChannelData<'a> {
 }
 
 impl<'a> ChannelData<'a> {
-    /// Parse one message. Bytes after the announced length (padding) are ignored, at most 3 of them
+    /// Parse one message (channels 0x4000–0x7FFF, see [`is_bindable_channel`]). Bytes after the announced length (padding) are ignored, at most 3 of them
     /// (RFC 8656 §12.4 lets a UDP sender omit the padding; more would be a malformed frame).
     pub fn parse(buf: &'a [u8]) -> Result<ChannelData<'a>, Error> {
         if buf.len() < CHANNEL_DATA_HEADER_LEN {
             return Err(Error::TooShort(buf.len()));
         }
         let channel = u16::from_be_bytes([buf[0], buf[1]]);
-        if !is_valid_channel(channel) {
+        if !is_bindable_channel(channel) {
             return Err(Error::NotChannelData(channel));
         }
         let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
@@ -108,7 +118,8 @@ mod tests {
     #[test]
     fn rejects_bad_numbers_and_lengths() {
         assert!(ChannelData::parse(b"\x3f\xff\x00\x00").is_err());
-        assert!(ChannelData::parse(b"\x50\x00\x00\x00").is_err());
+        assert!(ChannelData::parse(b"\x80\x00\x00\x00").is_err());
+        assert!(ChannelData::parse(b"\x7f\xff\x00\x00").is_ok(), "RFC 5766 range");
         assert!(ChannelData::parse(b"\x40\x00\x00\x05abc").is_err());
         assert!(ChannelData::parse(b"\x40\x00\x00\x01a\0\0\0\0").is_err());
         assert!(ChannelData::parse(b"\x40\x00").is_err());

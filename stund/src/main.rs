@@ -7,6 +7,7 @@ mod metrics;
 mod net;
 mod rendezvous;
 mod tcp;
+mod turn;
 mod udp;
 
 use anyhow::{Context, Result};
@@ -195,6 +196,49 @@ fn run(s: Settings) -> Result<()> {
         }
         _ => None,
     };
+    let turn = match &s.turn {
+        Some(t) => {
+            let secret = match (&t.auth_secret, &t.auth_secret_file) {
+                (Some(text), _) => Some(text.as_bytes().to_vec()),
+                (None, Some(path)) => Some(turn::read_secret(path)?),
+                (None, None) => None,
+            };
+            let relay = turn::relay_config(t, secret, cfg, s.rate_limit);
+            let (thread, shared) = turn::RelayThread::new(t, relay, cfg.clone(), sets[0].clone(), keys.bytes(), start)?;
+            let stop = stop.clone();
+            let h = std::thread::Builder::new()
+                .name("stund-turn".into())
+                .spawn(move || thread.run(&stop))
+                .context("cannot start the TURN relay thread")?;
+            handles.push(h);
+            log::info!(
+                "TURN relay on (RFC 8656, UDP): realm {:?}, {} user(s){}, relay sockets on {} ports {}-{}, \
+                 at most {} allocations, {} per user, {} bytes/s each{}",
+                t.realm,
+                t.users.len(),
+                if t.auth_secret.is_some() || t.auth_secret_file.is_some() { " + REST shared secret" } else { "" },
+                t.relay_ip,
+                t.relay_ports.0,
+                t.relay_ports.1,
+                t.max_allocations,
+                t.user_quota,
+                if t.bandwidth == 0 { "unlimited".to_string() } else { t.bandwidth.to_string() },
+                if t.allowed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", also relaying to {}",
+                        t.allowed.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(" ")
+                    )
+                },
+            );
+            Some(shared)
+        }
+        None => {
+            log::info!("TURN relay off (no --user or --auth-secret)");
+            None
+        }
+    };
     for (t, set) in sets.into_iter().enumerate() {
         for &l in locals {
             let responder = Responder::new(cfg.clone(), s.rate_limit, keys.next_u64(), start)?;
@@ -209,6 +253,7 @@ fn run(s: Settings) -> Result<()> {
                 stop: stop.clone(),
                 rendezvous: rendezvous.clone(),
                 rendezvous_counters: rendezvous_counters.clone(),
+                turn: turn.clone(),
             };
             let h = std::thread::Builder::new()
                 .name(format!("stund-udp-{t}-{}", l.index()))
@@ -231,6 +276,7 @@ fn run(s: Settings) -> Result<()> {
         blocks,
         workers,
         rendezvous: metrics::RendezvousStats { server: rendezvous, counters: rendezvous_counters },
+        turn,
     };
     let result = rt.block_on(async_main(&s, metrics_listener, udp, start, tcp_key, &handles));
 
@@ -257,6 +303,7 @@ struct UdpSide {
     /// UDP worker threads (threads x local sockets).
     workers: usize,
     rendezvous: metrics::RendezvousStats,
+    turn: Option<Arc<turn::TurnShared>>,
 }
 
 async fn async_main(
@@ -268,7 +315,7 @@ async fn async_main(
     handles: &[JoinHandle<()>],
 ) -> Result<()> {
     let cfg = &s.server;
-    let UdpSide { mut blocks, workers, rendezvous } = udp;
+    let UdpSide { mut blocks, workers, rendezvous, turn } = udp;
     let tcp = if s.tcp {
         let counters = Arc::new(SharedCounters::new());
         blocks.push(counters.clone());
@@ -304,6 +351,7 @@ async fn async_main(
         mode: if cfg.behavior_discovery() { "rfc5780" } else { "rfc5389" },
         workers,
         rendezvous,
+        turn,
         metrics_refused: AtomicU64::new(0),
     });
     if let Some(l) = metrics_listener {
