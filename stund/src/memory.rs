@@ -3,7 +3,8 @@
 //! Counted: what stund allocates up front or per connection (each UDP worker's rate-limiter table and its
 //! recvmmsg/sendmmsg buffers, the TCP listener's table and each TCP connection's two buffers, and with
 //! `--secret-file` the rendezvous registry at full capacity, its introductions in flight and its rate-limiter
-//! table, with TURN on every allocation at its bound and the relay queue). Not counted: thread stacks (reserved, mostly never touched) and the kernel's socket buffers.
+//! table, and with TURN on every allocation at its bound and the relay queue). Not counted: thread stacks
+//! (reserved, mostly never touched) and the kernel's socket buffers.
 
 use crate::config::Settings;
 use anyhow::{bail, Result};
