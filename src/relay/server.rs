@@ -67,6 +67,9 @@ pub struct RelayConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// The address clients see for the relay sockets' IP (a 1:1 NAT in front of the host).
     pub public_ip: Option<IpAddr>,
+    /// The one address family relay sockets can have (the driver binds one relay IP); another family is
+    /// answered with 440 Address Family not Supported. None: any.
+    pub relay_family: Option<Family>,
 }
 
 impl RelayConfig {
@@ -86,6 +89,7 @@ impl RelayConfig {
             policy: PeerPolicy::default(),
             rate_limit: Some(RateLimitConfig::default()),
             public_ip: None,
+            relay_family: None,
         }
     }
 }
@@ -528,6 +532,15 @@ impl RelayServer {
             Ok(None) => Family::V4,
             _ => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
         };
+        if self.config.relay_family.is_some_and(|f| f != family) {
+            return self.other_error(
+                reply,
+                ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
+                "Address Family not Supported",
+                Some(&auth.key),
+                now,
+            );
+        }
         if self.quotas.get(auth.quota_name).copied().unwrap_or(0) >= self.config.user_quota {
             self.stats.quota_refused += 1;
             log::debug!(target: LOG, "{}: allocation quota of {:?} reached", rx.source, auth.quota_name);

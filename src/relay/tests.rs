@@ -5,7 +5,7 @@ use super::auth::rest_password;
 use super::server::{Event, RelayConfig, RelayServer};
 use super::IpRange;
 use crate::net::{Engine, Received, Transmit};
-use crate::stun::attr::{self, Attribute, ErrorCode};
+use crate::stun::attr::{self, Attribute, ErrorCode, Family};
 use crate::stun::integrity::long_term_key_md5;
 use crate::stun::{ChannelData, Class, Message, MessageType, MessageWriter, Method};
 use std::net::SocketAddr;
@@ -266,6 +266,18 @@ fn allocate_answers_and_retransmission() {
         w.add(&Attribute::DontFragment).unwrap();
     });
     assert_eq!(Harness::error_of(&r), 420);
+    // A family the relay does not have: 440.
+    h.s = {
+        let mut c = config();
+        c.relay_family = Some(Family::V4);
+        RelayServer::new(c, [7; 32], h.now, UNIX0).unwrap()
+    };
+    let creds = Creds { nonce: h.nonce(c2), ..creds };
+    let r = h.request(c2, Method::ALLOCATE, Some(&creds), |w| {
+        w.add(&Attribute::RequestedTransport(17)).unwrap();
+        w.add(&Attribute::RequestedAddressFamily(Family::V6)).unwrap();
+    });
+    assert_eq!(Harness::error_of(&r), 440);
     // EVEN-PORT: honoured without R; with R (a reservation) or a RESERVATION-TOKEN: 508.
     let r = h.request(c2, Method::ALLOCATE, Some(&creds), |w| {
         w.add(&Attribute::RequestedTransport(17)).unwrap();

@@ -216,7 +216,7 @@ pub struct FileConfig {
     pub rendezvous_lifetime: Option<u64>,
     pub rendezvous_capacity: Option<usize>,
     pub rendezvous_rate_limit: Option<u32>,
-    pub users: Option<Vec<String>>,
+    pub user: Option<Vec<String>>,
     pub auth_secret: Option<String>,
     pub auth_secret_file: Option<PathBuf>,
     pub realm: Option<String>,
@@ -417,7 +417,7 @@ fn rendezvous_settings(cli: &Cli, file: &FileConfig) -> Result<Option<Rendezvous
 }
 
 fn turn_settings(cli: &Cli, file: &FileConfig, primary: IpAddr) -> Result<Option<Turn>> {
-    let users = if cli.user.is_empty() { file.users.clone().unwrap_or_default() } else { cli.user.clone() };
+    let users = if cli.user.is_empty() { file.user.clone().unwrap_or_default() } else { cli.user.clone() };
     let auth_secret = cli.auth_secret.clone().or_else(|| file.auth_secret.clone());
     let auth_secret_file = cli.auth_secret_file.clone().or_else(|| file.auth_secret_file.clone());
     if users.is_empty() && auth_secret.is_none() && auth_secret_file.is_none() {

@@ -122,6 +122,7 @@ pub fn relay_config(
         rate_limit: rate,
         // The relay sockets are bound to --relay-ip; behind a 1:1 NAT the public primary is what peers see.
         public_ip: server.public_primary.filter(|_| t.relay_ip == server.primary),
+        relay_family: Some(if t.relay_ip.is_ipv4() { Family::V4 } else { Family::V6 }),
         ..RelayConfig::new(&t.realm)
     }
 }
