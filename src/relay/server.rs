@@ -229,6 +229,18 @@ impl RelayServer {
         Stats { allocations: self.by_client.len() as u64, ..self.stats }
     }
 
+    /// The TCP connection from `client` to `server` closed: its allocation ends with it (RFC 8656 §3.1, a
+    /// TCP allocation lives as long as its connection). Returns true when there was one.
+    pub fn connection_closed(&mut self, client: SocketAddr, server: SocketAddr) -> bool {
+        match self.by_client.get(&(Transport::Tcp, client, server)) {
+            Some(&slot) => {
+                self.remove(slot, Some(false));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether `local` is one of the relayed addresses this engine handed out.
     pub fn is_relay(&self, local: SocketAddr) -> bool {
         self.by_relay.contains_key(&local)

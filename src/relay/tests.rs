@@ -615,3 +615,52 @@ fn stun_rs_decodes_our_turn_messages() {
     assert_eq!(m.get::<Data>().unwrap().as_data().unwrap().as_ref(), b"payload");
     assert_eq!(*m.get::<XorPeerAddress>().unwrap().as_xor_peer_address().unwrap().socket_address(), sa(PEER));
 }
+
+/// Over TCP: the 5-tuple includes the transport, ChannelData towards the client is padded (RFC 8656 §12.5),
+/// and the allocation ends with its connection.
+#[test]
+fn tcp_allocation_pads_channel_data_and_ends_with_the_connection() {
+    let mut h = Harness::new(config());
+    let client = sa("203.0.113.5:40000");
+    let tcp = Received { local: server_addr(), source: client, transport: crate::net::Transport::Tcp };
+    let mut buf = [0u8; 256];
+    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), &[1; 12]).unwrap();
+    w.add(&Attribute::RequestedTransport(17)).unwrap();
+    let n = w.finish();
+    assert!(h.s.handle_input(h.now, tcp, &buf[..n]));
+    let r = h.drive();
+    let nonce = match Message::parse(&r[0]).unwrap().get(attr::NONCE).unwrap() {
+        Some(Attribute::Nonce(n)) => n.to_string(),
+        _ => panic!(),
+    };
+    let signed = |h: &mut Harness, method: Method, tid: u8, fill: &dyn Fn(&mut MessageWriter<'_>)| {
+        let mut buf = [0u8; 256];
+        let mut w = MessageWriter::new(&mut buf, MessageType::new(method, Class::Request), &[tid; 12]).unwrap();
+        fill(&mut w);
+        w.add(&Attribute::Username("alice")).unwrap();
+        w.add(&Attribute::Realm(REALM)).unwrap();
+        w.add(&Attribute::Nonce(&nonce)).unwrap();
+        w.add_message_integrity(&long_term_key_md5("alice", REALM, "secret")).unwrap();
+        let n = w.finish();
+        assert!(h.s.handle_input(h.now, tcp, &buf[..n]));
+        h.drive()
+    };
+    let r = signed(&mut h, Method::ALLOCATE, 2, &|w| w.add(&Attribute::RequestedTransport(17)).unwrap());
+    let relay = match Message::parse(&r[0]).unwrap().get(attr::XOR_RELAYED_ADDRESS).unwrap() {
+        Some(Attribute::XorRelayedAddress(a)) => a,
+        _ => panic!("{:?}", Message::parse(&r[0]).unwrap().error_code()),
+    };
+    let r = signed(&mut h, Method::CHANNEL_BIND, 3, &|w| {
+        w.add(&Attribute::ChannelNumber(0x4000)).unwrap();
+        w.add(&Attribute::XorPeerAddress(sa(PEER))).unwrap();
+    });
+    assert_eq!(Harness::error_of(&r), 0);
+    // The same client address over UDP has no allocation.
+    assert_eq!(h.send_indication(client, sa(PEER), b"x").len(), 0);
+    let back = h.peer_sends(relay, sa(PEER), b"abcde");
+    assert_eq!(back[0].1.len(), 12, "4 + 5 padded to 12");
+    assert_eq!(ChannelData::parse(&back[0].1[..9]).unwrap().data, b"abcde");
+    assert!(h.s.connection_closed(client, server_addr()));
+    assert_eq!(h.s.stats().allocations, 0);
+    assert!(matches!(h.s.poll_event(), Some(Event::CloseRelay { .. })));
+}

@@ -121,6 +121,10 @@ pub struct Cli {
     /// Do not listen on TCP.
     #[arg(long)]
     pub no_tcp: bool,
+    /// TCP port of the primary address (STUN and TURN over TCP), e.g. 443 to pass firewalls that only let
+    /// web traffic out [default: --port].
+    #[arg(long, value_name = "PORT")]
+    pub tcp_port: Option<u16>,
     /// Most simultaneous TCP connections, at most 1048576 [default: 1024].
     #[arg(long, value_name = "N")]
     pub tcp_max_connections: Option<usize>,
@@ -208,6 +212,7 @@ pub struct FileConfig {
     /// An empty string sends no SOFTWARE.
     pub software: Option<String>,
     pub tcp: Option<bool>,
+    pub tcp_port: Option<u16>,
     pub tcp_max_connections: Option<usize>,
     pub tcp_max_connections_per_ip: Option<usize>,
     pub tcp_idle_timeout: Option<u64>,
@@ -248,6 +253,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     pub stats_interval: Option<Duration>,
     pub tcp: bool,
+    /// TCP port of the primary address (`--tcp-port`, default the UDP port).
+    pub tcp_port: u16,
     pub tcp_max_connections: usize,
     pub tcp_max_connections_per_ip: usize,
     pub tcp_idle_timeout: Duration,
@@ -355,6 +362,10 @@ impl Settings {
         if per_ip == 0 {
             bail!("--tcp-max-connections-per-ip must be at least 1 (use --no-tcp to turn TCP off)");
         }
+        let tcp_port = cli.tcp_port.or(file.tcp_port).unwrap_or(server.port);
+        if tcp_port == 0 || (server.behavior_discovery() && tcp_port == server.alt_port) {
+            bail!("--tcp-port {tcp_port} must be non-zero and not the alternate port");
+        }
         let idle = cli.tcp_idle_timeout.or(file.tcp_idle_timeout).unwrap_or(DEFAULT_TCP_IDLE_SECS);
         if idle == 0 || idle > MAX_SECS {
             bail!("--tcp-idle-timeout {idle} must be between 1 and {MAX_SECS} seconds");
@@ -366,6 +377,7 @@ impl Settings {
             metrics: cli.metrics.or(file.metrics),
             stats_interval: (stats > 0).then(|| Duration::from_secs(stats)),
             tcp: !cli.no_tcp && file.tcp.unwrap_or(true),
+            tcp_port,
             tcp_max_connections,
             // More per source than in total would only mean "no per-source cap".
             tcp_max_connections_per_ip: per_ip.min(tcp_max_connections),

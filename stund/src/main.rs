@@ -147,7 +147,7 @@ fn run(s: Settings) -> Result<()> {
     for &l in locals {
         net::probe_free(Proto::Udp, cfg.bind_addr(l))?;
         if s.tcp {
-            net::probe_free(Proto::Tcp, cfg.bind_addr(l))?;
+            net::probe_free(Proto::Tcp, tcp_addr(&s, l))?;
         }
     }
     let metrics_listener = match s.metrics {
@@ -296,6 +296,17 @@ fn run(s: Settings) -> Result<()> {
     result
 }
 
+/// Where the TCP listener of local socket `l` binds: its UDP address, except the primary's port with
+/// `--tcp-port`.
+fn tcp_addr(s: &Settings, l: LocalSocket) -> std::net::SocketAddr {
+    let addr = s.server.bind_addr(l);
+    if l == LocalSocket::PRIMARY {
+        std::net::SocketAddr::new(addr.ip(), s.tcp_port)
+    } else {
+        addr
+    }
+}
+
 /// What the UDP side hands to the reports.
 struct UdpSide {
     /// Each UDP worker's counters.
@@ -327,17 +338,23 @@ async fn async_main(
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
+            turn: turn.clone(),
         });
         for &l in cfg.local_sockets() {
             let addr = cfg.bind_addr(l);
-            let std_listener = net::tcp_listener(addr)?;
+            // With --tcp-port the primary listens elsewhere; requests still name the primary socket (its
+            // logical address), so answers and TURN 5-tuples are the same as on the UDP port.
+            let std_listener = net::tcp_listener(tcp_addr(s, l))?;
             let listener = tokio::net::TcpListener::from_std(std_listener).context("TCP listener")?;
             tokio::spawn(tcp::serve(listener, addr, shared.clone()));
         }
         log::info!(
-            "TCP: listening on the same address(es), at most {} connections, {} per source IP (IPv6 /64)",
+            "TCP: listening on the same address(es) (primary port {}), at most {} connections, {} per source IP \
+             (IPv6 /64){}",
+            s.tcp_port,
             s.tcp_max_connections,
-            s.tcp_max_connections_per_ip
+            s.tcp_max_connections_per_ip,
+            if turn.is_some() { ", TURN over TCP on" } else { "" }
         );
         Some(shared)
     } else {

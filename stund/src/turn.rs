@@ -17,7 +17,7 @@
 //! One thread bounds the relay at one core; that is the design's limit (docs/performance.md).
 
 use crate::config::Turn;
-use holepunch::net::{Engine, Received, Seed};
+use holepunch::net::{Engine, Received, Seed, Transport};
 use holepunch::relay::{Credentials, Event, PeerPolicy, RelayConfig, RelayServer, Stats, MAX_DATAGRAM};
 use holepunch::server::{LocalSocket, RateLimitConfig, ServerConfig};
 use holepunch::stun::Family;
@@ -26,7 +26,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,17 +47,30 @@ const BIND_TRIES: usize = 256;
 /// The epoll token of the eventfd; relay sockets use their slot index.
 const WAKE_TOKEN: u64 = u64::MAX;
 
-/// One client datagram on its way to the relay thread.
+/// One client datagram (or TCP frame) on its way to the relay thread.
 pub struct Inbound {
     local: SocketAddr,
     source: SocketAddr,
+    transport: Transport,
     len: u16,
     data: [u8; MAX_DATAGRAM],
+}
+
+/// Frames towards one TCP client, written by its connection's writer task.
+pub type TcpFrames = tokio::sync::mpsc::Sender<Vec<u8>>;
+
+/// TCP connections come and go through this channel, so the relay thread keeps its map without a lock.
+pub enum TcpControl {
+    /// A connection sent its first TURN frame: what the relay sends to (`local`, `peer`) goes to `frames`.
+    Open { local: SocketAddr, peer: SocketAddr, frames: TcpFrames },
+    /// The connection closed: its allocation ends (RFC 8656 §3.1).
+    Close { local: SocketAddr, peer: SocketAddr },
 }
 
 /// What the workers, the metrics endpoint and the relay thread share.
 pub struct TurnShared {
     queue: SyncSender<Inbound>,
+    control: Sender<TcpControl>,
     wake: OwnedFd,
     /// The engine's counters, copied out every [`PUBLISH`].
     pub stats: Mutex<Stats>,
@@ -73,10 +86,15 @@ pub struct TurnShared {
 impl TurnShared {
     /// Queues one client datagram (a UDP worker calls this; [`Self::wake`] after its batch).
     pub fn submit(&self, local: SocketAddr, source: SocketAddr, data: &[u8]) -> bool {
+        self.submit_on(Transport::Udp, local, source, data)
+    }
+
+    /// Queues one client datagram or TCP frame.
+    pub fn submit_on(&self, transport: Transport, local: SocketAddr, source: SocketAddr, data: &[u8]) -> bool {
         if data.len() > MAX_DATAGRAM {
             return false;
         }
-        let mut slot = Inbound { local, source, len: data.len() as u16, data: [0; MAX_DATAGRAM] };
+        let mut slot = Inbound { local, source, transport, len: data.len() as u16, data: [0; MAX_DATAGRAM] };
         slot.data[..data.len()].copy_from_slice(data);
         match self.queue.try_send(slot) {
             Ok(()) => true,
@@ -85,6 +103,12 @@ impl TurnShared {
                 false
             }
         }
+    }
+
+    /// A TCP connection's open or close, then a wake.
+    pub fn tcp(&self, c: TcpControl) {
+        let _ = self.control.send(c);
+        self.wake();
     }
 
     /// Wakes the relay thread.
@@ -141,6 +165,9 @@ pub fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 pub struct RelayThread {
     engine: RelayServer,
     queue: Receiver<Inbound>,
+    control: Receiver<TcpControl>,
+    /// TCP clients by (local, peer): where transmits to them go.
+    tcp: HashMap<(SocketAddr, SocketAddr), TcpFrames>,
     shared: Arc<TurnShared>,
     epoll: OwnedFd,
     /// Relay sockets by slot (the epoll token) and by local address.
@@ -184,8 +211,10 @@ impl RelayThread {
             (epoll, OwnedFd::from_raw_fd(ev))
         };
         let (tx, rx) = sync_channel(QUEUE);
+        let (control_tx, control_rx) = channel();
         let shared = Arc::new(TurnShared {
             queue: tx,
+            control: control_tx,
             wake,
             stats: Mutex::new(Stats::default()),
             relay_sockets: AtomicU64::new(0),
@@ -197,6 +226,8 @@ impl RelayThread {
         let thread = RelayThread {
             engine,
             queue: rx,
+            control: control_rx,
+            tcp: HashMap::new(),
             shared: shared.clone(),
             epoll,
             relays: Vec::new(),
@@ -244,10 +275,15 @@ impl RelayThread {
                     self.receive_from_peers(now, token as usize, &mut buf, &mut out);
                 }
             }
+            self.drain_control(now, &mut out);
             // Client datagrams: drained on every turn, not only when woken, so none waits for a later wake.
             for _ in 0..QUEUE {
                 let Ok(d) = self.queue.try_recv() else { break };
-                let rx = Received::udp(d.local, d.source);
+                if d.transport == Transport::Tcp {
+                    // Its connection's Open was sent before the frame: make sure it is known before the answer.
+                    self.drain_control(now, &mut out);
+                }
+                let rx = Received { local: d.local, source: d.source, transport: d.transport };
                 self.engine.handle_input(now, rx, &d.data[..usize::from(d.len)]);
                 self.flush(now, &mut out);
             }
@@ -261,6 +297,21 @@ impl RelayThread {
             }
         }
         self.publish();
+    }
+
+    fn drain_control(&mut self, now: Instant, out: &mut [u8]) {
+        while let Ok(c) = self.control.try_recv() {
+            match c {
+                TcpControl::Open { local, peer, frames } => {
+                    self.tcp.insert((local, peer), frames);
+                }
+                TcpControl::Close { local, peer } => {
+                    self.tcp.remove(&(local, peer));
+                    self.engine.connection_closed(peer, local);
+                    self.flush(now, out);
+                }
+            }
+        }
     }
 
     fn publish(&self) {
@@ -305,6 +356,15 @@ impl RelayThread {
         }
         while let Some(t) = self.engine.poll_transmit(out) {
             let data = &out[..t.len];
+            // A TCP client (the one place a frame is copied into a new buffer: the connection's writer task
+            // owns the stream). A UDP client on the same address and port as a TCP one would be answered over
+            // TCP; one host using one port number for both towards the same server address is not a case.
+            if let Some(frames) = self.tcp.get(&(t.local, t.dst)) {
+                if frames.try_send(data.to_vec()).is_err() {
+                    self.shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
             let sent = match self.by_addr.get(&t.local).and_then(|&s| self.relays[s].as_ref()) {
                 Some((sock, _)) => sock.send_to(data, t.dst).is_ok(),
                 None => {

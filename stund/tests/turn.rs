@@ -58,7 +58,10 @@ fn uclient_totals(out: &str) -> (u64, u64, bool) {
 fn uclient_passes(port: u16, creds: &[&str], extra: &[&str], clients: u64, messages: u64) -> String {
     let bin = tool("turnutils_uclient", "coturn").expect("checked by the caller");
     let (p, m, n) = (port.to_string(), clients.to_string(), messages.to_string());
-    let mut args = vec!["-y", "-c", "-p", &p, "-m", &m, "-n", &n, "-l", "200", "-z", "5"];
+    let mut args = vec!["-y", "-c", "-p", &p, "-m", &m, "-n", &n, "-z", "5"];
+    if !extra.contains(&"-l") {
+        args.extend(["-l", "200"]);
+    }
     args.extend_from_slice(creds);
     args.extend_from_slice(extra);
     args.push("127.0.0.1");
@@ -107,6 +110,41 @@ fn coturn_uclient_long_term_credentials() {
     assert!(code != Some(0) || out.contains("Cannot complete Allocation"), "{out}");
     std::thread::sleep(Duration::from_millis(300)); // the relay thread publishes every 250 ms
     assert_eq!(metric(&http_get(metrics, "/metrics"), "stund_turn_allocations_total{event=\"created\"}"), created);
+}
+
+/// TURN over TCP (RFC 8656 §3.1) on a `--tcp-port` of its own: channels with a length that needs padding
+/// (RFC 8656 §12.5), and Send/Data indications.
+#[test]
+fn coturn_uclient_over_tcp() {
+    if tool("turnutils_uclient", "coturn").is_none() {
+        return;
+    }
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let tcp_port = free_tcp_port().to_string();
+    let m = metrics.to_string();
+    let s = Server::start(&[
+        "--primary",
+        "127.0.0.1",
+        "--threads",
+        "1",
+        "--tcp-port",
+        &tcp_port,
+        "--user",
+        "alice:secret",
+        "--relay-ports",
+        RELAY_PORTS,
+        "--allowed-peer-ip",
+        "127.0.0.1",
+        "--rate-limit",
+        "0",
+        "--metrics",
+        &m,
+    ]);
+    let port: u16 = tcp_port.parse().unwrap();
+    uclient_passes(port, &["-u", "alice", "-w", "secret"], &["-t", "-l", "171"], 2, 100);
+    uclient_passes(port, &["-u", "alice", "-w", "secret"], &["-t", "-s"], 2, 100);
+    // The allocations ended with their connections.
+    assert_eq!(wait_metric(metrics, "stund_turn_allocations", |v| v == 0), 0, "{}", s.log());
 }
 
 /// A tiny TURN client over the library's codec for the abuse tests.
