@@ -50,12 +50,13 @@ fn init_logging(level: Option<&str>) {
     b.format_timestamp_millis().init();
 }
 
-/// File descriptors the settings may need: every TCP connection, the metrics endpoint's, the sockets, and
-/// a margin for the process itself.
+/// File descriptors the settings may need: every TCP connection, the metrics endpoint's, the sockets, one
+/// relay socket per TURN allocation, and a margin for the process itself.
 fn fds_needed(s: &Settings) -> u64 {
     let sockets = s.server.local_sockets().len() as u64;
     let tcp = if s.tcp { s.tcp_max_connections as u64 + sockets } else { 0 };
-    tcp + metrics::MAX_CONNECTIONS as u64 + 1 + sockets * s.threads as u64 + 64
+    let relay = s.turn.as_ref().map_or(0, |t| t.max_allocations as u64 + 2);
+    tcp + relay + metrics::MAX_CONNECTIONS as u64 + 1 + sockets * s.threads as u64 + 64
 }
 
 /// Raises the soft open-files limit to the hard one (the usual soft limit of 1024 is below the default TCP
@@ -77,8 +78,8 @@ fn raise_fd_limit(s: &Settings) {
     let need = fds_needed(s);
     if lim.rlim_cur < need {
         log::warn!(
-            "open-files limit {} is below the {} the settings may need (--tcp-max-connections {}); raise it \
-             (LimitNOFILE= in systemd) or lower --tcp-max-connections",
+            "open-files limit {} is below the {} the settings may need (--tcp-max-connections {}, and \
+             --max-allocations with TURN); raise it (LimitNOFILE= in systemd) or lower them",
             lim.rlim_cur,
             need,
             s.tcp_max_connections
