@@ -85,7 +85,7 @@ fn two_symmetric_nats_connect_through_coturn_and_ping_through_the_tunnel() {
 /// through the tunnel over it, and alice's relayed address starting with `relayed_prefix`.
 fn through_the_relay(w: &World, relay: &str, relayed_prefix: &str) {
     let (ka, kb) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
-    let mut bob = w.punchd("b1", "bob", &kb, 6666, ("alice", &ka.public()), &relay).proc;
+    let mut bob = w.punchd("b1", "bob", &kb, 6666, ("alice", &ka.public()), relay).proc;
     let mut alice = w.punchd("a1", "alice", &ka, 6666, ("bob", &kb.public()), &format!("{relay} --connect bob")).proc;
     let opened = alice.wait_for_line(Duration::from_secs(20), |l| l.starts_with("path to bob opened: relay"));
     let line = opened.unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut [&mut alice, &mut bob])));
