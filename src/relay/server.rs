@@ -38,6 +38,8 @@ pub const MAX_PEER_DATA: usize = MAX_DATAGRAM - DATA_INDICATION_OVERHEAD;
 pub const MAX_QUEUED: usize = 256;
 /// How often lifetimes are checked: expiry is exact to this.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// RFC 8656 §7.2 (EVEN-PORT): a reserved port is kept for about 30 seconds.
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// The IP protocol number of UDP, the only REQUESTED-TRANSPORT relayed (RFC 8656 §7.2 step 3).
 pub const UDP_PROTOCOL: u8 = 17;
 
@@ -98,9 +100,11 @@ impl RelayConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Open a UDP relay socket of `family` (in the relay port range, on an even port when `even`) and report
-    /// it with [`RelayServer::relay_opened`].
-    OpenRelay { id: u64, family: Family, even: bool, client: SocketAddr },
-    /// The allocation ended: close the relay socket bound to `relay`.
+    /// it with [`RelayServer::relay_opened`]. With `reserve_next` (EVEN-PORT's R bit, RFC 8656 §7.2), also
+    /// bind the next port and report both with [`RelayServer::relay_opened_with_reservation`].
+    OpenRelay { id: u64, family: Family, even: bool, reserve_next: bool, client: SocketAddr },
+    /// The allocation ended (or a reservation expired unused, then `id` is 0): close the relay socket bound
+    /// to `relay`.
     CloseRelay { id: u64, relay: SocketAddr },
 }
 
@@ -190,6 +194,12 @@ pub struct RelayServer {
     unix_anchor: (Instant, u64),
     stats: Stats,
     indications: u64,
+    /// RESERVATION-TOKEN -> the reserved relay socket's address and when it lapses. At most one per
+    /// allocation made, so bounded like them.
+    reservations: HashMap<u64, (SocketAddr, Instant)>,
+    /// Allocations whose OpenRelay asked for a reservation (by id).
+    reserving: Vec<u64>,
+    rng: crate::net::Rng,
 }
 
 impl RelayServer {
@@ -218,6 +228,9 @@ impl RelayServer {
             unix_anchor: (now, unix_now),
             stats: Stats::default(),
             indications: 0,
+            reservations: HashMap::new(),
+            reserving: Vec::new(),
+            rng,
         })
     }
 
@@ -255,10 +268,30 @@ impl RelayServer {
     }
 
     /// The driver's answer to [`Event::OpenRelay`]: the local address the relay socket is bound to, or None
-    /// when no socket could be opened (then the client gets 508, or 440 for a family the host lacks).
-    /// Returns false when the allocation is gone (the driver closes the socket again).
+    /// when no socket could be opened (then the client gets 508). Returns false when the allocation is gone
+    /// or refused: the driver closes the socket again.
     pub fn relay_opened(&mut self, now: Instant, id: u64, bound: Option<SocketAddr>) -> bool {
+        self.relay_opened_with_reservation(now, id, bound, None)
+    }
+
+    /// [`Self::relay_opened`] for an OpenRelay with `reserve_next`: `reserved` is the next port's socket,
+    /// kept for a later Allocate with the RESERVATION-TOKEN this answer carries. Without it the client gets
+    /// 508. Returns false when the driver must close every socket it passed.
+    pub fn relay_opened_with_reservation(
+        &mut self,
+        now: Instant,
+        id: u64,
+        bound: Option<SocketAddr>,
+        reserved: Option<SocketAddr>,
+    ) -> bool {
         let slot = (id & 0xFFFF_FFFF) as usize;
+        let wanted = match self.reserving.iter().position(|&r| r == id) {
+            Some(i) => {
+                self.reserving.swap_remove(i);
+                true
+            }
+            None => false,
+        };
         let Some(a) = self.slots.get_mut(slot).and_then(|a| a.as_mut()).filter(|a| a.id == id && a.relay.is_none())
         else {
             return false;
@@ -272,15 +305,23 @@ impl RelayServer {
         };
         let key = a.key;
         match bound {
-            Some(relay) => {
+            Some(relay) if !wanted || reserved.is_some() => {
                 a.relay = Some(relay);
                 self.by_relay.insert(relay, slot);
                 self.stats.allocations_created += 1;
                 log::info!(target: LOG, "allocation for {} ({}): relay {relay}", a.client, a.username);
-                self.allocate_success(now, slot, reply);
+                let token = match reserved.filter(|_| wanted) {
+                    Some(r) => {
+                        let token = self.rng.next_u64();
+                        self.reservations.insert(token, (r, now + RESERVATION_LIFETIME));
+                        Some(token)
+                    }
+                    None => None,
+                };
+                self.allocate_success(now, slot, reply, token);
                 true
             }
-            None => {
+            _ => {
                 self.remove(slot, None);
                 self.stats.capacity_refused += 1;
                 self.error(reply, ErrorCode::INSUFFICIENT_CAPACITY, "Insufficient Capacity", Some(&key), false, now);
@@ -289,7 +330,7 @@ impl RelayServer {
         }
     }
 
-    fn allocate_success(&mut self, now: Instant, slot: usize, reply: Reply) {
+    fn allocate_success(&mut self, now: Instant, slot: usize, reply: Reply, token: Option<u64>) {
         let Some(a) = self.alloc(slot) else { return };
         let Some(relay) = a.relay else { return };
         let advertised = SocketAddr::new(self.config.public_ip.unwrap_or(relay.ip()), relay.port());
@@ -298,6 +339,9 @@ impl RelayServer {
         self.answer(reply, Class::Success, Some(&key), |w| {
             w.add(&Attribute::XorRelayedAddress(advertised))?;
             w.add(&Attribute::Lifetime(lifetime))?;
+            if let Some(t) = token {
+                w.add(&Attribute::ReservationToken(t))?;
+            }
             w.add(&Attribute::XorMappedAddress(client))
         });
     }
@@ -477,7 +521,7 @@ impl RelayServer {
             let (same, opened) =
                 self.alloc(slot).map_or((false, false), |a| (a.transaction == reply.transaction, a.relay.is_some()));
             match (same, opened) {
-                (true, true) => self.allocate_success(now, slot, reply),
+                (true, true) => self.allocate_success(now, slot, reply, None),
                 (true, false) => {} // the answer follows when the relay socket is open
                 _ => {
                     self.other_error(reply, ErrorCode::ALLOCATION_MISMATCH, "Allocation Mismatch", Some(&auth.key), now)
@@ -512,34 +556,21 @@ impl RelayServer {
             });
             return;
         }
-        // EVEN-PORT is honoured; its R bit (reserve the next port too) and RESERVATION-TOKEN are not: the
-        // server "cannot satisfy the request", which RFC 8656 §7.2 steps 5-6 answer with 508.
-        let even = match msg.get(attr::EVEN_PORT) {
-            Ok(Some(Attribute::EvenPort(false))) => true,
-            Ok(None) => false,
-            Ok(Some(_)) => {
-                self.stats.capacity_refused += 1;
-                return self.error(
-                    reply,
-                    ErrorCode::INSUFFICIENT_CAPACITY,
-                    "Insufficient Capacity",
-                    Some(&auth.key),
-                    false,
-                    now,
-                );
-            }
+        // EVEN-PORT, with its R bit a reservation of the next port (RFC 8656 §7.2 steps 5-6); an Allocate
+        // with a RESERVATION-TOKEN takes the reserved port; both at once is a 400.
+        let (even, reserve_next) = match msg.get(attr::EVEN_PORT) {
+            Ok(Some(Attribute::EvenPort(r))) => (true, r),
+            Ok(None) => (false, false),
+            Err(_) => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
+            Ok(Some(_)) => (false, false),
+        };
+        let token = match msg.get(attr::RESERVATION_TOKEN) {
+            Ok(Some(Attribute::ReservationToken(t))) => Some(t),
+            Ok(_) => None,
             Err(_) => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
         };
-        if msg.raw(attr::RESERVATION_TOKEN).is_some() {
-            self.stats.capacity_refused += 1;
-            return self.error(
-                reply,
-                ErrorCode::INSUFFICIENT_CAPACITY,
-                "Insufficient Capacity",
-                Some(&auth.key),
-                false,
-                now,
-            );
+        if even && token.is_some() {
+            return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now);
         }
         let family = match msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
             Ok(Some(Attribute::RequestedAddressFamily(f))) => f,
@@ -573,6 +604,28 @@ impl RelayServer {
             self.error(reply, ErrorCode::INSUFFICIENT_CAPACITY, "Insufficient Capacity", Some(&auth.key), false, now);
             return;
         }
+        let reserved = match token {
+            Some(t) => match self.reservations.remove(&t) {
+                Some((addr, until)) if until > now => Some(addr),
+                Some((addr, _)) => {
+                    self.events.push_back(Event::CloseRelay { id: 0, relay: addr });
+                    None
+                }
+                None => None,
+            },
+            None => None,
+        };
+        if token.is_some() && reserved.is_none() {
+            self.stats.capacity_refused += 1;
+            return self.error(
+                reply,
+                ErrorCode::INSUFFICIENT_CAPACITY,
+                "Insufficient Capacity",
+                Some(&auth.key),
+                false,
+                now,
+            );
+        }
         let lifetime = self.lifetime(Self::requested_lifetime(msg));
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
@@ -599,7 +652,21 @@ impl RelayServer {
         self.by_client.insert(five, slot);
         *self.quotas.entry(auth.quota_name.into()).or_insert(0) += 1;
         self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
-        self.events.push_back(Event::OpenRelay { id, family, even, client: rx.source });
+        if let Some(relay) = reserved {
+            // The driver has had this socket open since the reservation: the allocation takes it at once.
+            if let Some(a) = self.slots[slot].as_mut() {
+                a.relay = Some(relay);
+            }
+            self.by_relay.insert(relay, slot);
+            self.stats.allocations_created += 1;
+            log::info!(target: LOG, "allocation for {} ({}): reserved relay {relay}", rx.source, auth.username);
+            self.allocate_success(now, slot, reply, None);
+            return;
+        }
+        if reserve_next {
+            self.reserving.push(id);
+        }
+        self.events.push_back(Event::OpenRelay { id, family, even, reserve_next, client: rx.source });
     }
 
     fn on_refresh(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
@@ -851,7 +918,16 @@ impl RelayServer {
                 self.remove(slot, Some(true));
             }
         }
-        self.next_sweep = (!self.by_client.is_empty()).then(|| now + SWEEP_INTERVAL);
+        let events = &mut self.events;
+        self.reservations.retain(|_, &mut (relay, until)| {
+            let keep = until > now;
+            if !keep {
+                events.push_back(Event::CloseRelay { id: 0, relay });
+            }
+            keep
+        });
+        let busy = !self.by_client.is_empty() || !self.reservations.is_empty();
+        self.next_sweep = busy.then(|| now + SWEEP_INTERVAL);
     }
 }
 
