@@ -560,9 +560,9 @@ impl RelayServer {
         // with a RESERVATION-TOKEN takes the reserved port; both at once is a 400.
         let (even, reserve_next) = match msg.get(attr::EVEN_PORT) {
             Ok(Some(Attribute::EvenPort(r))) => (true, r),
-            Ok(None) => (false, false),
+            // `get(EVEN_PORT)` decodes nothing else; a malformed value is a 400.
+            Ok(_) => (false, false),
             Err(_) => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
-            Ok(Some(_)) => (false, false),
         };
         let token = match msg.get(attr::RESERVATION_TOKEN) {
             Ok(Some(Attribute::ReservationToken(t))) => Some(t),
