@@ -85,7 +85,7 @@ fn relaying_allocates_nothing() {
     w.add(&Attribute::Data(&[8; 1200])).unwrap();
     let send_len = w.finish();
     let payload = [9u8; 1200];
-    let mut round = |s: &mut RelayServer, out: &mut [u8]| {
+    let round = |s: &mut RelayServer, out: &mut [u8]| {
         let mut sent = 0;
         s.handle_input(now, rx, &cd[..cd_len]);
         s.handle_input(now, rx, &send[..send_len]);
