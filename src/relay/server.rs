@@ -19,7 +19,7 @@ use super::allocation::{Allocation, Bucket, Channel, MAX_CHANNELS};
 use super::auth::{Credentials, Key, NonceCheck, NonceMint, Rejected};
 use super::policy::PeerPolicy;
 use crate::net::{Engine, Received, Seed, Transmit, Transport};
-use crate::server::{RateLimitConfig, RateLimitError, RateLimiter};
+use crate::server::{RateLimitConfig, RateLimitError, RateLimiter, AMPLIFICATION_FACTOR};
 use crate::stun::attr::{self, Attribute, ErrorCode, Family};
 use crate::stun::channel::{is_bindable_channel, ChannelData, CHANNEL_DATA_HEADER_LEN};
 use crate::stun::{Class, Message, MessageType, MessageWriter, Method};
@@ -145,6 +145,8 @@ pub struct Stats {
     pub dropped_malformed: u64,
     /// Dropped because the transmit queue was full.
     pub dropped_queue_full: u64,
+    /// Unauthenticated answers not sent because they would exceed the amplification bound.
+    pub dropped_amplification: u64,
 }
 
 /// The fields of a request an answer needs.
@@ -155,6 +157,8 @@ struct Reply {
     method: Method,
     transaction: [u8; 12],
     fingerprint: bool,
+    /// The request's size, for the amplification bound of unauthenticated answers.
+    request_len: usize,
 }
 
 impl Reply {
@@ -165,6 +169,7 @@ impl Reply {
             method: msg.method(),
             transaction: *msg.transaction_id(),
             fingerprint: msg.raw(attr::FINGERPRINT).is_some(),
+            request_len: msg.as_bytes().len(),
         }
     }
 }
@@ -305,6 +310,7 @@ impl RelayServer {
             method: Method::ALLOCATE,
             transaction: a.transaction,
             fingerprint: a.fingerprint,
+            request_len: usize::MAX,
         };
         let key = a.key;
         match bound {
@@ -410,6 +416,14 @@ impl RelayServer {
             Ok::<usize, crate::stun::Error>(w.finish())
         })();
         match written {
+            // An answer without MESSAGE-INTEGRITY goes to a source that has proved nothing, maybe a spoofed
+            // one: it may not be more than AMPLIFICATION_FACTOR times the request (docs/stund.md,
+            // "Amplification bound"). A real first Allocate (with REQUESTED-TRANSPORT) gets its 401 within
+            // that unless the realm is long.
+            Ok(n) if key.is_none() && n > AMPLIFICATION_FACTOR.saturating_mul(reply.request_len) => {
+                self.stats.dropped_amplification += 1;
+                self.spare.push(buf);
+            }
             Ok(n) => self.push(reply.local, reply.dst, buf, n),
             Err(e) => {
                 log::debug!(target: LOG, "cannot write an answer to {}: {e}", reply.dst);

@@ -699,3 +699,24 @@ fn tcp_allocation_pads_channel_data_and_ends_with_the_connection() {
     assert_eq!(h.s.stats().allocations, 0);
     assert!(matches!(h.s.poll_event(), Some(Event::CloseRelay { .. })));
 }
+
+/// Unauthenticated answers stay within the amplification bound (4x the request): a bare 20-byte Allocate gets
+/// no 401 (it would be 84 bytes), a real first Allocate (28 bytes, with REQUESTED-TRANSPORT) does.
+#[test]
+fn unauthenticated_answers_respect_the_amplification_bound() {
+    let mut h = Harness::new(config());
+    let client = sa("203.0.113.5:40000");
+    let mut buf = [0u8; 64];
+    let w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), &[1; 12]).unwrap();
+    let n = w.finish();
+    assert_eq!(n, 20);
+    assert!(h.input(client, &buf[..n]).is_empty());
+    assert_eq!(h.s.stats().dropped_amplification, 1);
+    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), &[2; 12]).unwrap();
+    w.add(&Attribute::RequestedTransport(17)).unwrap();
+    let n = w.finish();
+    let r = h.input(client, &buf[..n]);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].len() <= 4 * n, "{} > 4 x {n}", r[0].len());
+    assert_eq!(Harness::error_of(&r), 401);
+}
