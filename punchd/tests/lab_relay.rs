@@ -122,11 +122,13 @@ fn through_the_relay(w: &World, relay: &str, relayed_prefix: &str) {
 }
 
 /// A direct path that is cut (site b's router starts dropping everything between the two public addresses):
-/// the pair moves to the relay, and an iperf3 TCP stream through the tunnel carries on across the move.
+/// the pair moves to the relay; when the cut is lifted, back to direct (direct pairs are checked again every
+/// 10 s on a relay path). An iperf3 TCP stream through the tunnel carries on across both moves.
 #[test]
-fn a_cut_direct_path_falls_back_to_the_relay_without_breaking_a_tcp_stream() {
+fn a_cut_direct_path_falls_back_to_the_relay_and_back_without_breaking_a_tcp_stream() {
     holepunch_lab::require_lab!();
-    let lab = Lab::builder().server().site("a", Preset::FullCone).site("b", Preset::PortRestricted).build().expect("lab");
+    let lab =
+        Lab::builder().server().site("a", Preset::FullCone).site("b", Preset::PortRestricted).build().expect("lab");
     let dir = common::Scratch::new("turn-secret-cut");
     let secret = dir.private("turn.secret", TURN_SECRET);
     let stund_extra =
@@ -144,7 +146,7 @@ fn a_cut_direct_path_falls_back_to_the_relay_without_breaking_a_tcp_stream() {
     let mut client = w
         .lab
         .host("a1")
-        .spawn(&["iperf3", "-c", &ib.to_string(), "-t", "20", "-i", "1", "-J", "--connect-timeout", "3000"])
+        .spawn(&["iperf3", "-c", &ib.to_string(), "-t", "30", "-i", "1", "-J", "--connect-timeout", "3000"])
         .expect("iperf3 -c");
     std::thread::sleep(Duration::from_secs(3));
     // Cut: b's router drops everything to and from a's public address (the relay stays reachable).
@@ -155,13 +157,22 @@ fn a_cut_direct_path_falls_back_to_the_relay_without_breaking_a_tcp_stream() {
         .and_then(|_| router.run(&["nft", "add chain inet hp_cut cutfwd { type filter hook forward priority -10 ; }"]))
         .and_then(|_| router.run(&["nft", &format!("add rule inet hp_cut cutfwd ip saddr {a_public} drop")]))
         .and_then(|_| router.run(&["nft", &format!("add rule inet hp_cut cutfwd ip daddr {a_public} drop")]))
-        .and_then(|_| router.run(&["nft", "add chain inet hp_cut cutpre { type filter hook prerouting priority -400 ; }"]))
+        .and_then(|_| {
+            router.run(&["nft", "add chain inet hp_cut cutpre { type filter hook prerouting priority -400 ; }"])
+        })
         .and_then(|_| router.run(&["nft", &format!("add rule inet hp_cut cutpre ip saddr {a_public} drop")]))
         .expect("cut the direct path");
-    let moved = alice.wait_for_line(Duration::from_secs(20), |l| l.contains("path to bob opened: relay") || l.contains("path to bob changed: relay"));
+    let moved = alice.wait_for_line(Duration::from_secs(20), |l| {
+        l.contains("path to bob opened: relay") || l.contains("path to bob changed: relay")
+    });
     let line = moved.unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut [&mut alice, &mut bob])));
     eprintln!("{line}");
-    let out = client.lines_until_eof(Duration::from_secs(40)).join("\n");
+    let cut = Instant::now();
+    router.run(&["nft", "delete table inet hp_cut"]).expect("lift the cut");
+    let back = alice.wait_for_line(Duration::from_secs(25), |l| l.starts_with("path to bob changed: direct"));
+    let line = back.unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut [&mut alice, &mut bob])));
+    eprintln!("{line} ({:?} after the cut was lifted)", cut.elapsed());
+    let out = client.lines_until_eof(Duration::from_secs(60)).join("\n");
     server.kill();
     let v: serde_json::Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("iperf3 output ({e}): {out}\n{}", logs(&mut [&mut alice, &mut bob])));
@@ -170,7 +181,7 @@ fn a_cut_direct_path_falls_back_to_the_relay_without_breaking_a_tcp_stream() {
         .as_array()
         .map(|a| a.iter().map(|i| i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6).collect())
         .unwrap_or_default();
-    eprintln!("per-second Mbit/s, direct path cut at 3 s: {mbits:.0?}");
-    assert!(mbits.len() >= 19, "{v}");
+    eprintln!("per-second Mbit/s, direct path cut at 3 s, then lifted: {mbits:.0?}");
+    assert!(mbits.len() >= 29, "{v}");
     assert!(mbits[mbits.len() - 3..].iter().all(|&m| m > 1.0), "no data over the relay: {mbits:?}");
 }
