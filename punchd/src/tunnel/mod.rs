@@ -147,6 +147,7 @@ pub struct DataPath {
     device: Arc<SyncDevice>,
     /// The device was opened with offloads (Linux IFF_VNET_HDR): every read and write goes through the
     /// batched path (offload.rs).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     offload: bool,
     #[cfg(target_os = "linux")]
     rx: std::sync::Mutex<offload::RxBatch>,
@@ -257,18 +258,33 @@ impl DataPath {
 
 impl Intercept for DataPath {
     /// WireGuard messages (docs/architecture.md, "One socket, demultiplexed"); everything else is the node's.
-    fn intercept(&self, socket: &UdpSocket, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
+    fn intercept(&self, _socket: &UdpSocket, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
         // Relayed WireGuard: ChannelData from our TURN server (relayed checks go on to the node).
         if let Some((relayed, peer, payload)) = self.sockets.relay.unwrap(from, data) {
-            return packet::wireguard_type(payload).is_some() && self.intercept(socket, relayed, peer, payload);
+            return packet::wireguard_type(payload).is_some() && self.take_wireguard(relayed, peer, payload);
         }
+        self.take_wireguard(local, from, data)
+    }
+
+    fn flush(&self) {
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            self.flush_batched();
+        }
+    }
+}
+
+impl DataPath {
+    /// A WireGuard datagram that arrived on `local` (a socket, or our relayed address) from `from`: to the
+    /// device, or answered; false when it is not WireGuard.
+    fn take_wireguard(&self, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
         if packet::wireguard_type(data).is_none() {
             return false;
         }
         let mut out = [0u8; BUF + packet::DATA_OVERHEAD];
         #[cfg(target_os = "linux")]
         if self.offload {
-            if let Some(Some(peer)) = self.decapsulate_batched(socket, local, from, data) {
+            if let Some(Some(peer)) = self.decapsulate_batched(local, from, data) {
                 self.flush_queued(peer, &mut out);
             }
             return true;
@@ -293,13 +309,6 @@ impl Intercept for DataPath {
             self.flush_queued(peer, &mut out);
         }
         true
-    }
-
-    fn flush(&self) {
-        #[cfg(target_os = "linux")]
-        if self.offload {
-            self.flush_batched();
-        }
     }
 }
 

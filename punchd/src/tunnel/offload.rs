@@ -13,7 +13,7 @@ use super::DataPath;
 use holepunch::io::batch::SendBatch;
 use holepunch::tunnel::{packet, Decapsulated, Drop, Encapsulated};
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
@@ -92,7 +92,6 @@ impl DataPath {
     /// device (a reply was sent, or it was dropped), so the caller handles what follows.
     pub(super) fn decapsulate_batched(
         &self,
-        socket: &UdpSocket,
         local: SocketAddr,
         from: SocketAddr,
         data: &[u8],
@@ -119,7 +118,6 @@ impl DataPath {
             Decapsulated::Reply(t, peer) => {
                 let reply = buf[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + t.len].to_vec();
                 drop(rx);
-                let _ = socket;
                 self.send(t, &reply);
                 Some(peer)
             }
