@@ -172,12 +172,15 @@ impl WireguardGo {
     pub fn start(node: &Node, cfg: &WgConfig) -> Result<WireguardGo> {
         static N: AtomicU32 = AtomicU32::new(0);
         let ifname = format!("hl{}w{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let mut cmd = node.command("wireguard-go");
-        // `-f`: stay in the foreground, so the pid is the daemon's and the handle can stop it.
-        cmd.env(USERSPACE_ENV, "1").env("LOG_LEVEL", "error").args(["-f", &ifname]);
-        // Its banner and errors go to stderr, which the test's output shows on failure.
-        cmd.stdout(Stdio::null());
-        let process = Process::spawn(cmd, false)?;
+        // `-f`: stay in the foreground, so the pid is the daemon's (`exec` keeps it) and the handle can stop it.
+        // stderr joins stdout, which the handle captures: its banner stays out of the caller's output, and
+        // its errors go into ours when it fails to start.
+        let mut cmd = node.command("sh");
+        cmd.env(USERSPACE_ENV, "1")
+            .env("LOG_LEVEL", "error")
+            .arg("-c")
+            .arg(format!("exec wireguard-go -f {ifname} 2>&1"));
+        let process = Process::spawn(cmd, true)?;
         let mut wg = WireguardGo { ns: node.netns().to_owned(), ifname, process: Some(process) };
         wg.wait_for_socket()?;
         wg.configure(cfg)?;
@@ -189,11 +192,13 @@ impl WireguardGo {
         let deadline = Instant::now() + START_LIMIT;
         let sock = self.socket_path();
         while !sock.exists() {
-            if !self.process.as_mut().is_some_and(Process::is_running) {
+            let Some(p) = self.process.as_mut() else { break };
+            if !p.is_running() {
+                let said = p.lines_until_eof(Duration::from_millis(500)).join("\n");
                 return Err(Error::Command {
                     cmd: format!("wireguard-go -f {}", self.ifname),
-                    status: "exited".into(),
-                    stderr: "ended before its control socket appeared (see its stderr above)".into(),
+                    status: "exited before its control socket appeared".into(),
+                    stderr: said,
                 });
             }
             if Instant::now() > deadline {

@@ -37,6 +37,7 @@ fn wireguard_go_pair_carries_pings_both_ways_and_tcp() {
     let lab = Lab::builder().public_host("left").public_host("right").build().unwrap();
     let dir = Scratch::new("wgtest").unwrap();
     let (left, right) = (lab.host("left"), lab.host("right"));
+    failed_start_leaves_nothing(left);
     let left_key = wireguard::genkey(&dir.path("left.key")).unwrap();
     let right_key = wireguard::genkey(&dir.path("right.key")).unwrap();
     let (left_pub, right_pub) = (wireguard::pubkey(&left_key).unwrap(), wireguard::pubkey(&right_key).unwrap());
@@ -86,4 +87,19 @@ fn transfer(wg: &WireguardGo, peer: &str) -> (u64, u64) {
     let line = dump.lines().skip(1).find(|l| l.starts_with(peer)).expect("peer line");
     let f: Vec<&str> = line.split('\t').collect();
     (f[5].parse().unwrap(), f[6].parse().unwrap())
+}
+
+/// wireguard-go starts, then `wg set` fails on a missing key: the half-made interface and the control socket
+/// must go again. (Part of the one test of this file, so that no other daemon of this process runs meanwhile.)
+fn failed_start_leaves_nothing(node: &holepunch_lab::Node) {
+    let cfg = WgConfig::new(Path::new("/nonexistent/holepunch.key"), PORT, "100.64.1.9/10");
+    let err = WireguardGo::start(node, &cfg).unwrap_err();
+    assert!(err.to_string().contains("wg"), "{err}");
+    let links = node.run(&["ip", "-o", "link", "show"]).unwrap();
+    assert_eq!(links.lines().count(), 2, "only lo and eth0 should be left:\n{links}");
+    let prefix = format!("hl{}w", std::process::id());
+    let sockets: Vec<String> = std::fs::read_dir("/var/run/wireguard")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!sockets.iter().any(|n| n.starts_with(&prefix)), "left over: {sockets:?}");
 }
