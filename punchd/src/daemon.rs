@@ -319,12 +319,17 @@ fn run_peer(settings: Settings) -> Result<i32> {
     let mut config =
         NodeConfig::new(local, server, id.name.clone(), key, &id.secret, peers).with_keepalive(settings.keepalive);
     config.client.retransmit = settings.retransmit;
+    // With the tunnel, each new path is probed with a check as large as a full tunnel datagram.
+    config.agent.mtu_probe = settings.tun.as_ref().map(|t| t.mtu + holepunch::tunnel::packet::DATA_OVERHEAD as u16);
     config.host_candidates = hosts;
     config.profile = profile;
     let started = Instant::now();
     let mut node = Node::new(config, io::os_seed()?, started).map_err(|e| anyhow!("--peer: {e}"))?;
     for peer in &id.connect {
         node.connect(started, peer).map_err(|e| anyhow!("--connect {peer}: {e}"))?;
+    }
+    if settings.tun.is_some() {
+        crate::tunnel::grow_socket_buffers(&socket);
     }
     let sockets = Sockets::new(&socket)?;
     let data_path = match (device, &settings.tun) {

@@ -249,6 +249,27 @@ fn punch_line(e: &AgentEvent, remote_kind: Option<RemoteKind>) -> (String, serde
             format!("{peer}: birthday probing: opening {count} extra sockets"),
             json!({"event": "open-sockets", "peer": peer.as_str(), "sockets": count}),
         ),
+        AgentEvent::PathMtuTooSmall { peer, probed, minimum, minimum_ok } => {
+            let mtu = probed.saturating_sub(32);
+            let text = if *minimum_ok {
+                format!(
+                    "path to {peer} lost a full-size {probed}-byte datagram while {minimum}-byte ones get through: \
+                     tunnel packets near the MTU ({mtu}) will be lost; set --mtu {} on both peers",
+                    minimum.saturating_sub(32)
+                )
+            } else {
+                format!(
+                    "path to {peer} lost {probed}- and {minimum}-byte datagrams while small ones get through: large \
+                     tunnel packets will be lost even at --mtu {} (a link with a small MTU that blocks ICMP?)",
+                    minimum.saturating_sub(32)
+                )
+            };
+            (
+                text,
+                json!({"event": "path-mtu-too-small", "peer": peer.as_str(), "probed": probed, "minimum": minimum,
+                       "minimum_ok": minimum_ok}),
+            )
+        }
         AgentEvent::CloseSockets { peer, sockets } => (
             format!("{peer}: {} extra sockets no longer needed", sockets.len()),
             json!({"event": "close-sockets", "peer": peer.as_str(), "sockets": sockets.len()}),

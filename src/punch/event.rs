@@ -104,6 +104,10 @@ pub enum Event {
     OpenSockets { peer: PeerName, count: u16 },
     /// Close these extra sockets (the one a path runs on is never in the list).
     CloseSockets { peer: PeerName, sockets: Vec<SocketAddr> },
+    /// The path to `peer` lost a full-size check of `probed` bytes (the tunnel's largest datagram) while
+    /// smaller checks got through: tunnel packets that large will be lost. `minimum_ok` says whether a check
+    /// of `minimum` bytes (the smallest tunnel MTU's datagram) got through.
+    PathMtuTooSmall { peer: PeerName, probed: u16, minimum: u16, minimum_ok: bool },
 }
 
 fn ms(d: Duration) -> f64 {

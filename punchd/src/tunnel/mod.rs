@@ -22,12 +22,15 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tun_rs::SyncDevice;
 
+#[cfg(target_os = "linux")]
+mod offload;
+
 /// Largest datagram or packet handled: the driver's receive buffer (an MTU of at most 1500 plus 32 fits).
 const BUF: usize = holepunch::io::RECV_BUF;
 
 /// The sockets tunnel datagrams may leave from: the punching socket and birthday probing's extra sockets.
 pub struct Sockets {
-    main: (SocketAddr, Arc<UdpSocket>),
+    pub(crate) main: (SocketAddr, Arc<UdpSocket>),
     extra: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
 }
 
@@ -75,6 +78,11 @@ pub struct Counters {
 pub struct DataPath {
     pub tunnel: Arc<Tunnel>,
     device: Arc<SyncDevice>,
+    /// The device was opened with offloads (Linux IFF_VNET_HDR): every read and write goes through the
+    /// batched path (offload.rs).
+    offload: bool,
+    #[cfg(target_os = "linux")]
+    rx: std::sync::Mutex<offload::RxBatch>,
     sockets: Arc<Sockets>,
     pub counters: Counters,
     /// Log the first refused handshake of a kind once per minute, not per packet.
@@ -82,10 +90,13 @@ pub struct DataPath {
 }
 
 impl DataPath {
-    pub fn new(tunnel: Arc<Tunnel>, device: SyncDevice, sockets: Arc<Sockets>) -> Arc<DataPath> {
+    pub fn new(tunnel: Arc<Tunnel>, device: Device, sockets: Arc<Sockets>) -> Arc<DataPath> {
         Arc::new(DataPath {
             tunnel,
-            device: Arc::new(device),
+            device: Arc::new(device.device),
+            offload: device.offload,
+            #[cfg(target_os = "linux")]
+            rx: std::sync::Mutex::new(offload::RxBatch::new()),
             sockets,
             counters: Counters::default(),
             last_refusal_log: RwLock::new(None),
@@ -118,6 +129,10 @@ impl DataPath {
 
     /// The TUN reader (see the module docs); returns when `stop` is set or the device fails.
     pub fn read_device(&self, stop: &AtomicBool) {
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            return self.read_device_batched(stop);
+        }
         let (mut packet, mut out) = ([0u8; BUF], [0u8; BUF + packet::DATA_OVERHEAD]);
         while !stop.load(Ordering::Relaxed) {
             let n = match self.device.recv(&mut packet) {
@@ -180,6 +195,13 @@ impl Intercept for DataPath {
             return false;
         }
         let mut out = [0u8; BUF + packet::DATA_OVERHEAD];
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            if let Some(Some(peer)) = self.decapsulate_batched(socket, local, from, data) {
+                self.flush_queued(peer, &mut out);
+            }
+            return true;
+        }
         let peer = match self.tunnel.decapsulate(local, from, data, &mut out) {
             Decapsulated::ToTun { offset, len, .. } => {
                 self.write_device(&out[offset..offset + len]);
@@ -198,14 +220,27 @@ impl Intercept for DataPath {
                 return true;
             }
         };
-        // Packets that waited for the handshake leave now (bounded by boringtun's queue of 256).
         if let Some(peer) = peer {
-            for _ in 0..512 {
-                let Some(t) = self.tunnel.flush(peer, &mut out) else { break };
-                self.send(t, &out);
-            }
+            self.flush_queued(peer, &mut out);
         }
         true
+    }
+
+    fn flush(&self) {
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            self.flush_batched();
+        }
+    }
+}
+
+impl DataPath {
+    /// Packets that waited for `peer`'s handshake leave now (bounded by boringtun's queue of 256).
+    fn flush_queued(&self, peer: holepunch::tunnel::PeerId, out: &mut [u8]) {
+        for _ in 0..512 {
+            let Some(t) = self.tunnel.flush(peer, out) else { break };
+            self.send(t, out);
+        }
     }
 }
 
@@ -223,15 +258,67 @@ pub fn check_overlay_clash(settings: &TunSettings) -> Result<()> {
     Ok(())
 }
 
-/// Creates the TUN device with our address, the overlay's route and the MTU. Without CAP_NET_ADMIN, a
-/// one-line error that says so.
-pub fn open_device(settings: &TunSettings) -> Result<SyncDevice> {
-    let builder = tun_rs::DeviceBuilder::new().name(&settings.name).mtu(settings.mtu);
-    let builder = match settings.address.addr() {
-        IpAddr::V4(a) => builder.ipv4(a, settings.address.len(), None),
-        IpAddr::V6(a) => builder.ipv6(a, settings.address.len()),
+/// The TUN device, and whether it has offloads.
+pub struct Device {
+    device: SyncDevice,
+    offload: bool,
+}
+
+/// Creates the TUN device with our address, the overlay's route and the MTU; on Linux with offloads when the
+/// kernel has them (`PUNCHD_NO_OFFLOAD=1` turns them off, to compare). Without CAP_NET_ADMIN, a one-line
+/// error that says so.
+pub fn open_device(settings: &TunSettings) -> Result<Device> {
+    let build = |offload: bool| {
+        let builder = tun_rs::DeviceBuilder::new().name(&settings.name).mtu(settings.mtu);
+        #[cfg(target_os = "linux")]
+        let builder = builder.offload(offload);
+        #[cfg(not(target_os = "linux"))]
+        let _ = offload;
+        let builder = match settings.address.addr() {
+            IpAddr::V4(a) => builder.ipv4(a, settings.address.len(), None),
+            IpAddr::V6(a) => builder.ipv6(a, settings.address.len()),
+        };
+        builder.build_sync()
     };
-    builder.build_sync().map_err(|e| device_error(&settings.name, e))
+    let want = cfg!(target_os = "linux") && std::env::var_os("PUNCHD_NO_OFFLOAD").is_none();
+    if want {
+        match build(true) {
+            Ok(device) => return Ok(Device { device, offload: true }),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => return Err(device_error(&settings.name, e)),
+            Err(e) => log::info!("tunnel: no TUN offloads ({e}); one packet per system call"),
+        }
+    }
+    let device = build(false).map_err(|e| device_error(&settings.name, e))?;
+    Ok(Device { device, offload: false })
+}
+
+/// Larger socket buffers for the tunnel's bursts (wireguard-go asks for 7 MB); as root past the system's
+/// limit (SO_RCVBUFFORCE), else up to it. Best effort.
+pub fn grow_socket_buffers(socket: &UdpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        const SIZE: libc::c_int = 7 << 20;
+        for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+            for opt in [force, plain] {
+                // SAFETY: a plain int option on a socket we own.
+                let r = unsafe {
+                    libc::setsockopt(
+                        socket.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&SIZE as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                if r == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
 }
 
 fn device_error(name: &str, e: std::io::Error) -> anyhow::Error {
