@@ -8,9 +8,9 @@
 //! - raw: no tunnel, the hosts' own addresses;
 //! - wireguard-go: one daemon per host (lab/src/wireguard.rs), static endpoints, tunnel addresses
 //!   100.64.1.1 and 100.64.1.2, MTU `--mtu`;
-//! - punchd: stund's rendezvous on the server, one punchd per host with the other as its peer (`--peer
-//!   NAME=PUBKEY`), `--mtu`, its tunnel addresses as punchd assigns them (read from the namespaces); right waits,
-//!   left connects. Skipped with "punchd: tunnel not available in this build" when `punchd --help` has no
+//! - punchd: stund's rendezvous on the server, one punchd per host with the other as its peer, the same tunnel
+//!   addresses as the wireguard-go pair (`--tun-ip 100.64.1.1/10`, `--peer right=PUBKEY,ip=100.64.1.2`), `--mtu`;
+//!   right waits, left connects. Skipped with "punchd: tunnel not available in this build" when `punchd --help` has no
 //!   `--tun-ip`.
 //!
 //! and for each: 100 pings idle (10 ms apart), then iperf3 TCP left → right for `--duration` while left pings
@@ -85,7 +85,7 @@ impl Kind {
     }
 }
 
-/// The wireguard-go pair's tunnel addresses and port.
+/// The tunnel addresses of both tunnels, and wireguard-go's port.
 const WG_LEFT: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 1);
 const WG_RIGHT: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 2);
 const WG_PORT: u16 = 51820;
@@ -260,6 +260,8 @@ fn punchd_pair(lab: &Lab, punchd: &Path, stund: &Path, mtu: u32, round: usize) -
     wait_for_log(&log, "ready", Duration::from_secs(10)).context("stund did not start")?;
     let server = format!("{primary}:3478");
     let names = ["left", "right"];
+    // The same tunnel addresses as the wireguard-go pair, configured on both sides (docs/tunnel.md, "Addresses").
+    let tun = [WG_LEFT, WG_RIGHT];
     let start = |me: usize, node: &Node, connect: bool| -> Result<Process> {
         let other = 1 - me;
         let mut cmd = node.command(punchd);
@@ -268,8 +270,8 @@ fn punchd_pair(lab: &Lab, punchd: &Path, stund: &Path, mtu: u32, round: usize) -
             .arg(&secret)
             .arg("--key")
             .arg(&keys[me])
-            .args(["--peer", &format!("{}={}", names[other], publics[other])])
-            .args(["--mtu", &mtu.to_string()])
+            .args(["--peer", &format!("{}={},ip={}", names[other], publics[other], tun[other])])
+            .args(["--tun-ip", &format!("{}/10", tun[me]), "--mtu", &mtu.to_string()])
             .arg("--control")
             .arg(dir.path(&format!("{}.sock", names[me])))
             .args(["--rto", "200ms", "--retries", "3"])
@@ -285,37 +287,11 @@ fn punchd_pair(lab: &Lab, punchd: &Path, stund: &Path, mtu: u32, round: usize) -
     let mut l = start(0, left, true)?;
     l.wait_for_line(PUNCHD_LIMIT, |l| l.starts_with("path to right opened"))
         .with_context(|| format!("left opened no path; its log:\n{}", tail(&dir.path("left.log"))))?;
-    let (src, lif) = tunnel_addr(left, REACH_LIMIT).context("left's tunnel address")?;
-    let (dst, _) = tunnel_addr(right, REACH_LIMIT).context("right's tunnel address")?;
-    let ifmtu = link_mtu(left, &lif);
+    // punchd's default device name (docs/tunnel.md, "Flags and config"); each peer is in its own namespace.
+    let ifmtu = link_mtu(left, "punchd0");
     let pids = vec![l.id(), r.id()];
     let keep: Vec<Box<dyn Any>> = vec![Box::new(l), Box::new(r), Box::new(stund_p), Box::new(dir)];
-    Ok(Setup { dst, src, pids, mtu: ifmtu, _keep: keep })
-}
-
-/// The address in 100.64.0.0/10 (RFC 6598, the tunnel network of docs/architecture.md) and its interface in
-/// `node`'s namespace, waiting for it at most `limit`.
-fn tunnel_addr(node: &Node, limit: Duration) -> Result<(Ipv4Addr, String)> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let out = node.run(&["ip", "-4", "-o", "addr", "show"])?;
-        // "7: tun0    inet 100.64.12.34/10 scope global tun0"
-        for l in out.lines() {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            let Some(i) = w.iter().position(|x| *x == "inet") else { continue };
-            let (Some(ifname), Some(cidr)) = (w.get(1), w.get(i + 1)) else { continue };
-            let ip: Option<Ipv4Addr> = cidr.split('/').next().and_then(|a| a.parse().ok());
-            if let Some(ip) = ip {
-                if ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64 {
-                    return Ok((ip, ifname.trim_end_matches(':').to_owned()));
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("no 100.64.0.0/10 address in {} after {limit:?}:\n{out}", node.name());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    Ok(Setup { dst: WG_RIGHT, src: WG_LEFT, pids, mtu: ifmtu, _keep: keep })
 }
 
 fn link_mtu(node: &Node, ifname: &str) -> Option<u32> {
