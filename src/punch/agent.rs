@@ -300,6 +300,15 @@ impl Agent {
         self.settle(now);
     }
 
+    /// Our relayed address on a TURN server (`None` when the allocation is gone): checks arriving on it and
+    /// answers leaving from it are relayed (the node wraps and unwraps them), and pairs on it are relay
+    /// paths.
+    pub fn set_relayed(&mut self, relayed: Option<SocketAddr>) {
+        for p in &mut self.peers {
+            p.relayed = relayed;
+        }
+    }
+
     /// The extra sockets the driver opened after [`Event::OpenSockets`] (at most the count asked; the rest
     /// are ignored and should be closed by the driver).
     pub fn add_sockets(&mut self, now: Instant, peer: &PeerName, sockets: &[SocketAddr]) -> Result<(), PeerError> {
@@ -692,7 +701,7 @@ impl Agent {
             remote: pair.remote,
             rtt,
         });
-        self.judge(idx, true);
+        self.judge(idx, kind != PathKind::Relay);
         // Birthday probing is over: stop the probes, close every extra socket but the one the path uses.
         self.close_extras(idx, Some(pair.local));
         if let Some(b) = self.peers[idx].birthday.as_mut() {
@@ -720,6 +729,8 @@ impl Agent {
         let (ka, kb) = (peer.path_kind_of(a), peer.path_kind_of(b));
         let why = if ka != PathKind::Lan && kb == PathKind::Lan {
             SwitchReason::Lan
+        } else if ka == PathKind::Relay && kb == PathKind::Direct {
+            SwitchReason::Direct
         } else if ka == kb {
             match (a.rtt, b.rtt) {
                 (Some(ra), Some(rb)) if rb.srtt * 2 < ra.srtt && ra.srtt - rb.srtt > RTT_MARGIN => {

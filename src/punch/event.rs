@@ -21,6 +21,8 @@ pub enum SwitchReason {
     PeerMoved,
     /// The path went silent and another pair that answered recently took over.
     Failover,
+    /// A direct pair answered while traffic went through a relay; direct beats relay.
+    Direct,
 }
 
 impl fmt::Display for SwitchReason {
@@ -32,6 +34,7 @@ impl fmt::Display for SwitchReason {
             }
             SwitchReason::PeerMoved => f.write_str("the peer's endpoint moved"),
             SwitchReason::Failover => f.write_str("the path went silent; another pair answered recently"),
+            SwitchReason::Direct => f.write_str("a direct path answered; direct beats relay"),
         }
     }
 }

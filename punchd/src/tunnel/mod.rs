@@ -28,17 +28,74 @@ mod offload;
 /// Largest datagram or packet handled: the driver's receive buffer (an MTU of at most 1500 plus 32 fits).
 const BUF: usize = holepunch::io::RECV_BUF;
 
-/// The sockets tunnel datagrams may leave from: the punching socket and birthday probing's extra sockets.
+/// The sockets tunnel datagrams may leave from: the punching socket and birthday probing's extra sockets,
+/// and our TURN relay (a datagram "from" our relayed address goes to the TURN server as ChannelData).
 pub struct Sockets {
     pub(crate) main: (SocketAddr, Arc<UdpSocket>),
     extra: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    pub relay: Arc<RelayRoute>,
+}
+
+/// Our TURN allocation as the data path needs it: the server, our relayed address and the bound channels
+/// (docs/relay.md, "Client"). The node's engine keeps it current through its relay events.
+#[derive(Debug, Default)]
+pub struct RelayRoute {
+    state: RwLock<RouteState>,
+}
+
+#[derive(Debug, Default)]
+struct RouteState {
+    server: Option<SocketAddr>,
+    relayed: Option<SocketAddr>,
+    by_peer: HashMap<SocketAddr, u16>,
+    by_channel: HashMap<u16, SocketAddr>,
+}
+
+impl RelayRoute {
+    pub fn allocated(&self, server: SocketAddr, relayed: SocketAddr) {
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        *s = RouteState { server: Some(server), relayed: Some(relayed), ..RouteState::default() };
+    }
+
+    pub fn lost(&self) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = RouteState::default();
+    }
+
+    pub fn bound(&self, peer: SocketAddr, channel: u16) {
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        s.by_peer.insert(peer, channel);
+        s.by_channel.insert(channel, peer);
+    }
+
+    /// The server and channel a datagram from `local` to `dst` goes through, when `local` is our relayed
+    /// address; `Some(None)` when it is but no channel is bound yet.
+    fn route(&self, local: SocketAddr, dst: SocketAddr) -> Option<Option<(SocketAddr, u16)>> {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if s.relayed != Some(local) {
+            return None;
+        }
+        Some(s.server.zip(s.by_peer.get(&dst).copied()))
+    }
+
+    /// ChannelData from our TURN server on a bound channel: (our relayed address, the peer, the payload).
+    fn unwrap<'a>(&self, from: SocketAddr, data: &'a [u8]) -> Option<(SocketAddr, SocketAddr, &'a [u8])> {
+        if !holepunch::stun::looks_like_channel_data(data) {
+            return None;
+        }
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if s.server != Some(from) {
+            return None;
+        }
+        let cd = holepunch::stun::ChannelData::parse(data).ok()?;
+        Some((s.relayed?, *s.by_channel.get(&cd.channel)?, cd.data))
+    }
 }
 
 impl Sockets {
     pub fn new(main: &UdpSocket) -> Result<Arc<Sockets>> {
         let local = main.local_addr().context("local address of the punching socket")?;
         let clone = main.try_clone().context("sharing the punching socket with the tunnel")?;
-        Ok(Arc::new(Sockets { main: (local, Arc::new(clone)), extra: RwLock::default() }))
+        Ok(Arc::new(Sockets { main: (local, Arc::new(clone)), extra: RwLock::default(), relay: Arc::default() }))
     }
 
     /// An extra socket (birthday probing) a path may run from.
@@ -53,6 +110,16 @@ impl Sockets {
     fn send(&self, t: Transmit, data: &[u8]) -> std::io::Result<usize> {
         if t.local == self.main.0 {
             return self.main.1.send_to(data, t.dst);
+        }
+        match self.relay.route(t.local, t.dst) {
+            Some(Some((server, channel))) => {
+                let mut framed = [0u8; BUF + 2 * packet::DATA_OVERHEAD];
+                let n = holepunch::stun::ChannelData::write(channel, data, false, &mut framed)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                return self.main.1.send_to(&framed[..n], server);
+            }
+            Some(None) => return Err(std::io::Error::other("no relay channel to the peer yet")),
+            None => {}
         }
         let extra = self.extra.read().unwrap_or_else(|p| p.into_inner());
         match extra.get(&t.local) {
@@ -191,6 +258,10 @@ impl DataPath {
 impl Intercept for DataPath {
     /// WireGuard messages (docs/architecture.md, "One socket, demultiplexed"); everything else is the node's.
     fn intercept(&self, socket: &UdpSocket, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
+        // Relayed WireGuard: ChannelData from our TURN server (relayed checks go on to the node).
+        if let Some((relayed, peer, payload)) = self.sockets.relay.unwrap(from, data) {
+            return packet::wireguard_type(payload).is_some() && self.intercept(socket, relayed, peer, payload);
+        }
         if packet::wireguard_type(data).is_none() {
             return false;
         }
@@ -208,10 +279,8 @@ impl Intercept for DataPath {
                 return true;
             }
             Decapsulated::Reply(t, peer) => {
-                // Answers go back out of the socket the datagram came in on.
-                if let Err(e) = socket.send_to(&out[..t.len], t.dst) {
-                    log::debug!("tunnel: reply to {} failed: {e}", t.dst);
-                }
+                // Answers go back out of the socket (or relay) the datagram came in on.
+                self.send(t, &out);
                 peer
             }
             Decapsulated::Done(peer) => Some(peer),

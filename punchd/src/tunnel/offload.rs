@@ -117,9 +117,10 @@ impl DataPath {
                 None
             }
             Decapsulated::Reply(t, peer) => {
-                if let Err(e) = socket.send_to(&buf[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + t.len], t.dst) {
-                    log::debug!("tunnel: reply to {} failed: {e}", t.dst);
-                }
+                let reply = buf[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + t.len].to_vec();
+                drop(rx);
+                let _ = socket;
+                self.send(t, &reply);
                 Some(peer)
             }
             Decapsulated::Done(peer) => Some(Some(peer)),
