@@ -6,7 +6,7 @@ PKGS=(
   build-essential pkg-config ca-certificates curl
   iproute2 nftables conntrack iputils-ping iperf3 tcpdump procps psmisc util-linux
   coturn stun-client stun-server miniupnpd-nftables
-  wireguard-tools
+  wireguard-go wireguard-tools
 )
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null; then exec sudo -E "$0" "$@"; fi

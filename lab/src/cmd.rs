@@ -172,6 +172,27 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Asks the process to stop (SIGTERM) so it can clean up after itself; kills it (SIGKILL) when it has not
+    /// ended within `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                // SAFETY: kill(2) on our own child, which is not reaped yet, so the pid is still ours.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.kill();
+    }
+
     /// The underlying child, e.g. to wait for a normal exit.
     pub fn child_mut(&mut self) -> &mut Child {
         &mut self.child

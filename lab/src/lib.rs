@@ -12,15 +12,19 @@
 
 pub mod check;
 mod cmd;
+pub mod cputime;
 pub mod delayline;
 mod env;
 mod error;
+pub mod iperf;
 pub mod peers;
+pub mod ping;
 pub mod portmap;
 pub mod preset;
 pub mod probe;
 mod sweep;
 mod topology;
+pub mod wireguard;
 
 pub use cmd::{run, run_args, Process};
 pub use env::{check_available, in_ci, skip_unless_available, REQUIRED_TOOLS};
