@@ -370,14 +370,33 @@ pub fn open_device(settings: &TunSettings) -> Result<Device> {
     Ok(Device { device, offload: false })
 }
 
+/// The punching socket's send buffer with the tunnel on: room for a whole batch of encrypted segments.
+#[cfg(target_os = "linux")]
+const SNDBUF: libc::c_int = 7 << 20;
+/// Its receive buffer: 0 keeps the system's default. A deep receive queue lets TCP through the tunnel fill it
+/// without loss, which buys throughput with latency under load (docs/performance.md, "Tunnel throughput").
+#[cfg(target_os = "linux")]
+const RCVBUF: libc::c_int = 0;
+
 /// Larger socket buffers for the tunnel's bursts (wireguard-go asks for 7 MB); as root past the system's
 /// limit (SO_RCVBUFFORCE), else up to it. Best effort.
 pub fn grow_socket_buffers(socket: &UdpSocket) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        const SIZE: libc::c_int = 7 << 20;
-        for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        // PUNCHD_SNDBUF / PUNCHD_RCVBUF (bytes, 0 = the system's default) override, to measure the
+        // latency/throughput trade (docs/performance.md, "Tunnel throughput").
+        let size = |var: &str, default: libc::c_int| -> libc::c_int {
+            std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+        };
+        let wanted = [
+            (size("PUNCHD_RCVBUF", RCVBUF), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (size("PUNCHD_SNDBUF", SNDBUF), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ];
+        for (size, force, plain) in wanted {
+            if size == 0 {
+                continue;
+            }
             for opt in [force, plain] {
                 // SAFETY: a plain int option on a socket we own.
                 let r = unsafe {
@@ -385,7 +404,7 @@ pub fn grow_socket_buffers(socket: &UdpSocket) {
                         socket.as_raw_fd(),
                         libc::SOL_SOCKET,
                         opt,
-                        (&SIZE as *const libc::c_int).cast(),
+                        (&size as *const libc::c_int).cast(),
                         std::mem::size_of::<libc::c_int>() as libc::socklen_t,
                     )
                 };
