@@ -131,7 +131,9 @@ impl FileConfig {
             anyhow!("{}: {msg}", path.display())
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.key, &mut cfg.secret_file, &mut cfg.control].into_iter().flatten() {
+        // On Windows `control` is a pipe name, not a file: it stays as written.
+        let control = cfg.control.as_mut().filter(|_| !cfg!(windows));
+        for p in [cfg.key.as_mut(), cfg.secret_file.as_mut(), control].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
