@@ -17,3 +17,4 @@ pub mod sim;
 pub mod stun;
 pub mod text;
 pub mod transaction;
+pub mod tunnel;

@@ -1,6 +1,7 @@
 //! The demo's second half: hole punching. Two pairs of sites behind different NATs, stund with the rendezvous
 //! (`--secret-file`, docs/signal.md) on the lab's server, one punchd peer per site (docs/punchd.md), and a
-//! report of what each pair got: prediction, path, remote endpoint, RTT and time from start.
+//! report of what each pair got: prediction, path, remote endpoint, RTT and time from start; then a ping
+//! through the WireGuard tunnel of each pair that has a path (docs/tunnel.md).
 //!
 //! Keys and the network secret are made the way a user makes them (`punchd genkey`, `punchd pubkey`, a
 //! mode-0600 secret file) in a private scratch directory that is removed at the end. The binaries are run,
@@ -58,6 +59,8 @@ struct Running<'a> {
     registered: Option<Instant>,
     /// When the connecting peer said its path opened or it needs a relay (true).
     ended: Option<(Instant, bool)>,
+    /// The connecting peer's lab host.
+    host: String,
     outcome: Option<Outcome>,
 }
 
@@ -155,6 +158,7 @@ pub fn run(bin_dir: &Path, interrupted: &dyn Fn() -> bool) -> Result<()> {
         let (a, b) = (p.connects.0, p.waits.0);
         let hosts = (format!("{}1", s[0]), format!("{}1", s[1]));
         running.push(Running {
+            host: hosts.0.clone(),
             spec: p,
             waits: peer(b, a, hosts.1, false)?,
             start_connecting: Box::new(move || peer(a, b, hosts.0.clone(), true)),
@@ -249,11 +253,38 @@ pub fn run(bin_dir: &Path, interrupted: &dyn Fn() -> bool) -> Result<()> {
         "start: from starting the connecting punchd (its NAT diagnosis included) to its line \"path to .. opened\" or\n\
          \"needs relay\"; punch: from its registration with the rendezvous to the same (lines seen every 50 ms)."
     );
-    println!("Not yet: the encrypted tunnel over the path, a ping through it, and the relay come with later issues.");
+    ping_through_tunnels(&lab, &punchd, &scratch, &running);
+    println!("Not yet: the relay for pairs that need one comes with a later issue.");
     // The peers end before their namespaces go.
     drop(running);
     drop(lab);
     Ok(())
+}
+
+/// Each pair with a path pings the waiting peer's tunnel address from the connecting peer's host: the packets
+/// travel encrypted over the punched path.
+fn ping_through_tunnels(lab: &Lab, punchd: &Path, scratch: &Scratch, running: &[Running]) {
+    for r in running {
+        let (me, other) = (r.spec.connects.0, r.spec.waits.0);
+        let Some(v) = status(punchd, &scratch.path(&format!("{me}.sock"))) else { continue };
+        let path = v["peers"][0]["path"].as_str().unwrap_or("none");
+        let Some(address) = v["peers"][0]["tunnel"]["address"].as_str() else { continue };
+        if path == "none" {
+            println!("\n== {me} -> {other}: no path, so no tunnel (a relay would carry it)");
+            continue;
+        }
+        let own = v["tunnel"]["address"].as_str().unwrap_or("-");
+        println!("\n== through the tunnel: {me} ({own}) pings {other} ({address}), WireGuard over the {path} path");
+        let Ok(node) = lab.node(&r.host) else { continue };
+        match node.output(&["ping", "-n", "-c", "3", "-i", "0.3", "-W", "2", address]) {
+            Ok(out) => {
+                for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
+                    println!("   {line}");
+                }
+            }
+            Err(e) => println!("   ping failed: {e}"),
+        }
+    }
 }
 
 /// One look at a running pair: its peers' new lines (printed as they come), then, while it has no outcome,

@@ -6,11 +6,12 @@
 //! [`MAX_SOCKETS`] bounds it here as well.
 
 use crate::control::Command;
+use crate::tunnel::Sockets;
 use holepunch::io::blocking::SocketControl;
 use holepunch::signal::PeerName;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 /// Most extra sockets held for one peer.
 pub const MAX_SOCKETS: u16 = 256;
@@ -22,13 +23,20 @@ pub struct Birthday {
     control: SocketControl,
     commands: mpsc::Sender<Command>,
     held: BTreeMap<PeerName, Vec<SocketAddr>>,
+    /// The tunnel sends from the socket a path runs on: it gets a handle of each.
+    sockets: Arc<Sockets>,
 }
 
 impl Birthday {
     /// For punching socket `local`; sockets go to the driver through `control`, their addresses to the node
     /// through `commands`.
-    pub fn new(local: SocketAddr, control: SocketControl, commands: mpsc::Sender<Command>) -> Birthday {
-        Birthday { bind: SocketAddr::new(local.ip(), 0), control, commands, held: BTreeMap::new() }
+    pub fn new(
+        local: SocketAddr,
+        control: SocketControl,
+        commands: mpsc::Sender<Command>,
+        sockets: Arc<Sockets>,
+    ) -> Birthday {
+        Birthday { bind: SocketAddr::new(local.ip(), 0), control, commands, held: BTreeMap::new(), sockets }
     }
 
     /// The agent asks for `count` sockets for `peer` (any it still holds for the peer are closed first).
@@ -38,9 +46,16 @@ impl Birthday {
         }
         let mut sockets = Vec::new();
         for _ in 0..count.min(MAX_SOCKETS) {
-            let added = UdpSocket::bind(self.bind).and_then(|s| self.control.add(s));
+            let added = UdpSocket::bind(self.bind).and_then(|s| {
+                let handle = s.try_clone()?;
+                let local = self.control.add(s)?;
+                Ok((local, handle))
+            });
             match added {
-                Ok(local) => sockets.push(local),
+                Ok((local, handle)) => {
+                    self.sockets.add(local, handle);
+                    sockets.push(local);
+                }
                 Err(e) => {
                     log::warn!("{peer}: birthday probing: could not open an extra socket on {}: {e}", self.bind);
                     break;
@@ -69,6 +84,7 @@ impl Birthday {
 
     fn remove(&self, sockets: &[SocketAddr]) {
         for s in sockets {
+            self.sockets.remove(*s);
             let _ = self.control.remove(*s);
         }
     }

@@ -6,12 +6,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use holepunch::identity::{PublicKey, SecretKey};
 use holepunch::io::{read_network_secret, read_secret_key};
-use holepunch::net::Retransmit;
+use holepunch::net::{IpPrefix, Retransmit};
 use holepunch::signal::NetworkSecret;
 use holepunch::signal::PeerName;
+use holepunch::tunnel::mtu::{DEFAULT_MTU, MIN_MTU};
+use holepunch::tunnel::{derived_address, DEFAULT_OVERLAY};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +23,11 @@ pub const DEFAULT_RTO: Duration = Duration::from_millis(500);
 pub const DEFAULT_RETRIES: u32 = 7;
 /// Most configured peers: each costs a line of status and a slot in the punch engine.
 pub const MAX_PEERS: usize = 256;
+/// Largest tunnel MTU: an outer datagram of MTU + 32 must fit the receive buffer, and beyond Ethernet's 1500
+/// every path fragments.
+pub const MAX_MTU: u16 = 1500;
+/// The tunnel device's default name.
+pub const DEFAULT_TUN_NAME: &str = "punchd0";
 /// Longest config file read (a bound against `--config /dev/zero`).
 const MAX_CONFIG_LEN: u64 = 1 << 20;
 
@@ -79,6 +86,22 @@ pub struct DaemonArgs {
     /// The control socket `punchd status` talks to [default: per peer id, see docs/punchd.md].
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Peer mode: no tunnel device, punching only (needs no privileges; the tunnel needs CAP_NET_ADMIN).
+    #[arg(long)]
+    pub no_tun: bool,
+    /// Peer mode: this peer's tunnel address with the overlay's prefix length, e.g. 100.64.1.1/10 [default:
+    /// derived from the public key inside --overlay].
+    #[arg(long, value_name = "IP/LEN")]
+    pub tun_ip: Option<IpPrefix>,
+    /// Peer mode: the overlay range tunnel addresses come from [default: 100.64.0.0/10, or --tun-ip's network].
+    #[arg(long, value_name = "PREFIX")]
+    pub overlay: Option<IpPrefix>,
+    /// Peer mode: the tunnel device's MTU, 1280-1500 [default: 1400].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(MIN_MTU as i64..=MAX_MTU as i64))]
+    pub mtu: Option<u16>,
+    /// Peer mode: the tunnel device's name [default: punchd0].
+    #[arg(long, value_name = "NAME")]
+    pub tun_name: Option<String>,
     /// TOML config file with the same settings (snake_case keys, `[[peer]]` tables); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -106,6 +129,11 @@ pub struct FileConfig {
     #[serde(default)]
     pub connect: Vec<String>,
     pub control: Option<PathBuf>,
+    pub tun: Option<bool>,
+    pub tun_ip: Option<String>,
+    pub overlay: Option<String>,
+    pub mtu: Option<u16>,
+    pub tun_name: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -113,6 +141,10 @@ pub struct FileConfig {
 pub struct FilePeer {
     pub name: String,
     pub key: String,
+    /// Its tunnel address (default: derived from its key).
+    pub tunnel_ip: Option<IpAddr>,
+    /// A fixed endpoint, for a plain WireGuard peer that does not punch.
+    pub endpoint: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -147,6 +179,10 @@ impl FileConfig {
 pub struct Peer {
     pub name: PeerName,
     pub key: PublicKey,
+    /// Its tunnel address when configured (else derived from its key).
+    pub tunnel_ip: Option<IpAddr>,
+    /// A fixed WireGuard endpoint (a peer that does not punch).
+    pub endpoint: Option<SocketAddr>,
 }
 
 /// Peer mode: who this peer is and whom it accepts.
@@ -183,12 +219,36 @@ pub struct Settings {
     pub identity: Option<Identity>,
     /// The control socket's path given by `--control` (peer mode picks a default when absent).
     pub control: Option<PathBuf>,
+    /// Peer mode's tunnel, unless `--no-tun`.
+    pub tun: Option<TunSettings>,
+}
+
+/// The tunnel device and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunSettings {
+    pub name: String,
+    /// Our tunnel address with the overlay's prefix length (the device's address and its route).
+    pub address: IpPrefix,
+    pub overlay: IpPrefix,
+    pub mtu: u16,
+    /// Each configured peer's tunnel address, in the order of [`Identity::peers`].
+    pub peer_addresses: Vec<IpAddr>,
+}
+
+/// The tunnel settings before the key is read.
+#[derive(Debug)]
+struct TunPlan {
+    name: String,
+    address: Option<IpPrefix>,
+    overlay: IpPrefix,
+    mtu: u16,
 }
 
 /// The values without their files read: checked by [`Settings::merge`], read by [`Settings::load`].
 struct Plan {
     settings: Settings,
     peer: Option<PeerPlan>,
+    tun: Option<TunPlan>,
 }
 
 /// Peer mode before its files are read.
@@ -211,12 +271,15 @@ impl Settings {
     }
 
     pub fn load(args: DaemonArgs, file: FileConfig) -> Result<Settings> {
-        let Plan { mut settings, peer } = Self::merge(args, file)?;
+        let Plan { mut settings, peer, tun } = Self::merge(args, file)?;
         if let Some(PeerPlan { name, key_file, secret_file, peers, connect }) = peer {
             let key = read_secret_key(&key_file)?;
             let own = key.public();
             if let Some(p) = peers.iter().find(|p| p.key == own) {
                 bail!("--peer {}: that is this peer's own public key ({})", p.name, key_file.display());
+            }
+            if let Some(plan) = tun {
+                settings.tun = Some(tun_settings(plan, &name, &own, &peers)?);
             }
             let secret = read_network_secret(&secret_file)?;
             settings.identity = Some(Identity { name, key, key_file, secret, peers, connect });
@@ -225,6 +288,7 @@ impl Settings {
     }
 
     fn merge(args: DaemonArgs, file: FileConfig) -> Result<Plan> {
+        let tun = tun_plan(&args.tun_ip, &args.overlay, args.mtu, &args.tun_name, args.no_tun, &file)?;
         let Some(server) = args.server.or(file.server) else {
             // clap's wording, from when the flag was required on the command line (scripts may match it).
             bail!("the following required arguments were not provided: --server <SERVER>");
@@ -255,6 +319,7 @@ impl Settings {
             portmap: !args.no_portmap && file.portmap.unwrap_or(true),
             identity: None,
             control: args.control.or(file.control),
+            tun: None,
         };
 
         let mut peers = Vec::new();
@@ -266,7 +331,7 @@ impl Settings {
                 PeerName::new(&p.name).map_err(|e| anyhow!("[[peer]] name {:?} in the config file: {e}", p.name))?;
             let key = PublicKey::from_base64(&p.key)
                 .map_err(|e| anyhow!("[[peer]] {name} in the config file: bad public key: {e}"))?;
-            peers.push(Peer { name, key });
+            peers.push(Peer { name, key, tunnel_ip: p.tunnel_ip, endpoint: p.endpoint });
         }
         let connect_texts: Vec<&String> = args.connect.iter().chain(&file.connect).collect();
 
@@ -284,7 +349,7 @@ impl Settings {
             if settings.once && settings.control.is_some() {
                 bail!("--control does not go with --once (a one-shot check serves no status)");
             }
-            return Ok(Plan { settings, peer: None });
+            return Ok(Plan { settings, peer: None, tun: None });
         };
         if settings.once {
             bail!("--once is the public-endpoint check; it does not go with --peer-id");
@@ -306,19 +371,106 @@ impl Settings {
                 connect.push(p.name.clone());
             }
         }
-        Ok(Plan { settings, peer: Some(PeerPlan { name, key_file, secret_file, peers, connect }) })
+        Ok(Plan { settings, peer: Some(PeerPlan { name, key_file, secret_file, peers, connect }), tun })
     }
 }
 
-/// `NAME=PUBKEY`.
+/// The tunnel flags merged with the file's, checked; `None` with `--no-tun` (or `tun = false`).
+fn tun_plan(
+    tun_ip: &Option<IpPrefix>,
+    overlay: &Option<IpPrefix>,
+    mtu: Option<u16>,
+    tun_name: &Option<String>,
+    no_tun: bool,
+    file: &FileConfig,
+) -> Result<Option<TunPlan>> {
+    let address = match (tun_ip, &file.tun_ip) {
+        (Some(p), _) => Some(*p),
+        (None, Some(t)) => Some(t.parse::<IpPrefix>().map_err(|e| anyhow!("tun_ip {t:?} in the config file: {e}"))?),
+        (None, None) => None,
+    };
+    let overlay = match (overlay, &file.overlay) {
+        (Some(p), _) => *p,
+        (None, Some(t)) => t.parse::<IpPrefix>().map_err(|e| anyhow!("overlay {t:?} in the config file: {e}"))?,
+        (None, None) => address.map_or(DEFAULT_OVERLAY, |a| IpPrefix::new(a.network(), a.len()).unwrap_or(a)),
+    };
+    let overlay = IpPrefix::new(overlay.network(), overlay.len()).unwrap_or(overlay);
+    let mtu = mtu.or(file.mtu).unwrap_or(DEFAULT_MTU);
+    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+        bail!("mtu {mtu} in the config file is not in {MIN_MTU}..={MAX_MTU}");
+    }
+    let name = tun_name.clone().or_else(|| file.tun_name.clone()).unwrap_or_else(|| DEFAULT_TUN_NAME.to_string());
+    if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        bail!("--tun-name {name:?}: 1-15 of A-Z a-z 0-9 . _ -");
+    }
+    if let Some(a) = address {
+        if !overlay.contains(a.addr()) {
+            bail!("--tun-ip {a} is not inside the overlay {overlay}");
+        }
+        if a.len() != overlay.len() {
+            bail!("--tun-ip {a}: its prefix length must be the overlay's (/{})", overlay.len());
+        }
+    }
+    if no_tun || file.tun == Some(false) {
+        return Ok(None);
+    }
+    Ok(Some(TunPlan { name, address, overlay, mtu }))
+}
+
+/// The tunnel addresses: ours and each peer's (configured, else derived from the key), all inside the
+/// overlay and all different.
+fn tun_settings(plan: TunPlan, own_name: &PeerName, own_key: &PublicKey, peers: &[Peer]) -> Result<TunSettings> {
+    let derive = |key: &PublicKey, who: &str| {
+        derived_address(key, plan.overlay).ok_or_else(|| anyhow!("overlay {} has no room for {who}", plan.overlay))
+    };
+    let address = match plan.address {
+        Some(a) => a,
+        None => IpPrefix::new(derive(own_key, own_name.as_str())?, plan.overlay.len())?,
+    };
+    let mut peer_addresses = Vec::with_capacity(peers.len());
+    for p in peers {
+        let ip = match p.tunnel_ip {
+            Some(ip) if !plan.overlay.contains(ip) => {
+                bail!("--peer {}: tunnel address {ip} is not inside the overlay {}", p.name, plan.overlay)
+            }
+            Some(ip) => ip,
+            None => derive(&p.key, p.name.as_str())?,
+        };
+        peer_addresses.push(ip);
+    }
+    let all = std::iter::once((own_name.as_str(), address.addr()))
+        .chain(peers.iter().zip(&peer_addresses).map(|(p, ip)| (p.name.as_str(), *ip)));
+    if let Err((a, b, ip)) = holepunch::tunnel::address::check_unique(all) {
+        bail!("{a} and {b} both have tunnel address {ip}: configure one (--tun-ip, or ip= in --peer)");
+    }
+    Ok(TunSettings { name: plan.name, address, overlay: plan.overlay, mtu: plan.mtu, peer_addresses })
+}
+
+/// `NAME=PUBKEY[,ip=ADDR][,endpoint=IP:PORT]`.
 fn parse_peer_flag(text: &str) -> Result<Peer> {
-    let Some((name, key)) = text.split_once('=') else {
+    let Some((name, rest)) = text.split_once('=') else {
         bail!("--peer {text:?}: expected NAME=PUBKEY");
     };
     let name = PeerName::new(name.trim()).map_err(|e| anyhow!("--peer {text:?}: {e}"))?;
-    // base64 ends with '=' padding: split at the first '=' only, so the key keeps its own.
+    // base64 ends with '=' padding: split at the first '=' only, so the key keeps its own; base64 has no ','.
+    let mut parts = rest.split(',');
+    let key = parts.next().unwrap_or_default();
     let key = PublicKey::from_base64(key).map_err(|e| anyhow!("--peer {name}: bad public key: {e}"))?;
-    Ok(Peer { name, key })
+    let mut peer = Peer { name, key, tunnel_ip: None, endpoint: None };
+    for option in parts {
+        match option.split_once('=') {
+            Some(("ip", v)) => {
+                peer.tunnel_ip =
+                    Some(v.parse().map_err(|_| anyhow!("--peer {}: ip={v:?} is not an IP address", peer.name))?)
+            }
+            Some(("endpoint", v)) => {
+                peer.endpoint =
+                    Some(v.parse().map_err(|_| anyhow!("--peer {}: endpoint={v:?} is not IP:PORT", peer.name))?)
+            }
+            _ => bail!("--peer {}: unknown option {option:?} (ip=ADDR, endpoint=IP:PORT)", peer.name),
+        }
+    }
+    Ok(peer)
 }
 
 /// No name or key twice, not ourselves, not too many.
@@ -444,6 +596,86 @@ mod tests {
         }
         assert!(merge_err(&["--server", "x"], "keepalive = \"0s\"").contains("must be at least 100ms"));
         assert!(merge_err(&["--server", "x"], "retries = 0").contains("retries 0"));
+    }
+
+    #[test]
+    fn tunnel_settings() {
+        let peer_mode = ["--server", "x", "--peer-id", "alice", "--key", "k", "--secret-file", "s"];
+        let with = |extra: &[&str]| -> Vec<String> { peer_mode.iter().chain(extra).map(|s| s.to_string()).collect() };
+        let plan = |list: Vec<String>| {
+            let list: Vec<&str> = list.iter().map(String::as_str).collect();
+            Settings::merge(args(&list), FileConfig::default()).unwrap()
+        };
+        // On by default, off with --no-tun.
+        let t = plan(with(&[])).tun.unwrap();
+        assert_eq!((t.overlay, t.mtu, t.name.as_str(), t.address), (DEFAULT_OVERLAY, 1400, "punchd0", None));
+        assert!(plan(with(&["--no-tun"])).tun.is_none());
+        // The overlay follows --tun-ip's network.
+        let t = plan(with(&["--tun-ip", "10.9.8.7/16", "--mtu", "1280"])).tun.unwrap();
+        assert_eq!((t.overlay.to_string(), t.mtu), ("10.9.0.0/16".to_string(), 1280));
+        // Addresses: derived for whoever has none, configured ones kept, all distinct.
+        let (own, bob) = (SecretKey::from_seed([1; 32]).public(), SecretKey::from_seed([2; 32]).public());
+        let peers = vec![
+            parse_peer_flag(&format!("bob={bob}")).unwrap(),
+            parse_peer_flag(&format!("carol={},ip=100.64.0.9,endpoint=192.0.2.1:51820", key(3))).unwrap(),
+        ];
+        assert_eq!(peers[1].endpoint, Some("192.0.2.1:51820".parse().unwrap()));
+        let name = PeerName::new("alice").unwrap();
+        let s = tun_settings(plan(with(&[])).tun.unwrap(), &name, &own, &peers).unwrap();
+        assert_eq!(s.address.addr(), derived_address(&own, DEFAULT_OVERLAY).unwrap());
+        assert_eq!(s.address.len(), 10);
+        assert_eq!(
+            s.peer_addresses,
+            vec![derived_address(&bob, DEFAULT_OVERLAY).unwrap(), "100.64.0.9".parse().unwrap()]
+        );
+        let clash = vec![parse_peer_flag(&format!("bob={bob},ip={}", s.address.addr())).unwrap()];
+        let e = tun_settings(plan(with(&[])).tun.unwrap(), &name, &own, &clash).unwrap_err().to_string();
+        assert!(e.starts_with("alice and bob both have tunnel address"), "{e}");
+        let outside = vec![parse_peer_flag(&format!("bob={bob},ip=10.0.0.1")).unwrap()];
+        let e = tun_settings(plan(with(&[])).tun.unwrap(), &name, &own, &outside).unwrap_err().to_string();
+        assert_eq!(e, "--peer bob: tunnel address 10.0.0.1 is not inside the overlay 100.64.0.0/10");
+    }
+
+    #[test]
+    fn tunnel_errors_are_one_line() {
+        let b = key(2);
+        let peer_mode = ["--server", "x", "--peer-id", "alice", "--key", "k", "--secret-file", "s"];
+        let with = |extra: &[&str]| -> Vec<String> { peer_mode.iter().chain(extra).map(|s| s.to_string()).collect() };
+        let cases: Vec<(Vec<String>, &str)> = vec![
+            (
+                with(&["--tun-ip", "10.0.0.1/8", "--overlay", "100.64.0.0/10"]),
+                "--tun-ip 10.0.0.1/8 is not inside the overlay",
+            ),
+            (with(&["--tun-ip", "100.64.0.1/24"]), ""),
+            (
+                with(&["--tun-ip", "100.64.0.1/24", "--overlay", "100.64.0.0/10"]),
+                "its prefix length must be the overlay's (/10)",
+            ),
+            (with(&["--tun-name", "a-very-long-device-name"]), "--tun-name \"a-very-long-device-name\": 1-15 of"),
+            (with(&["--tun-name", "bad/name"]), "1-15 of A-Z"),
+            (with(&["--peer", &format!("bob={b},colour=red")]), "--peer bob: unknown option \"colour=red\""),
+            (with(&["--peer", &format!("bob={b},ip=nope")]), "--peer bob: ip=\"nope\" is not an IP address"),
+            (with(&["--peer", &format!("bob={b},endpoint=host:1")]), "--peer bob: endpoint=\"host:1\" is not IP:PORT"),
+        ];
+        for (list, want) in cases {
+            let list: Vec<&str> = list.iter().map(String::as_str).collect();
+            let r = Settings::merge(args(&list), FileConfig::default());
+            match (want, r) {
+                ("", Ok(_)) => {}
+                ("", Err(e)) => panic!("{list:?}: {e}"),
+                (want, Ok(_)) => panic!("{list:?} accepted, wanted {want}"),
+                (want, Err(e)) => {
+                    let e = e.to_string();
+                    assert!(e.contains(want), "{list:?}: {e}");
+                    assert!(!e.contains('\n'), "{e}");
+                }
+            }
+        }
+        assert!(
+            merge_err(&["--server", "x"], "mtu = 9000").contains("mtu 9000 in the config file is not in 1280..=1500")
+        );
+        let e = T::try_parse_from(["punchd", "--mtu", "1000"]).err().unwrap().to_string();
+        assert!(e.contains("1280"), "{e}");
     }
 
     #[test]

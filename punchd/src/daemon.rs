@@ -10,7 +10,8 @@ use crate::controlled::{Controllable, Controlled};
 use crate::diagnose;
 use crate::exit::{EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED};
 use crate::portmap;
-use crate::status::{PeerStatus, Snapshot, Status};
+use crate::status::{PeerStatus, Snapshot, Status, TunnelStatus};
+use crate::tunnel::{DataPath, Sockets};
 use anyhow::{anyhow, bail, Context, Result};
 use holepunch::identity::SecretKey;
 use holepunch::io::{self, blocking, Exit, Family, Notice, ResolveError};
@@ -18,6 +19,7 @@ use holepunch::net::unspecified_like;
 use holepunch::punch::{AgentEvent, Event, KeeperConfig, Node, NodeConfig, NodeEvent, ReflexiveKeeper};
 use holepunch::signal::{NatProfile, RefuseReason};
 use holepunch::text::escape_controls;
+use holepunch::tunnel::{Tunnel, TunnelConfig, TunnelPeerConfig};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
@@ -237,6 +239,14 @@ fn run_peer(settings: Settings) -> Result<i32> {
     let server = resolve(&settings.server, settings.bind, settings.retransmit.give_up_after())?;
     let socket = bind(&settings, server)?;
     let local = socket.local_addr().context("local address of the socket")?;
+    // Before anything is sent: a tunnel that cannot be created is a one-line error at start.
+    let device = match &settings.tun {
+        Some(tun) => {
+            crate::tunnel::check_overlay_clash(tun)?;
+            Some(crate::tunnel::open_device(tun)?)
+        }
+        None => None,
+    };
     let shutdown = shutdown_flag()?;
     let (socket, profile) = if settings.diagnose {
         diagnose::profile(socket, server, settings.retransmit, DIAGNOSE_LIMIT, Arc::clone(&shutdown))?
@@ -244,7 +254,11 @@ fn run_peer(settings: Settings) -> Result<i32> {
         // No diagnosis: the prediction assumes the worst that still allows trying.
         (socket, NatProfile::UNKNOWN)
     };
-    let hosts = io::host_candidates(local, server);
+    let mut hosts = io::host_candidates(local, server);
+    if let Some(tun) = &settings.tun {
+        // Our own tunnel address is no LAN: a check to it would travel through the tunnel itself.
+        hosts.retain(|h| !tun.overlay.contains(h.ip()));
+    }
     log::info!(
         "peer {} (key {}), {} peer(s) configured; punching socket {local}, rendezvous {server}, host candidates {}",
         id.name,
@@ -287,11 +301,47 @@ fn run_peer(settings: Settings) -> Result<i32> {
     for peer in &id.connect {
         node.connect(started, peer).map_err(|e| anyhow!("--connect {peer}: {e}"))?;
     }
-    let mut engine = Controlled::new(node, Some(commands), Arc::clone(&snapshot));
+    let sockets = Sockets::new(&socket)?;
+    let data_path = match (device, &settings.tun) {
+        (Some(device), Some(tun)) => {
+            let mut peers = Vec::with_capacity(id.peers.len());
+            for (p, ip) in id.peers.iter().zip(&tun.peer_addresses) {
+                peers.push(TunnelPeerConfig {
+                    name: p.name.to_string(),
+                    key: p.key,
+                    allowed_ips: crate::tunnel::allowed(*ip),
+                    endpoint: p.endpoint,
+                });
+            }
+            let config =
+                TunnelConfig { key: SecretKey::from_seed(id.key.to_bytes()), local, peers, persistent_keepalive: None };
+            let tunnel = Arc::new(Tunnel::new(config).map_err(|e| anyhow!("tunnel: {e}"))?);
+            let names: Vec<(String, IpAddr)> =
+                id.peers.iter().zip(&tun.peer_addresses).map(|(p, ip)| (p.name.to_string(), *ip)).collect();
+            log::info!("{}", crate::tunnel::describe(tun, &names));
+            snapshot.lock().unwrap_or_else(|p| p.into_inner()).tunnel =
+                Some(TunnelStatus { device: tun.name.clone(), address: tun.address.to_string(), mtu: tun.mtu });
+            Some(DataPath::new(tunnel, device, Arc::clone(&sockets)))
+        }
+        _ => None,
+    };
+    let peer_keys: Vec<_> = id.peers.iter().map(|p| (p.name.clone(), p.key)).collect();
+    let engine = crate::node::PeerEngine::new(node, data_path.as_ref().map(|d| Arc::clone(&d.tunnel)), &peer_keys);
+    let mut engine = Controlled::new(engine, Some(commands), Arc::clone(&snapshot));
     let mut driver = blocking::Driver::new(vec![socket])
         .context("setting up the punching socket")?
         .stop_flag(Arc::clone(&shutdown))
         .wake_every(SHUTDOWN_POLL);
+    if let Some(d) = &data_path {
+        driver = driver.intercept(Arc::clone(d) as Arc<dyn blocking::Intercept>);
+        for (name, job) in [("tun-read", 0), ("tun-timers", 1)] {
+            let (d, stop) = (Arc::clone(d), Arc::clone(&shutdown));
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || if job == 0 { d.read_device(&stop) } else { d.run_timers(&stop) })
+                .with_context(|| format!("starting the {name} thread"))?;
+        }
+    }
     let waker = driver.socket_control();
     // Ends when every sender is gone (at exit) or the loop's channel is.
     std::thread::Builder::new()
@@ -305,7 +355,7 @@ fn run_peer(settings: Settings) -> Result<i32> {
             }
         })
         .context("starting the command relay")?;
-    let mut birthday = Birthday::new(local, driver.socket_control(), commands_tx);
+    let mut birthday = Birthday::new(local, driver.socket_control(), commands_tx, Arc::clone(&sockets));
     let json = settings.json;
     let exit = driver.run(&mut engine, |notice| match notice {
         Notice::Event(ev) => {

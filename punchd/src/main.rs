@@ -21,6 +21,7 @@ mod keys;
 mod node;
 mod portmap;
 mod status;
+mod tunnel;
 
 use clap::{Args, Parser, Subcommand};
 use config::{DaemonArgs, Settings};

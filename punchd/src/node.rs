@@ -1,13 +1,105 @@
 //! Peer mode: the library's `punch::Node` (rendezvous client and punch agent on the punching socket) under
-//! the control socket, and its events as one output line each (docs/punchd.md, "Peer mode").
+//! the control socket, and its events as one output line each (docs/punchd.md, "Peer mode"). With the tunnel
+//! on, [`PeerEngine`] moves each peer's WireGuard endpoint along with the path the node verified.
 
 use crate::control::Command;
 use crate::controlled::Controllable;
 use crate::status::{self, PairStatus, PathKind, Status};
+use holepunch::identity::PublicKey;
+use holepunch::net::{Engine, Received, Transmit};
 use holepunch::punch::{self, AgentEvent, Node, NodeEvent, PeerStatus as NodePeer, Phase, RemoteKind};
+use holepunch::signal::PeerName;
 use holepunch::text::escape_controls;
+use holepunch::tunnel::{PeerId, Tunnel};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The node, and the tunnel whose endpoints follow its paths.
+pub struct PeerEngine {
+    node: Node,
+    tunnel: Option<Arc<Tunnel>>,
+    /// Each configured peer's place in the tunnel.
+    ids: Vec<(PeerName, PeerId)>,
+}
+
+impl PeerEngine {
+    pub fn new(node: Node, tunnel: Option<Arc<Tunnel>>, peers: &[(PeerName, PublicKey)]) -> PeerEngine {
+        let ids = match &tunnel {
+            Some(t) => peers.iter().filter_map(|(n, k)| t.peer_by_key(k).map(|id| (n.clone(), id))).collect(),
+            None => Vec::new(),
+        };
+        PeerEngine { node, tunnel, ids }
+    }
+
+    /// The tunnel follows the node: a path opened or changed is where the peer's datagrams go now; a dead
+    /// path leaves only a configured endpoint.
+    fn follow(&self, event: &NodeEvent) {
+        let Some(tunnel) = &self.tunnel else { return };
+        let (peer, path) = match event {
+            NodeEvent::Punch(AgentEvent::PathOpened { peer, local, remote, .. }, _)
+            | NodeEvent::Punch(AgentEvent::PathChanged { peer, local, remote, .. }, _) => {
+                (peer, Some((*local, *remote)))
+            }
+            NodeEvent::Punch(AgentEvent::PathDied { peer, .. }, _) => (peer, None),
+            _ => return,
+        };
+        if let Some((_, id)) = self.ids.iter().find(|(n, _)| n == peer) {
+            tunnel.set_path(*id, path);
+        }
+    }
+}
+
+impl Engine for PeerEngine {
+    type Event = NodeEvent;
+
+    fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
+        self.node.handle_input(now, input, data)
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, local: SocketAddr, dst: SocketAddr) -> bool {
+        self.node.handle_unreachable(now, local, dst)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.node.handle_timeout(now);
+    }
+
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        self.node.poll_transmit(buf)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.node.poll_timeout()
+    }
+
+    fn poll_event(&mut self) -> Option<NodeEvent> {
+        let event = self.node.poll_event()?;
+        self.follow(&event);
+        Some(event)
+    }
+}
+
+impl Controllable for PeerEngine {
+    fn command(&mut self, now: Instant, command: Command) {
+        self.node.command(now, command);
+    }
+
+    fn fill_status(&self, now: Instant, status: &mut Status) {
+        self.node.fill_status(now, status);
+        let Some(tunnel) = &self.tunnel else { return };
+        for t in tunnel.status() {
+            let Some(s) = status.peers.iter_mut().find(|s| s.key == t.key.to_base64()) else { continue };
+            s.tunnel = Some(status::PeerTunnel {
+                address: t.allowed_ips.first().map(|p| p.addr().to_string()).unwrap_or_default(),
+                endpoint: t.endpoint.map(|e| e.remote),
+                handshake_ms_ago: t.last_handshake.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                tx_bytes: t.tx_bytes,
+                rx_bytes: t.rx_bytes,
+            });
+        }
+    }
+}
 
 impl Controllable for Node {
     fn command(&mut self, now: Instant, command: Command) {

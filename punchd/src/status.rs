@@ -36,6 +36,32 @@ pub struct Status {
     pub registered: bool,
     /// Every configured peer, in configuration order.
     pub peers: Vec<PeerStatus>,
+    /// The tunnel device, when the tunnel is on.
+    #[serde(default)]
+    pub tunnel: Option<TunnelStatus>,
+}
+
+/// The tunnel device.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TunnelStatus {
+    /// The device's name.
+    pub device: String,
+    /// Our tunnel address with the overlay's prefix length.
+    pub address: String,
+    pub mtu: u16,
+}
+
+/// One peer's side of the tunnel.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerTunnel {
+    /// The peer's tunnel address.
+    pub address: String,
+    /// Where its WireGuard datagrams go now.
+    pub endpoint: Option<SocketAddr>,
+    /// Milliseconds since the last completed WireGuard handshake; absent without a session.
+    pub handshake_ms_ago: Option<u64>,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
 }
 
 /// One configured peer.
@@ -60,6 +86,9 @@ pub struct PeerStatus {
     pub prediction: Option<String>,
     /// The candidate pairs being or having been checked, best first.
     pub pairs: Vec<PairStatus>,
+    /// The tunnel to the peer, when the tunnel is on.
+    #[serde(default)]
+    pub tunnel: Option<PeerTunnel>,
 }
 
 /// Which kind of path carries a peer's traffic.
@@ -116,6 +145,7 @@ impl PeerStatus {
             last_keepalive: None,
             prediction: None,
             pairs: Vec::new(),
+            tunnel: None,
         }
     }
 }
@@ -157,6 +187,9 @@ impl Status {
         if let Some(m) = self.port_mapped {
             let _ = writeln!(out, "port-mapped {m} (router port mapping)");
         }
+        if let Some(t) = &self.tunnel {
+            let _ = writeln!(out, "tunnel {} {} mtu {}", t.device, t.address, t.mtu);
+        }
         if self.peers.is_empty() {
             return out;
         }
@@ -174,6 +207,17 @@ impl Status {
                 p.last_keepalive_ms_ago.map_or("-".to_string(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0)),
                 p.prediction.as_deref().unwrap_or("-"),
             );
+            if let Some(t) = &p.tunnel {
+                let _ = writeln!(
+                    out,
+                    "  tunnel {} endpoint {}  handshake {}  sent {} B  received {} B",
+                    t.address,
+                    opt(&t.endpoint),
+                    t.handshake_ms_ago.map_or("none".to_string(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0)),
+                    t.tx_bytes,
+                    t.rx_bytes
+                );
+            }
             for pair in &p.pairs {
                 let state = serde_json::to_value(pair.state).ok().and_then(|v| v.as_str().map(str::to_string));
                 let _ =

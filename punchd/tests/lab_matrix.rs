@@ -6,7 +6,9 @@
 //! pair is two punchd processes (with `--diagnose`, so both predict) on their own port and control socket: the
 //! first on the pair's "a" site, the second on its "b" site, all pairs at once. Each pair's expected
 //! prediction and outcome come from [`expected`], RFC 4787 reasoning that the test checks against
-//! `holepunch::punch::predict`; the daemon's prediction and outcome must match it.
+//! `holepunch::punch::predict`; the daemon's prediction and outcome must match it. On strict routers every
+//! pair also runs the tunnel (its own device and overlay): each direct pair pings both ways between the
+//! tunnel addresses and moves a second of iperf3 TCP through it.
 //!
 //! Needs root, ip, nft and conntrack; without them the tests skip with one line, and under CI=true they fail.
 #![cfg(unix)]
@@ -15,9 +17,12 @@ mod common;
 use common::lab::{path, Peer, World};
 use holepunch::identity::SecretKey;
 use holepunch::nat::{Allocation, Filtering, Mapping};
+use holepunch::net::IpPrefix;
 use holepunch::punch::{predict, Prediction};
 use holepunch::signal::NatProfile;
+use holepunch::tunnel::derived_address;
 use holepunch_lab::{Lab, Preset, SiteSpec};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// The presets of the matrix, in table order, with the site-name stem of each.
@@ -126,6 +131,10 @@ struct Pair {
     second: Peer,
     outcome: Option<(Outcome, Duration)>,
     prediction: Option<String>,
+    /// The lab hosts of the first and second peer.
+    hosts: (String, String),
+    /// The tunnel addresses of the first and second peer, when the tunnel is on.
+    tunnel_ips: Option<(IpAddr, IpAddr)>,
 }
 
 /// Row of the results table.
@@ -151,7 +160,16 @@ const DIAGNOSE: &str = "--diagnose --rto 100ms --retries 4";
 /// the birthday budget where birthday probing was tried.
 const PAIR_BOUND: Duration = Duration::from_secs(20);
 
+/// Each pair's tunnel (strict routers): device `hp<k>` and an overlay of its own (several pairs share a host,
+/// so each needs its own device name and route).
+fn tunnel_flags(k: usize) -> (String, IpPrefix) {
+    let overlay: IpPrefix = format!("10.{}.0.0/16", 100 + k).parse().unwrap();
+    (format!("--tun-name hp{k} --overlay {overlay}"), overlay)
+}
+
 fn run_matrix(kind: &str, pairs: &[(Preset, Preset)], permissive: bool) {
+    // The tunnel rides on every path of the strict matrix: ping and a short iperf3 run per direct pair.
+    let tunnel = !permissive;
     // Every pair's first peer runs on the "a" site of its preset, the second on the "b" site.
     let mut builder = Lab::builder().server();
     for (p, stem) in PRESETS {
@@ -172,9 +190,16 @@ fn run_matrix(kind: &str, pairs: &[(Preset, Preset)], permissive: bool) {
         let port = 7000 + k as u16;
         let (ka, kb) = (SecretKey::from_seed([2 * k as u8 + 1; 32]), SecretKey::from_seed([2 * k as u8 + 2; 32]));
         let (na, nb) = (format!("p{k}a"), format!("p{k}b"));
-        let second = w.punchd(&format!("{}b1", stem(b)), &nb, &kb, port, (&na, &ka.public()), DIAGNOSE);
-        let first = w.punchd(&format!("{}a1", stem(a)), &na, &ka, port, (&nb, &kb.public()), DIAGNOSE);
-        running.push(Pair { a, b, first, second, outcome: None, prediction: None });
+        let (tun, overlay) = tunnel_flags(k);
+        let extra = if tunnel { format!("{DIAGNOSE} {tun}") } else { DIAGNOSE.to_string() };
+        let hosts = (format!("{}a1", stem(a)), format!("{}b1", stem(b)));
+        let second = w.punchd(&hosts.1, &nb, &kb, port, (&na, &ka.public()), &extra);
+        let first = w.punchd(&hosts.0, &na, &ka, port, (&nb, &kb.public()), &extra);
+        let tunnel_ips = tunnel.then(|| {
+            let ip = |k: &SecretKey| derived_address(&k.public(), overlay).unwrap();
+            (ip(&ka), ip(&kb))
+        });
+        running.push(Pair { a, b, first, second, outcome: None, prediction: None, hosts, tunnel_ips });
     }
 
     // Every peer diagnoses its NAT (at most 10 s) and registers; then each pair's first peer asks to connect.
@@ -241,6 +266,15 @@ fn run_matrix(kind: &str, pairs: &[(Preset, Preset)], permissive: bool) {
         rows.push(row);
     }
     print_table(kind, &rows);
+    if tunnel {
+        for p in &mut running {
+            if p.outcome.is_some_and(|(o, _)| o == Outcome::Direct) {
+                if let Err(e) = through_the_tunnel(&w, p) {
+                    failures.push(format!("{} vs {}: tunnel: {e}\n{}\n{}", p.a, p.b, p.first.logs(), p.second.logs()));
+                }
+            }
+        }
+    }
     assert!(
         failures.is_empty(),
         "{kind}: {} of {} pairs differ:\n{}",
@@ -248,6 +282,42 @@ fn run_matrix(kind: &str, pairs: &[(Preset, Preset)], permissive: bool) {
         rows.len(),
         failures.join("\n\n")
     );
+}
+
+/// Ping both ways between the pair's tunnel addresses, then one second of iperf3 TCP from the first to the
+/// second; the throughput is printed.
+fn through_the_tunnel(w: &World, p: &Pair) -> Result<(), String> {
+    let Some((ia, ib)) = p.tunnel_ips else { return Ok(()) };
+    for (host, to) in [(&p.hosts.0, ib), (&p.hosts.1, ia)] {
+        let mut answered = false;
+        for _ in 0..10 {
+            let out = w.lab.host(host).output(&["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", &to.to_string()]);
+            if out.as_ref().is_ok_and(|o| o.status.success()) {
+                answered = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        if !answered {
+            return Err(format!("ping {to} from {host}: no answer"));
+        }
+    }
+    let mut server =
+        w.lab.host(&p.hosts.1).spawn(&["iperf3", "-s", "-1", "-B", &ib.to_string()]).map_err(|e| e.to_string())?;
+    let _ = server.wait_for_line(Duration::from_secs(5), |l| l.contains("Server listening"));
+    let out = w
+        .lab
+        .host(&p.hosts.0)
+        .output(&["iperf3", "-c", &ib.to_string(), "-t", "1", "-J", "--connect-timeout", "3000"])
+        .map_err(|e| e.to_string())?;
+    server.kill();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3: {e}"))?;
+    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    eprintln!("{} vs {}: ping both ways, iperf3 {:.0} Mbit/s through the tunnel", p.a, p.b, bps / 1e6);
+    if bps <= 0.0 {
+        return Err(format!("iperf3 moved nothing: {v}"));
+    }
+    Ok(())
 }
 
 /// Asks `p`'s first peer to connect and waits for the pair's outcome, at most [`PAIR_BOUND`].

@@ -181,6 +181,7 @@ fn peer_args(f: &Files, server: SocketAddr, port: u16, control: &Path) -> Vec<St
         &format!("bob={}", f.bob),
         "--control",
         control.to_str().unwrap(),
+        "--no-tun",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -455,4 +456,35 @@ fn status_needs_a_peer_id_or_a_path() {
     let out = run(&["status"], b"");
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(text(&out.stderr).trim_end(), "punchd: status needs --peer-id NAME or --control PATH");
+}
+
+/// Without CAP_NET_ADMIN the tunnel device cannot be made: one line that says so, before anything is sent.
+/// As root the capability is taken away with setpriv (util-linux); as a user the process never had it.
+#[test]
+fn the_tunnel_without_cap_net_admin_is_one_line() {
+    let f = files("nocap", 0o600);
+    let mut args = peer_args(&f, "127.0.0.1:9".parse().unwrap(), free_udp_port(), &f.dir.join("c.sock"));
+    args.retain(|a| a != "--no-tun");
+    args.extend(["--tun-name".to_string(), "hpnocap0".to_string()]);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set", "-net_admin", "--inh-caps", "-net_admin", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let child = cmd.args(&args).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let Ok(child) = child else {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "setpriv is missing (util-linux)");
+        eprintln!("skipped: setpriv (util-linux) is not installed");
+        return;
+    };
+    let out = wait_output(child, Duration::from_secs(10));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("punchd: creating the tunnel device hpnocap0 needs CAP_NET_ADMIN"), "{err}");
+    assert!(err.contains("--no-tun"), "{err}");
 }

@@ -122,6 +122,7 @@ fn punchd(net: &Net, name: &str, me: &SecretKey, peer: (&str, &SecretKey), secre
         control.to_str().unwrap(),
         "--keepalive",
         "1s",
+        "--no-tun",
     ]
     .iter()
     .map(|s| s.to_string())

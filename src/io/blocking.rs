@@ -32,8 +32,16 @@ const RECV_WAKE: Duration = Duration::from_millis(50);
 /// Most sockets added at run time held at once; more are closed at once and logged (each costs a thread).
 pub const MAX_ADDED_SOCKETS: usize = 1024;
 
+/// Takes datagrams before the engine sees them, in the thread that received them: a data path beside the
+/// engine's control path (punchd's tunnel takes its WireGuard messages here, docs/io.md, "Drivers"), so bulk
+/// traffic never queues behind the engine's loop.
+pub trait Intercept: Send + Sync {
+    /// True when the datagram `data` from `from` on `socket` (bound to `local`) was taken; false hands it
+    /// to the engine.
+    fn intercept(&self, socket: &UdpSocket, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool;
+}
+
 /// Runs engines over a set of sockets (see the module docs).
-#[derive(Debug)]
 pub struct Driver {
     sockets: Vec<UdpSocket>,
     locals: Vec<SocketAddr>,
@@ -47,6 +55,17 @@ pub struct Driver {
     changes: Option<(mpsc::Sender<Change>, mpsc::Receiver<Change>)>,
     /// The running loop's input, for [`SocketControl::wake`]; `None` between runs.
     input: Arc<Mutex<Option<mpsc::Sender<Input>>>>,
+    intercept: Option<Arc<dyn Intercept>>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("locals", &self.locals)
+            .field("deadline", &self.deadline)
+            .field("intercept", &self.intercept.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Adds sockets to and removes them from a driver, also while it runs and from another thread (see the module
@@ -106,6 +125,7 @@ struct AddedSockets {
     next: usize,
     /// For the new receiver threads.
     tx: Option<mpsc::Sender<Input>>,
+    intercept: Option<Arc<dyn Intercept>>,
 }
 
 impl AddedSockets {
@@ -164,7 +184,15 @@ impl Driver {
             wake: DEFAULT_WAKE,
             changes: None,
             input: Arc::default(),
+            intercept: None,
         })
+    }
+
+    /// Offers every received datagram to `intercept` first (see [`Intercept`]), on every socket, added
+    /// ones included.
+    pub fn intercept(mut self, intercept: Arc<dyn Intercept>) -> Driver {
+        self.intercept = Some(intercept);
+        self
     }
 
     /// A handle that adds and removes sockets while the driver runs (see [`SocketControl`]).
@@ -233,11 +261,17 @@ impl Driver {
                 let tx = tx.clone();
                 let stop = &stop_threads;
                 let peer = self.peers[i];
-                scope.spawn(move || receive(i, sock, peer, &tx, &pool_rx, stop));
+                let intercept = self.intercept.clone();
+                scope.spawn(move || receive(i, sock, peer, &tx, &pool_rx, stop, intercept.as_deref()));
             }
             // Added sockets' threads need a sender; without a socket control the last sender goes with the
             // threads, so a dead receiver thread is noticed.
-            let mut added = AddedSockets { by_index: HashMap::new(), next: self.sockets.len(), tx: None };
+            let mut added = AddedSockets {
+                by_index: HashMap::new(),
+                next: self.sockets.len(),
+                tx: None,
+                intercept: self.intercept.clone(),
+            };
             if self.changes.is_some() {
                 *self.input.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
                 added.tx = Some(tx);
@@ -413,9 +447,10 @@ fn add_socket(added: &mut AddedSockets, socket: UdpSocket) -> bool {
     let stop = Arc::new(AtomicBool::new(false));
     let (pool, pool_rx) = mpsc::channel::<Vec<u8>>();
     let (sock, flag) = (Arc::clone(&socket), Arc::clone(&stop));
+    let intercept = added.intercept.clone();
     let spawned = thread::Builder::new()
         .name(format!("udp-recv-{local}"))
-        .spawn(move || receive(i, &sock, None, &tx, &pool_rx, &flag));
+        .spawn(move || receive(i, &sock, None, &tx, &pool_rx, &flag, intercept.as_deref()));
     if let Err(e) = spawned {
         log::warn!(target: "holepunch::io", "added socket {local}: no receiver thread ({e}): closed");
         return false;
@@ -446,14 +481,25 @@ fn receive(
     tx: &mpsc::Sender<Input>,
     pool: &mpsc::Receiver<Vec<u8>>,
     stop: &AtomicBool,
+    intercept: Option<&dyn Intercept>,
 ) {
     let mut unreachable = Vec::new();
+    let local = sock.local_addr().ok();
+    let mut data = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut data = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(RECV_BUF));
+        if data.capacity() == 0 {
+            data = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(RECV_BUF));
+        }
         data.resize(RECV_BUF, 0);
         match sock.recv_from(&mut data) {
             Ok((n, from)) => {
+                if let (Some(x), Some(local)) = (intercept, local) {
+                    if x.intercept(sock, local, from, &data[..n]) {
+                        continue; // the buffer stays with this thread for the next datagram
+                    }
+                }
                 data.truncate(n);
+                let data = std::mem::take(&mut data);
                 if tx.send(Input::Datagram { socket: i, from, data }).is_err() {
                     return;
                 }
@@ -492,6 +538,47 @@ mod tests {
 
     fn bind() -> UdpSocket {
         UdpSocket::bind("127.0.0.1:0").unwrap()
+    }
+
+    /// Takes the pong with sequence number 1 away from the engine and answers its sender itself.
+    struct TakeSecond(std::sync::atomic::AtomicUsize);
+
+    impl Intercept for TakeSecond {
+        fn intercept(&self, socket: &UdpSocket, _local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
+            if data == [b'P', 1] {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                let _ = socket.send_to(b"seen", from);
+                return true;
+            }
+            false
+        }
+    }
+
+    #[test]
+    fn an_intercept_takes_datagrams_before_the_engine() {
+        let server = bind();
+        let peer = server.local_addr().unwrap();
+        let answered = pong_server(server, 3);
+        let taker = Arc::new(TakeSecond(Default::default()));
+        let driver = Driver::new(vec![bind()])
+            .unwrap()
+            .intercept(Arc::clone(&taker) as Arc<dyn Intercept>)
+            .deadline(Instant::now() + Duration::from_secs(5));
+        let mut ping = Ping::new(driver.locals()[0], peer, 3, Instant::now());
+        let mut seqs = Vec::new();
+        driver
+            .run(&mut ping, |n| match n {
+                Notice::Event(PingEvent::Done) => ControlFlow::Break(()),
+                Notice::Event(PingEvent::Pong { seq, .. }) => {
+                    seqs.push(seq);
+                    ControlFlow::Continue(())
+                }
+                _ => ControlFlow::Continue(()),
+            })
+            .unwrap();
+        assert_eq!(seqs, [0, 2], "the engine never saw the intercepted pong");
+        assert_eq!(taker.0.load(Ordering::Relaxed), 1);
+        assert_eq!(answered.join().unwrap(), 3);
     }
 
     #[test]

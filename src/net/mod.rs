@@ -11,9 +11,11 @@
 //! Engines compose on one socket: a datagram is offered to each engine in turn until one consumes it
 //! (`handle_input` returns true); timeouts are the earliest of all; transmits are drained from all.
 
+mod prefix;
 mod retransmit;
 mod rng;
 
+pub use prefix::{IpPrefix, PrefixError};
 pub use retransmit::{Retransmit, RtoCache, RttEstimate, CLOCK_GRANULARITY, DEFAULT_MIN_RTO};
 pub use rng::{Rng, Seed};
 

@@ -205,7 +205,7 @@ fn punchd_run(
         let node = lab.node(host)?;
         let mut cmd = node.command(punchd);
         cmd.env("RUST_LOG", "info")
-            .args(["--peer-id", peers[me].0, "--server", server, "--secret-file"])
+            .args(["--peer-id", peers[me].0, "--no-tun", "--server", server, "--secret-file"])
             .arg(secret)
             .arg("--key")
             .arg(&peers[me].1)

@@ -93,7 +93,7 @@ impl World {
     }
 
     /// punchd `name` on lab host `host`, punching socket `port`, accepting `peer`, keepalive 1 s, with `extra`
-    /// flags; its stdout and stderr as lines.
+    /// flags; its stdout and stderr as lines. Without the tunnel unless `extra` gives a tunnel flag (`--tun-name`, `--tun-ip`).
     #[allow(clippy::too_many_arguments)]
     pub fn punchd_with(
         &self,
@@ -107,10 +107,11 @@ impl World {
     ) -> Peer {
         let key = self.dir.private(&format!("{name}.key"), format!("{}\n", me.to_base64()).as_bytes());
         let control = self.control(name);
+        let no_tun = if extra.contains("--tun-") { "" } else { "--no-tun" };
         let mut cmd = self.lab.host(host).command("sh");
         cmd.env("RUST_LOG", std::env::var("LAB_PUNCHD_LOG").unwrap_or_else(|_| "info".into())).arg("-c").arg(format!(
             "exec {PUNCHD} --peer-id {name} --server {} --port {port} --key {} --secret-file {} --peer {}={} \
-             --control {} --keepalive 1s {extra} 2>&1",
+             --control {} --keepalive 1s {no_tun} {extra} 2>&1",
             self.server,
             key.display(),
             secret.display(),

@@ -1,0 +1,269 @@
+//! Peer mode's tunnel (docs/tunnel.md): the TUN device and the data path around the library's sans-IO
+//! `tunnel::Tunnel`.
+//!
+//! Three threads carry it, none of them the node's loop, so bulk traffic never waits behind punching:
+//! - the TUN reader: IP packets from the device, encrypted, sent to the peer's current endpoint;
+//! - each socket's receiver thread (the driver's, through [`holepunch::io::blocking::Intercept`]): WireGuard
+//!   datagrams decrypted and written to the device, handshake answers sent back; STUN goes on to the node;
+//! - the timer thread: WireGuard's handshake, rekey and keepalive timers every 250 ms.
+//!
+//! Buffers live on each thread's stack: nothing is allocated per packet.
+
+use crate::config::TunSettings;
+use anyhow::{anyhow, bail, Context, Result};
+use holepunch::io::blocking::Intercept;
+use holepunch::net::{IpPrefix, Transmit};
+use holepunch::tunnel::{packet, Decapsulated, Drop, Encapsulated, Tunnel, TIMER_TICK};
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tun_rs::SyncDevice;
+
+/// Largest datagram or packet handled: the driver's receive buffer (an MTU of at most 1500 plus 32 fits).
+const BUF: usize = holepunch::io::RECV_BUF;
+
+/// The sockets tunnel datagrams may leave from: the punching socket and birthday probing's extra sockets.
+pub struct Sockets {
+    main: (SocketAddr, Arc<UdpSocket>),
+    extra: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
+}
+
+impl Sockets {
+    pub fn new(main: &UdpSocket) -> Result<Arc<Sockets>> {
+        let local = main.local_addr().context("local address of the punching socket")?;
+        let clone = main.try_clone().context("sharing the punching socket with the tunnel")?;
+        Ok(Arc::new(Sockets { main: (local, Arc::new(clone)), extra: RwLock::default() }))
+    }
+
+    /// An extra socket (birthday probing) a path may run from.
+    pub fn add(&self, local: SocketAddr, socket: UdpSocket) {
+        self.extra.write().unwrap_or_else(|p| p.into_inner()).insert(local, Arc::new(socket));
+    }
+
+    pub fn remove(&self, local: SocketAddr) {
+        self.extra.write().unwrap_or_else(|p| p.into_inner()).remove(&local);
+    }
+
+    fn send(&self, t: Transmit, data: &[u8]) -> std::io::Result<usize> {
+        if t.local == self.main.0 {
+            return self.main.1.send_to(data, t.dst);
+        }
+        let extra = self.extra.read().unwrap_or_else(|p| p.into_inner());
+        match extra.get(&t.local) {
+            Some(s) => s.send_to(data, t.dst),
+            // The path's socket was closed meanwhile: the punching socket is the best guess.
+            None => self.main.1.send_to(data, t.dst),
+        }
+    }
+}
+
+/// What the data path counted (read by the status).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sent: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub no_path: AtomicU64,
+    pub no_route: AtomicU64,
+    pub refused: AtomicU64,
+    pub device_errors: AtomicU64,
+}
+
+/// The device, the tunnel and the sockets, shared by the data-path threads.
+pub struct DataPath {
+    pub tunnel: Arc<Tunnel>,
+    device: Arc<SyncDevice>,
+    sockets: Arc<Sockets>,
+    pub counters: Counters,
+    /// Log the first refused handshake of a kind once per minute, not per packet.
+    last_refusal_log: RwLock<Option<Instant>>,
+}
+
+impl DataPath {
+    pub fn new(tunnel: Arc<Tunnel>, device: SyncDevice, sockets: Arc<Sockets>) -> Arc<DataPath> {
+        Arc::new(DataPath {
+            tunnel,
+            device: Arc::new(device),
+            sockets,
+            counters: Counters::default(),
+            last_refusal_log: RwLock::new(None),
+        })
+    }
+
+    fn send(&self, t: Transmit, data: &[u8]) {
+        match self.sockets.send(t, &data[..t.len]) {
+            Ok(_) => {
+                self.counters.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                log::debug!("tunnel: send to {} failed: {e}", t.dst);
+            }
+        }
+    }
+
+    fn refused(&self, from: SocketAddr, why: Drop) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut last = self.last_refusal_log.write().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(60)) {
+            *last = Some(now);
+            log::warn!("tunnel: datagram from {from} refused: {why} (logged once a minute)");
+        } else {
+            log::debug!("tunnel: datagram from {from} refused: {why}");
+        }
+    }
+
+    /// The TUN reader (see the module docs); returns when `stop` is set or the device fails.
+    pub fn read_device(&self, stop: &AtomicBool) {
+        let (mut packet, mut out) = ([0u8; BUF], [0u8; BUF + packet::DATA_OVERHEAD]);
+        while !stop.load(Ordering::Relaxed) {
+            let n = match self.device.recv(&mut packet) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => continue,
+                Err(e) => {
+                    self.counters.device_errors.fetch_add(1, Ordering::Relaxed);
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    log::warn!("tunnel: reading the TUN device failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            match self.tunnel.encapsulate(&packet[..n], &mut out) {
+                Encapsulated::Send(t, _) => self.send(t, &out),
+                Encapsulated::Queued(_) => {}
+                Encapsulated::Dropped(Drop::NoPath(_)) => {
+                    self.counters.no_path.fetch_add(1, Ordering::Relaxed);
+                }
+                Encapsulated::Dropped(Drop::NoRoute(_) | Drop::NotIp) => {
+                    self.counters.no_route.fetch_add(1, Ordering::Relaxed);
+                }
+                Encapsulated::Dropped(why) => log::debug!("tunnel: packet from the device dropped: {why}"),
+            }
+        }
+    }
+
+    /// WireGuard's timers every [`TIMER_TICK`], the handshake rate limiter every second.
+    pub fn run_timers(&self, stop: &AtomicBool) {
+        let mut out = [0u8; BUF];
+        let mut ticks = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(TIMER_TICK);
+            for peer in self.tunnel.peer_ids() {
+                if let Some(t) = self.tunnel.update_timers(peer, &mut out) {
+                    self.send(t, &out);
+                }
+            }
+            ticks += 1;
+            if ticks % 4 == 0 {
+                self.tunnel.tick_limiter();
+            }
+        }
+    }
+
+    fn write_device(&self, packet: &[u8]) {
+        if let Err(e) = self.device.send(packet) {
+            self.counters.device_errors.fetch_add(1, Ordering::Relaxed);
+            log::debug!("tunnel: writing to the TUN device failed: {e}");
+        }
+    }
+}
+
+impl Intercept for DataPath {
+    /// WireGuard messages (docs/architecture.md, "One socket, demultiplexed"); everything else is the node's.
+    fn intercept(&self, socket: &UdpSocket, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
+        if packet::wireguard_type(data).is_none() {
+            return false;
+        }
+        let mut out = [0u8; BUF + packet::DATA_OVERHEAD];
+        let peer = match self.tunnel.decapsulate(local, from, data, &mut out) {
+            Decapsulated::ToTun { offset, len, .. } => {
+                self.write_device(&out[offset..offset + len]);
+                return true;
+            }
+            Decapsulated::Reply(t, peer) => {
+                // Answers go back out of the socket the datagram came in on.
+                if let Err(e) = socket.send_to(&out[..t.len], t.dst) {
+                    log::debug!("tunnel: reply to {} failed: {e}", t.dst);
+                }
+                peer
+            }
+            Decapsulated::Done(peer) => Some(peer),
+            Decapsulated::Dropped(why) => {
+                self.refused(from, why);
+                return true;
+            }
+        };
+        // Packets that waited for the handshake leave now (bounded by boringtun's queue of 256).
+        if let Some(peer) = peer {
+            for _ in 0..512 {
+                let Some(t) = self.tunnel.flush(peer, &mut out) else { break };
+                self.send(t, &out);
+            }
+        }
+        true
+    }
+}
+
+/// Another interface already numbered inside the overlay (a carrier-grade NAT hands out 100.64.0.0/10
+/// addresses too): the tunnel's route would hide it.
+pub fn check_overlay_clash(settings: &TunSettings) -> Result<()> {
+    let Ok(addresses) = holepunch::io::interface_addresses() else { return Ok(()) };
+    if let Some(ip) = addresses.iter().find(|ip| settings.overlay.contains(**ip) && **ip != settings.address.addr()) {
+        bail!(
+            "the overlay {} clashes with local address {ip} (a carrier-grade NAT numbers from 100.64.0.0/10 too): \
+             choose another range with --overlay",
+            settings.overlay
+        );
+    }
+    Ok(())
+}
+
+/// Creates the TUN device with our address, the overlay's route and the MTU. Without CAP_NET_ADMIN, a
+/// one-line error that says so.
+pub fn open_device(settings: &TunSettings) -> Result<SyncDevice> {
+    let builder = tun_rs::DeviceBuilder::new().name(&settings.name).mtu(settings.mtu);
+    let builder = match settings.address.addr() {
+        IpAddr::V4(a) => builder.ipv4(a, settings.address.len(), None),
+        IpAddr::V6(a) => builder.ipv6(a, settings.address.len()),
+    };
+    builder.build_sync().map_err(|e| device_error(&settings.name, e))
+}
+
+fn device_error(name: &str, e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        ErrorKind::PermissionDenied => anyhow!(
+            "creating the tunnel device {name} needs CAP_NET_ADMIN: run punchd as root, grant it \
+             (setcap cap_net_admin+ep punchd), or run without the tunnel (--no-tun)"
+        ),
+        ErrorKind::NotFound => {
+            anyhow!("creating the tunnel device {name}: no TUN driver ({e}; on Linux: modprobe tun)")
+        }
+        _ if e.raw_os_error() == Some(16) => {
+            anyhow!("creating the tunnel device {name}: an interface of that name is in use (choose --tun-name)")
+        }
+        _ => anyhow!("creating the tunnel device {name}: {e}"),
+    }
+}
+
+/// One line for the log: the device and the addresses.
+pub fn describe(settings: &TunSettings, peers: &[(String, IpAddr)]) -> String {
+    let list: Vec<String> = peers.iter().map(|(n, ip)| format!("{n} {ip}")).collect();
+    format!(
+        "tunnel {} up: {} (overlay {}), MTU {}; peers: {}",
+        settings.name,
+        settings.address,
+        settings.overlay,
+        settings.mtu,
+        if list.is_empty() { "none".to_string() } else { list.join(", ") }
+    )
+}
+
+/// The host prefix of a peer's tunnel address: its allowed IPs.
+pub fn allowed(ip: IpAddr) -> Vec<IpPrefix> {
+    vec![IpPrefix::host(ip)]
+}
