@@ -5,7 +5,7 @@
 //!
 //! 1. `stunclient.exe` diagnoses its NAT as the preset was built (endpoint-independent mapping,
 //!    address-and-port-dependent filtering);
-//! 2. `punchd.exe` in peer mode registers with stund's rendezvous, punches a direct path to the Linux punchd
+//! 2. `punchd.exe` in peer mode (`--no-tun`: Wintun cannot run under Wine) registers with stund's rendezvous, punches a direct path to the Linux punchd
 //!    and holds it with keepalives: both print "path to .. opened", and both still show a fresh keepalive
 //!    several keepalive periods later;
 //! 3. `punchd.exe status` reads the daemon's named pipe (Windows' control channel) and prints that path.
@@ -203,6 +203,8 @@ fn windows_builds_diagnose_punch_and_report_under_wine() {
         &keepalive,
         "--connect",
         "bob",
+        // Wintun needs its kernel driver, which Wine does not have: punching and keepalives only.
+        "--no-tun",
     ]
     .iter()
     .map(ToString::to_string)
@@ -253,6 +255,16 @@ fn windows_builds_diagnose_punch_and_report_under_wine() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols.get(1), Some(&"direct"), "{row}");
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    // Without --no-tun the Windows build wants Wintun, which Wine cannot load: one line, exit 1.
+    let mut tun = args.clone();
+    tun.retain(|a| a != "--no-tun");
+    tun[5] = "6668".into();
+    tun.extend(["--control".to_string(), "punchd-wine-tun".into()]);
+    let (code, lines) = wine.run(a1, "punchd.exe", &tun, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{}", lines.join("\n"));
+    let want = "punchd: creating the tunnel device punchd0: wintun.dll cannot be loaded";
+    assert!(lines.iter().any(|l| l.starts_with(want)), "{}", lines.join("\n"));
+
     // A second daemon of the same peer id finds the pipe taken; one nobody runs has no pipe.
     let mut second = args.clone();
     second[5] = "6667".into();
