@@ -214,7 +214,15 @@ pub fn run(settings: Settings) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// Windows: Ctrl-C, Ctrl-Break and the console's close, logoff and shutdown events set the returned flag
+/// (crate::console).
+#[cfg(windows)]
+fn shutdown_flag() -> Result<Arc<AtomicBool>> {
+    crate::console::shutdown_flag().context("installing the console control handler")
+}
+
 /// SIGINT and SIGTERM set the returned flag.
+#[cfg(unix)]
 fn shutdown_flag() -> Result<Arc<AtomicBool>> {
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

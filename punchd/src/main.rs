@@ -12,6 +12,8 @@
 
 mod birthday;
 mod config;
+#[cfg(windows)]
+mod console;
 mod control;
 mod controlled;
 mod daemon;

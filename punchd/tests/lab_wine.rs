@@ -276,4 +276,22 @@ fn windows_builds_diagnose_punch_and_report_under_wine() {
         wine.run(a1, "punchd.exe", &["status".into(), "--peer-id".into(), "nobody".into()], Duration::from_secs(20));
     assert_eq!(code, Some(1), "{}", lines.join("\n"));
     assert!(lines.iter().any(|l| l.contains("no punchd is running with control pipe")), "{}", lines.join("\n"));
+
+    // SIGINT reaches punchd.exe as Wine's Ctrl-C event: a clean stop (exit 0), and the pipe is gone with it.
+    let pid = alice.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        match alice.child_mut().try_wait() {
+            Ok(Some(st)) => break st.code(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => break None,
+        }
+    };
+    let tail = alice.lines_until_eof(Duration::from_secs(2));
+    assert_eq!(code, Some(0), "punchd.exe after SIGINT:\n{}", tail.join("\n"));
+    assert!(tail.iter().any(|l| l.contains("shutting down")), "{}", tail.join("\n"));
+    let (code, lines) = status_exe(&wine, a1, false);
+    assert_eq!(code, Some(1), "{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l.contains("no punchd is running with control pipe")), "{}", lines.join("\n"));
 }
