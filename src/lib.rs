@@ -10,6 +10,7 @@ pub mod nat;
 pub mod net;
 pub mod portmap;
 pub mod punch;
+pub mod relay;
 pub mod server;
 pub mod signal;
 #[cfg(any(test, feature = "sim"))]

@@ -478,3 +478,32 @@ fn writer_refuses_what_the_decoder_rejects() {
     assert!(matches!(w.add(&Attribute::MessageIntegritySha256(&[0; 18])), Err(Error::BadAttributeLength { .. })));
     assert_eq!(w.len(), HEADER_LEN + 4 + 512, "refused attributes leave the message unchanged");
 }
+
+proptest! {
+    /// ChannelData (RFC 8656 §12.4–§12.5): what we write, with or without stream padding, parses back to the
+    /// same channel and data, and a stream reader finds the frame's end from its first four bytes.
+    #[test]
+    fn channel_data_round_trips(
+        channel in 0x4000u16..=0x7FFF,
+        data in proptest::collection::vec(any::<u8>(), 0..1500),
+        pad in any::<bool>(),
+    ) {
+        use holepunch::stun::channel::{channel_frame_len, ChannelData};
+        let mut out = vec![0u8; 1600];
+        let n = ChannelData::write(channel, &data, pad, &mut out).unwrap();
+        let cd = ChannelData::parse(&out[..n]).unwrap();
+        prop_assert_eq!(cd.channel, channel);
+        prop_assert_eq!(cd.data, &data[..]);
+        if pad {
+            prop_assert_eq!(n % 4, 0);
+            prop_assert_eq!(channel_frame_len(&out[..4]), Some(n));
+        }
+    }
+
+    /// Arbitrary bytes never panic the ChannelData parser.
+    #[test]
+    fn channel_data_parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let _ = holepunch::stun::ChannelData::parse(&data);
+        let _ = holepunch::stun::channel::channel_frame_len(&data);
+    }
+}

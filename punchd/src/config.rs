@@ -102,6 +102,21 @@ pub struct DaemonArgs {
     /// Peer mode: the tunnel device's name [default: punchd0].
     #[arg(long, value_name = "NAME")]
     pub tun_name: Option<String>,
+    /// Peer mode: a TURN server (RFC 8656: stund with TURN on, coturn, ...) to relay through when no direct
+    /// path opens, turn:HOST[:PORT] (default port 3478).
+    #[arg(long, value_name = "turn:HOST[:PORT]")]
+    pub relay: Option<String>,
+    /// Peer mode: the TURN user of long-term credentials (with --relay-password-file), or of the REST
+    /// scheme (with --relay-secret-file; default: the peer id).
+    #[arg(long, value_name = "NAME")]
+    pub relay_user: Option<String>,
+    /// Peer mode: the TURN password file (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub relay_password_file: Option<PathBuf>,
+    /// Peer mode: the TURN REST shared secret file (mode 0600): time-limited credentials, as coturn's
+    /// use-auth-secret and stund's --auth-secret accept.
+    #[arg(long, value_name = "FILE")]
+    pub relay_secret_file: Option<PathBuf>,
     /// TOML config file with the same settings (snake_case keys, `[[peer]]` tables); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -134,6 +149,10 @@ pub struct FileConfig {
     pub overlay: Option<String>,
     pub mtu: Option<u16>,
     pub tun_name: Option<String>,
+    pub relay: Option<String>,
+    pub relay_user: Option<String>,
+    pub relay_password_file: Option<PathBuf>,
+    pub relay_secret_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -165,7 +184,14 @@ impl FileConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         // On Windows `control` is a pipe name, not a file: it stays as written.
         let control = cfg.control.as_mut().filter(|_| !cfg!(windows));
-        for p in [cfg.key.as_mut(), cfg.secret_file.as_mut(), control].into_iter().flatten() {
+        let paths = [
+            cfg.key.as_mut(),
+            cfg.secret_file.as_mut(),
+            control,
+            cfg.relay_password_file.as_mut(),
+            cfg.relay_secret_file.as_mut(),
+        ];
+        for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -221,6 +247,42 @@ pub struct Settings {
     pub control: Option<PathBuf>,
     /// Peer mode's tunnel, unless `--no-tun`.
     pub tun: Option<TunSettings>,
+    /// Peer mode's TURN relay, with `--relay`.
+    pub relay: Option<RelaySettings>,
+}
+
+/// The TURN server and our credentials on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// HOST[:PORT], resolved at start.
+    pub server: String,
+    pub credentials: RelayCredentials,
+}
+
+/// Long-term credentials, or the REST scheme's shared secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RelayCredentials {
+    Password { user: String, password: String },
+    Rest { user: String, secret: String },
+}
+
+impl std::fmt::Debug for RelayCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a password or secret in a log.
+        match self {
+            RelayCredentials::Password { user, .. } => write!(f, "Password({user:?})"),
+            RelayCredentials::Rest { user, .. } => write!(f, "Rest({user:?})"),
+        }
+    }
+}
+
+/// The relay settings before the files are read.
+#[derive(Debug)]
+struct RelayPlan {
+    server: String,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    secret_file: Option<PathBuf>,
 }
 
 /// The tunnel device and its addresses.
@@ -249,6 +311,7 @@ struct Plan {
     settings: Settings,
     peer: Option<PeerPlan>,
     tun: Option<TunPlan>,
+    relay: Option<RelayPlan>,
 }
 
 /// Peer mode before its files are read.
@@ -271,7 +334,21 @@ impl Settings {
     }
 
     pub fn load(args: DaemonArgs, file: FileConfig) -> Result<Settings> {
-        let Plan { mut settings, peer, tun } = Self::merge(args, file)?;
+        let Plan { mut settings, peer, tun, relay } = Self::merge(args, file)?;
+        if let (Some(plan), Some(p)) = (relay, &peer) {
+            let credentials = match (plan.password_file, plan.secret_file) {
+                (Some(f), None) => RelayCredentials::Password {
+                    user: plan.user.unwrap_or_else(|| p.name.to_string()),
+                    password: holepunch::io::keyfile::read_private_text(&f)?,
+                },
+                (None, Some(f)) => RelayCredentials::Rest {
+                    user: plan.user.unwrap_or_else(|| p.name.to_string()),
+                    secret: holepunch::io::keyfile::read_private_text(&f)?,
+                },
+                _ => bail!("--relay needs --relay-password-file FILE or --relay-secret-file FILE"),
+            };
+            settings.relay = Some(RelaySettings { server: plan.server, credentials });
+        }
         if let Some(PeerPlan { name, key_file, secret_file, peers, connect }) = peer {
             let key = read_secret_key(&key_file)?;
             let own = key.public();
@@ -289,6 +366,7 @@ impl Settings {
 
     fn merge(args: DaemonArgs, file: FileConfig) -> Result<Plan> {
         let tun = tun_plan(&args.tun_ip, &args.overlay, args.mtu, &args.tun_name, args.no_tun, &file)?;
+        let relay = relay_plan(&args, &file)?;
         let Some(server) = args.server.or(file.server) else {
             // clap's wording, from when the flag was required on the command line (scripts may match it).
             bail!("the following required arguments were not provided: --server <SERVER>");
@@ -320,6 +398,7 @@ impl Settings {
             identity: None,
             control: args.control.or(file.control),
             tun: None,
+            relay: None,
         };
 
         let mut peers = Vec::new();
@@ -349,7 +428,10 @@ impl Settings {
             if settings.once && settings.control.is_some() {
                 bail!("--control does not go with --once (a one-shot check serves no status)");
             }
-            return Ok(Plan { settings, peer: None, tun: None });
+            if relay.is_some() {
+                bail!("--relay needs --peer-id NAME");
+            }
+            return Ok(Plan { settings, peer: None, tun: None, relay: None });
         };
         if settings.once {
             bail!("--once is the public-endpoint check; it does not go with --peer-id");
@@ -371,8 +453,35 @@ impl Settings {
                 connect.push(p.name.clone());
             }
         }
-        Ok(Plan { settings, peer: Some(PeerPlan { name, key_file, secret_file, peers, connect }), tun })
+        Ok(Plan { settings, peer: Some(PeerPlan { name, key_file, secret_file, peers, connect }), tun, relay })
     }
+}
+
+/// `--relay turn:HOST[:PORT]` and its credential flags merged with the file's, checked; the files are read
+/// later.
+fn relay_plan(args: &DaemonArgs, file: &FileConfig) -> Result<Option<RelayPlan>> {
+    let password_file = args.relay_password_file.clone().or_else(|| file.relay_password_file.clone());
+    let secret_file = args.relay_secret_file.clone().or_else(|| file.relay_secret_file.clone());
+    let user = args.relay_user.clone().or_else(|| file.relay_user.clone());
+    let Some(text) = args.relay.clone().or_else(|| file.relay.clone()) else {
+        if password_file.is_some() || secret_file.is_some() || user.is_some() {
+            bail!("--relay-user, --relay-password-file and --relay-secret-file need --relay turn:HOST[:PORT]");
+        }
+        return Ok(None);
+    };
+    let Some(server) = text.strip_prefix("turn:") else {
+        bail!("--relay {text:?}: expected turn:HOST[:PORT] (TURN over UDP)");
+    };
+    if server.is_empty() {
+        bail!("--relay {text:?}: no host");
+    }
+    if password_file.is_some() && secret_file.is_some() {
+        bail!("--relay-password-file and --relay-secret-file: give one of them");
+    }
+    if password_file.is_some() && user.is_none() {
+        bail!("--relay-password-file needs --relay-user NAME");
+    }
+    Ok(Some(RelayPlan { server: server.to_string(), user, password_file, secret_file }))
 }
 
 /// The tunnel flags merged with the file's, checked; `None` with `--no-tun` (or `tun = false`).

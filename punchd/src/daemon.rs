@@ -17,6 +17,7 @@ use holepunch::identity::SecretKey;
 use holepunch::io::{self, blocking, Exit, Family, Notice, ResolveError};
 use holepunch::net::unspecified_like;
 use holepunch::punch::{AgentEvent, Event, KeeperConfig, Node, NodeConfig, NodeEvent, ReflexiveKeeper};
+use holepunch::relay::{TurnClientConfig, TurnCredentials};
 use holepunch::signal::{NatProfile, RefuseReason};
 use holepunch::text::escape_controls;
 use holepunch::tunnel::{Tunnel, TunnelConfig, TunnelPeerConfig};
@@ -46,6 +47,26 @@ pub fn resolve(server: &str, family_of: Option<IpAddr>, limit: Duration) -> Resu
         (e, _) => anyhow!("--server: {e}"),
     })?;
     addrs.first().copied().with_context(|| format!("--server {server:?} resolved to no address"))
+}
+
+/// The TURN server of `--relay`, of the punching socket's family (the allocation is made from it).
+fn resolve_relay(server: &str, local: SocketAddr, limit: Duration) -> Result<SocketAddr> {
+    let (host, port) = io::parse_host_port(server).map_err(|e| anyhow!("--relay: {e}"))?;
+    let family = Family::of(local.ip());
+    let addrs = io::resolve(&host, port, family, limit).map_err(|e| anyhow!("--relay: {e}"))?;
+    addrs.first().copied().with_context(|| format!("--relay {server:?} resolved to no address"))
+}
+
+/// TURN credentials: the long-term user and password, or REST ones valid for 30 days from the start (a
+/// daemon running longer needs a restart to allocate again: docs/relay.md, "Client").
+fn turn_credentials(c: &crate::config::RelayCredentials) -> TurnCredentials {
+    match c {
+        crate::config::RelayCredentials::Password { user, password } => TurnCredentials::new(user, password),
+        crate::config::RelayCredentials::Rest { user, secret } => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            TurnCredentials::rest(secret.as_bytes(), user, now + 30 * 24 * 3600)
+        }
+    }
 }
 
 fn bind(settings: &Settings, server: SocketAddr) -> Result<UdpSocket> {
@@ -302,12 +323,23 @@ fn run_peer(settings: Settings) -> Result<i32> {
     let mut config =
         NodeConfig::new(local, server, id.name.clone(), key, &id.secret, peers).with_keepalive(settings.keepalive);
     config.client.retransmit = settings.retransmit;
+    // With the tunnel, each new path is probed with a check as large as a full tunnel datagram.
+    config.agent.mtu_probe = settings.tun.as_ref().map(|t| t.mtu + holepunch::tunnel::packet::DATA_OVERHEAD as u16);
     config.host_candidates = hosts;
     config.profile = profile;
+    if let Some(relay) = &settings.relay {
+        let server = resolve_relay(&relay.server, local, settings.retransmit.give_up_after())?;
+        log::info!("TURN relay {server} (used when no direct path opens)");
+        snapshot.lock().unwrap_or_else(|p| p.into_inner()).relay_server = Some(server);
+        config.relay = Some(TurnClientConfig::new(local, server, turn_credentials(&relay.credentials)));
+    }
     let started = Instant::now();
     let mut node = Node::new(config, io::os_seed()?, started).map_err(|e| anyhow!("--peer: {e}"))?;
     for peer in &id.connect {
         node.connect(started, peer).map_err(|e| anyhow!("--connect {peer}: {e}"))?;
+    }
+    if settings.tun.is_some() {
+        crate::tunnel::grow_socket_buffers(&socket);
     }
     let sockets = Sockets::new(&socket)?;
     let data_path = match (device, &settings.tun) {
@@ -334,7 +366,9 @@ fn run_peer(settings: Settings) -> Result<i32> {
         _ => None,
     };
     let peer_keys: Vec<_> = id.peers.iter().map(|p| (p.name.clone(), p.key)).collect();
-    let engine = crate::node::PeerEngine::new(node, data_path.as_ref().map(|d| Arc::clone(&d.tunnel)), &peer_keys);
+    let relay_route = data_path.as_ref().map(|_| Arc::clone(&sockets.relay));
+    let tunnel = data_path.as_ref().map(|d| Arc::clone(&d.tunnel));
+    let engine = crate::node::PeerEngine::new(node, tunnel, relay_route, &peer_keys);
     let mut engine = Controlled::new(engine, Some(commands), Arc::clone(&snapshot));
     let mut driver = blocking::Driver::new(vec![socket])
         .context("setting up the punching socket")?

@@ -19,22 +19,37 @@ use std::time::{Duration, Instant};
 pub struct PeerEngine {
     node: Node,
     tunnel: Option<Arc<Tunnel>>,
+    /// Where the data path finds our relay's channels (crate::tunnel::RelayRoute).
+    relay_route: Option<Arc<crate::tunnel::RelayRoute>>,
     /// Each configured peer's place in the tunnel.
     ids: Vec<(PeerName, PeerId)>,
 }
 
 impl PeerEngine {
-    pub fn new(node: Node, tunnel: Option<Arc<Tunnel>>, peers: &[(PeerName, PublicKey)]) -> PeerEngine {
+    pub fn new(
+        node: Node,
+        tunnel: Option<Arc<Tunnel>>,
+        relay_route: Option<Arc<crate::tunnel::RelayRoute>>,
+        peers: &[(PeerName, PublicKey)],
+    ) -> PeerEngine {
         let ids = match &tunnel {
             Some(t) => peers.iter().filter_map(|(n, k)| t.peer_by_key(k).map(|id| (n.clone(), id))).collect(),
             None => Vec::new(),
         };
-        PeerEngine { node, tunnel, ids }
+        PeerEngine { node, tunnel, relay_route, ids }
     }
 
     /// The tunnel follows the node: a path opened or changed is where the peer's datagrams go now; a dead
     /// path leaves only a configured endpoint.
     fn follow(&self, event: &NodeEvent) {
+        if let Some(route) = &self.relay_route {
+            match event {
+                NodeEvent::RelayAllocated { server, relayed } => route.allocated(*server, *relayed),
+                NodeEvent::RelayFailed { .. } => route.lost(),
+                NodeEvent::RelayChannel { peer, channel } => route.bound(*peer, *channel),
+                _ => {}
+            }
+        }
         let Some(tunnel) = &self.tunnel else { return };
         let (peer, path) = match event {
             NodeEvent::Punch(AgentEvent::PathOpened { peer, local, remote, .. }, _)
@@ -87,6 +102,7 @@ impl Controllable for PeerEngine {
 
     fn fill_status(&self, now: Instant, status: &mut Status) {
         self.node.fill_status(now, status);
+        status.relayed = self.node.relayed();
         let Some(tunnel) = &self.tunnel else { return };
         for t in tunnel.status() {
             let Some(s) = status.peers.iter_mut().find(|s| s.key == t.key.to_base64()) else { continue };
@@ -202,6 +218,18 @@ pub fn line(event: &NodeEvent, local: SocketAddr, json: bool) -> String {
             format!("introduction of {peer} refused: {why}"),
             json!({"event": "introduction-refused", "peer": peer.as_str(), "reason": why.to_string()}),
         ),
+        NodeEvent::RelayAllocated { server, relayed } => (
+            format!("relayed address {relayed} on TURN server {server} (used when no direct path opens)"),
+            json!({"event": "relay-allocated", "server": server.to_string(), "relayed": relayed.to_string()}),
+        ),
+        NodeEvent::RelayFailed { server, why, retry_in } => (
+            format!("TURN server {server}: {why}; trying again in {:.0} s", retry_in.as_secs_f64()),
+            json!({"event": "relay-failed", "server": server.to_string(), "why": why.to_string()}),
+        ),
+        NodeEvent::RelayChannel { peer, channel } => (
+            format!("relay channel {channel:#06x} bound to {peer}"),
+            json!({"event": "relay-channel", "peer": peer.to_string(), "channel": channel}),
+        ),
         NodeEvent::Punch(e, kind) => punch_line(e, *kind),
     };
     if json {
@@ -249,6 +277,27 @@ fn punch_line(e: &AgentEvent, remote_kind: Option<RemoteKind>) -> (String, serde
             format!("{peer}: birthday probing: opening {count} extra sockets"),
             json!({"event": "open-sockets", "peer": peer.as_str(), "sockets": count}),
         ),
+        AgentEvent::PathMtuTooSmall { peer, probed, minimum, minimum_ok } => {
+            let mtu = probed.saturating_sub(32);
+            let text = if *minimum_ok {
+                format!(
+                    "path to {peer} lost a full-size {probed}-byte datagram while {minimum}-byte ones get through: \
+                     tunnel packets near the MTU ({mtu}) will be lost; set --mtu {} on both peers",
+                    minimum.saturating_sub(32)
+                )
+            } else {
+                format!(
+                    "path to {peer} lost {probed}- and {minimum}-byte datagrams while small ones get through: large \
+                     tunnel packets will be lost even at --mtu {} (a link with a small MTU that blocks ICMP?)",
+                    minimum.saturating_sub(32)
+                )
+            };
+            (
+                text,
+                json!({"event": "path-mtu-too-small", "peer": peer.as_str(), "probed": probed, "minimum": minimum,
+                       "minimum_ok": minimum_ok}),
+            )
+        }
         AgentEvent::CloseSockets { peer, sockets } => (
             format!("{peer}: {} extra sockets no longer needed", sockets.len()),
             json!({"event": "close-sockets", "peer": peer.as_str(), "sockets": sockets.len()}),

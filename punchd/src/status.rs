@@ -39,6 +39,12 @@ pub struct Status {
     /// The tunnel device, when the tunnel is on.
     #[serde(default)]
     pub tunnel: Option<TunnelStatus>,
+    /// The TURN server (`--relay`), resolved.
+    #[serde(default)]
+    pub relay_server: Option<SocketAddr>,
+    /// Our relayed address on it, while the allocation lives.
+    #[serde(default)]
+    pub relayed: Option<SocketAddr>,
 }
 
 /// The tunnel device.
@@ -189,6 +195,9 @@ impl Status {
         }
         if let Some(t) = &self.tunnel {
             let _ = writeln!(out, "tunnel {} {} mtu {}", t.device, t.address, t.mtu);
+        }
+        if let Some(server) = self.relay_server {
+            let _ = writeln!(out, "relay {server}  relayed {}", opt(&self.relayed));
         }
         if self.peers.is_empty() {
             return out;

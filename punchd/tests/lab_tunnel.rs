@@ -240,3 +240,30 @@ fn three_peers_form_a_mesh() {
         }
     }
 }
+
+/// Site b's router has a 1400-byte MTU towards the internet and sends no ICMP "fragmentation needed" (a
+/// black hole, as behind some PPPoE links and firewalls): the path opens, but a full tunnel datagram (1432
+/// bytes at MTU 1400) cannot cross it. Both peers say so and what to set.
+#[test]
+fn a_path_that_cannot_carry_the_mtu_is_reported_with_what_to_set() {
+    holepunch_lab::require_lab!();
+    let lab = Lab::builder().server().site("a", Preset::FullCone).site("b", Preset::FullCone).build().expect("lab");
+    let router = lab.router("b");
+    router.run(&["ip", "link", "set", "dev", "pub", "mtu", "1400"]).expect("router MTU");
+    router
+        .run(&["nft", "add table inet hp_blackhole"])
+        .and_then(|_| router.run(&["nft", "add chain inet hp_blackhole out { type filter hook output priority 0 ; }"]))
+        .and_then(|_| router.run(&["nft", "add rule inet hp_blackhole out icmp type destination-unreachable drop"]))
+        .expect("drop ICMP errors");
+    let w = World::new(lab, "tun-mtu", "");
+    let (ka, kb) = (key(1), key(2));
+    let mut bob = w.punchd("b1", "bob", &kb, 6666, ("alice", &ka.public()), TUN).proc;
+    let mut alice = w.punchd("a1", "alice", &ka, 6666, ("bob", &kb.public()), &format!("{TUN} --connect bob")).proc;
+    let said =
+        alice.wait_for_line(Duration::from_secs(20), |l| l.starts_with("path to bob lost a full-size 1432-byte"));
+    let line = said.unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut [&mut alice, &mut bob])));
+    assert!(line.contains("set --mtu 1280 on both peers"), "{line}");
+    // Small packets still cross the tunnel.
+    ping(&w, "a1", tunnel_ip(&kb), 2, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut [&mut alice, &mut bob])));
+}

@@ -39,6 +39,10 @@ pub trait Intercept: Send + Sync {
     /// True when the datagram `data` from `from` on `socket` (bound to `local`) was taken; false hands it
     /// to the engine.
     fn intercept(&self, socket: &UdpSocket, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool;
+
+    /// The receiving thread has no more datagrams queued for now (on Linux, the end of one recvmmsg batch):
+    /// the moment to write out what `intercept` collected.
+    fn flush(&self) {}
 }
 
 /// Runs engines over a set of sockets (see the module docs).
@@ -483,6 +487,10 @@ fn receive(
     stop: &AtomicBool,
     intercept: Option<&dyn Intercept>,
 ) {
+    #[cfg(target_os = "linux")]
+    if let Some(x) = intercept {
+        return receive_batched(i, sock, peer, tx, pool, stop, x);
+    }
     let mut unreachable = Vec::new();
     let local = sock.local_addr().ok();
     let mut data = Vec::new();
@@ -495,6 +503,7 @@ fn receive(
             Ok((n, from)) => {
                 if let (Some(x), Some(local)) = (intercept, local) {
                     if x.intercept(sock, local, from, &data[..n]) {
+                        x.flush();
                         continue; // the buffer stays with this thread for the next datagram
                     }
                 }
@@ -519,6 +528,65 @@ fn receive(
                 }
                 if unreachable.is_empty() && e.kind() != ErrorKind::ConnectionReset {
                     // Not an ICMP report: do not spin on a persistent error.
+                    thread::sleep(RECV_WAKE / 5);
+                }
+                for (socket, dst) in unreachable.drain(..) {
+                    if tx.send(Input::Unreachable { socket, dst }).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Datagrams per recvmmsg(2) in [`receive_batched`].
+#[cfg(target_os = "linux")]
+const RECV_BATCH: usize = 64;
+
+/// [`receive`] with an intercept, on Linux: up to [`RECV_BATCH`] datagrams per system call, each offered to
+/// the intercept, which is flushed after each batch (a data path writes its collected packets at once).
+#[cfg(target_os = "linux")]
+fn receive_batched(
+    i: usize,
+    sock: &UdpSocket,
+    peer: Option<SocketAddr>,
+    tx: &mpsc::Sender<Input>,
+    pool: &mpsc::Receiver<Vec<u8>>,
+    stop: &AtomicBool,
+    intercept: &dyn Intercept,
+) {
+    use super::batch::{RecvBatch, Wait};
+    let Ok(local) = sock.local_addr() else { return };
+    let mut batch = RecvBatch::new(RECV_BATCH, RECV_BUF);
+    let mut unreachable = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match batch.recv(sock, RECV_BATCH, Wait::ForFirst) {
+            Ok(n) => {
+                for k in 0..n {
+                    let d = batch.get(k);
+                    let Some(from) = d.source else { continue };
+                    if d.truncated || intercept.intercept(sock, local, from, d.data) {
+                        continue;
+                    }
+                    let mut data = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(RECV_BUF));
+                    data.clear();
+                    data.extend_from_slice(d.data);
+                    if tx.send(Input::Datagram { socket: i, from, data }).is_err() {
+                        return;
+                    }
+                }
+                intercept.flush();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            // As in `receive`: an ICMP error from the error queue, or a persistent error not to spin on.
+            Err(e) => {
+                log::debug!(target: "holepunch::io", "socket {i}: receive error: {e}");
+                take_unreachable(i, sock, &mut unreachable);
+                if unreachable.is_empty() && e.kind() == ErrorKind::ConnectionRefused {
+                    unreachable.extend(peer.map(|p| (i, p)));
+                }
+                if unreachable.is_empty() && e.kind() != ErrorKind::ConnectionRefused {
                     thread::sleep(RECV_WAKE / 5);
                 }
                 for (socket, dst) in unreachable.drain(..) {

@@ -66,6 +66,17 @@ pub fn read_network_secret(path: &Path) -> Result<NetworkSecret, KeyFileError> {
     Ok(secret)
 }
 
+/// A password or shared secret file (a TURN password, a TURN REST secret): its text, surrounding whitespace
+/// trimmed, with the same permission rule as [`read_secret_key`]; an empty file is refused.
+pub fn read_private_text(path: &Path) -> Result<String, KeyFileError> {
+    let bytes = read_private(path)?;
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    if text.is_empty() {
+        return Err(KeyFileError::ShortSecret { path: path.to_path_buf(), len: 0 });
+    }
+    Ok(text)
+}
+
 /// The whole content of a regular file only its owner may access, at most [`MAX_FILE_LEN`] bytes.
 fn read_private(path: &Path) -> Result<Vec<u8>, KeyFileError> {
     let read_err = |source: io::Error| match source.kind() {

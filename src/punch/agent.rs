@@ -64,7 +64,14 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Failed attempts in a row after which the agent stops until a new introduction or reflexive change.
     pub repunch_limit: u32,
+    /// The largest datagram the path must carry (the tunnel's MTU + 32), probed once per new path with a
+    /// padded check; `None`: not probed (docs/tunnel.md, "MTU").
+    pub mtu_probe: Option<u16>,
 }
+
+/// The datagram of the smallest tunnel MTU (1280, RFC 8200 §5) plus WireGuard's 32 bytes: probed after a
+/// failed full-size probe, to tell "lower the MTU" from "the path loses large datagrams anyway".
+pub const MIN_MTU_PROBE: u16 = 1280 + 32;
 
 impl AgentConfig {
     /// Defaults for punching socket `local`.
@@ -90,6 +97,7 @@ impl AgentConfig {
             repunch_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(120),
             repunch_limit: 8,
+            mtu_probe: None,
         }
     }
 }
@@ -116,6 +124,11 @@ enum Purpose {
     Keepalive(u32),
     /// An easy-side birthday probe (no pair until answered).
     Probe,
+    /// A padded check of `size` bytes on the path's pair.
+    Mtu {
+        pair: u32,
+        size: u16,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -287,6 +300,15 @@ impl Agent {
         self.settle(now);
     }
 
+    /// Our relayed address on a TURN server (`None` when the allocation is gone): checks arriving on it and
+    /// answers leaving from it are relayed (the node wraps and unwraps them), and pairs on it are relay
+    /// paths.
+    pub fn set_relayed(&mut self, relayed: Option<SocketAddr>) {
+        for p in &mut self.peers {
+            p.relayed = relayed;
+        }
+    }
+
     /// The extra sockets the driver opened after [`Event::OpenSockets`] (at most the count asked; the rest
     /// are ignored and should be closed by the driver).
     pub fn add_sockets(&mut self, now: Instant, peer: &PeerName, sockets: &[SocketAddr]) -> Result<(), PeerError> {
@@ -424,6 +446,59 @@ impl Agent {
         }
     }
 
+    /// A padded check of `size` bytes on `pair_id` (see [`AgentConfig::mtu_probe`]).
+    fn start_mtu_probe(&mut self, now: Instant, idx: usize, pair_id: u32, size: u16) {
+        let peer = &self.peers[idx];
+        let Some(pair) = peer.pair(pair_id) else { return };
+        let (local, remote) = (pair.local, pair.remote);
+        let username = auth::username(&peer.kid, &self.my_id);
+        let key = peer.probe_key;
+        let spec = Spec::new(local, remote).ignore_unreachable();
+        let write = |w: &mut crate::stun::MessageWriter<'_>| auth::write_padded_check(w, &username, &key, size.into());
+        match self.probes.txs.start(now, spec, Method::BINDING, write) {
+            Ok(tx) => {
+                let purpose = Purpose::Mtu { pair: pair_id, size };
+                self.probes.owners.insert(tx, Owner { peer: idx, purpose, local, remote, started: now });
+                self.probes.txs.handle_timeout(now);
+            }
+            Err(e) => warn!(target: LOG, "cannot encode an MTU probe of {size} bytes: {e}"),
+        }
+    }
+
+    /// An MTU probe ended. A lost full-size probe on a path that still answers is tried once more at the
+    /// minimum size, and then reported.
+    fn mtu_probed(&mut self, now: Instant, idx: usize, pair_id: u32, size: u16, answered: bool) {
+        let Some(full) = self.config.mtu_probe else { return };
+        let peer = &self.peers[idx];
+        let name = peer.name.clone();
+        if answered {
+            debug!(target: LOG, "{name}: the path carries {size}-byte datagrams");
+            if size < full {
+                self.events.push_back(Event::PathMtuTooSmall {
+                    peer: name,
+                    probed: full,
+                    minimum: size,
+                    minimum_ok: true,
+                });
+            }
+            return;
+        }
+        // Only a path that is alive tells anything about size.
+        if peer.path != Some(pair_id) || peer.suspect {
+            return;
+        }
+        if size > MIN_MTU_PROBE {
+            self.start_mtu_probe(now, idx, pair_id, MIN_MTU_PROBE);
+        } else {
+            self.events.push_back(Event::PathMtuTooSmall {
+                peer: name,
+                probed: full,
+                minimum: size,
+                minimum_ok: false,
+            });
+        }
+    }
+
     /// An easy-side birthday probe to `remote` (no pair until it is answered).
     fn start_probe(&mut self, now: Instant, idx: usize, local: SocketAddr, remote: SocketAddr) {
         let peer = &self.peers[idx];
@@ -541,6 +616,10 @@ impl Agent {
         let idx = owner.peer;
         let pair_id = match owner.purpose {
             Purpose::Check(id) | Purpose::Keepalive(id) => id,
+            Purpose::Mtu { pair, size } => {
+                self.mtu_probed(now, idx, pair, size, answer.is_some());
+                return;
+            }
             Purpose::Probe => {
                 let Some(mapped) = answer else { return };
                 // A birthday hit: the pair exists from now on, verified.
@@ -622,7 +701,7 @@ impl Agent {
             remote: pair.remote,
             rtt,
         });
-        self.judge(idx, true);
+        self.judge(idx, kind != PathKind::Relay);
         // Birthday probing is over: stop the probes, close every extra socket but the one the path uses.
         self.close_extras(idx, Some(pair.local));
         if let Some(b) = self.peers[idx].birthday.as_mut() {
@@ -637,6 +716,9 @@ impl Agent {
                 }
             }
         }
+        if let Some(size) = self.config.mtu_probe {
+            self.start_mtu_probe(now, idx, pair_id, size);
+        }
     }
 
     /// Hysteresis (docs/punchd.md): a LAN pair beats a public one; otherwise only a clearly lower round trip
@@ -647,6 +729,8 @@ impl Agent {
         let (ka, kb) = (peer.path_kind_of(a), peer.path_kind_of(b));
         let why = if ka != PathKind::Lan && kb == PathKind::Lan {
             SwitchReason::Lan
+        } else if ka == PathKind::Relay && kb == PathKind::Direct {
+            SwitchReason::Direct
         } else if ka == kb {
             match (a.rtt, b.rtt) {
                 (Some(ra), Some(rb)) if rb.srtt * 2 < ra.srtt && ra.srtt - rb.srtt > RTT_MARGIN => {

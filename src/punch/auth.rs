@@ -55,6 +55,25 @@ pub fn write_check(w: &mut MessageWriter<'_>, username: &str, key: &[u8; 32]) ->
     w.add_fingerprint()
 }
 
+/// A check padded (RFC 5780 §7.6 PADDING) to at most `size` bytes in all, within 3 bytes of it: a probe of
+/// whether the path carries datagrams that large (docs/tunnel.md, "MTU"). Never shorter than a plain check.
+pub fn write_padded_check(
+    w: &mut MessageWriter<'_>,
+    username: &str,
+    key: &[u8; 32],
+    size: usize,
+) -> Result<(), stun::Error> {
+    w.add(&Attribute::Username(username))?;
+    // Header 20, USERNAME (4 + padded), PADDING's own 4, MESSAGE-INTEGRITY-SHA256 4 + 32, FINGERPRINT 8.
+    let fixed = 20 + 4 + username.len().div_ceil(4) * 4 + 4 + 36 + 8;
+    let padding = (size.saturating_sub(fixed) / 4 * 4).min(usize::from(u16::MAX) / 4 * 4);
+    if padding > 0 {
+        w.add(&Attribute::Padding(padding as u16))?;
+    }
+    w.add_message_integrity_sha256(key)?;
+    w.add_fingerprint()
+}
+
 /// The answer to a verified check from `source`, written into `buf`; returns its length.
 pub fn write_answer(
     buf: &mut [u8],
@@ -97,6 +116,26 @@ pub fn verify(msg: &Message<'_>, key: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padded_checks_reach_the_probed_size_and_verify() {
+        let key = [7u8; 32];
+        for size in [1432usize, 1312, 1433, 1435, 60] {
+            let mut buf = [0u8; 2048];
+            let mut w =
+                MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), &[1; 12]).unwrap();
+            write_padded_check(&mut w, "abcd:efgh", &key, size).unwrap();
+            let len = w.finish();
+            let msg = Message::parse(&buf[..len]).unwrap();
+            assert!(check_shape(&msg).is_some());
+            assert!(verify(&msg, &key));
+            if size > 100 {
+                assert!(len <= size && len + 4 > size, "{size}: {len}");
+            } else {
+                assert_eq!(len, 20 + 4 + 12 + 36 + 8, "never shorter than a plain check");
+            }
+        }
+    }
 
     #[test]
     fn both_peers_derive_the_same_key_and_strangers_another() {

@@ -21,6 +21,8 @@ pub enum SwitchReason {
     PeerMoved,
     /// The path went silent and another pair that answered recently took over.
     Failover,
+    /// A direct pair answered while traffic went through a relay; direct beats relay.
+    Direct,
 }
 
 impl fmt::Display for SwitchReason {
@@ -32,6 +34,7 @@ impl fmt::Display for SwitchReason {
             }
             SwitchReason::PeerMoved => f.write_str("the peer's endpoint moved"),
             SwitchReason::Failover => f.write_str("the path went silent; another pair answered recently"),
+            SwitchReason::Direct => f.write_str("a direct path answered; direct beats relay"),
         }
     }
 }
@@ -104,6 +107,10 @@ pub enum Event {
     OpenSockets { peer: PeerName, count: u16 },
     /// Close these extra sockets (the one a path runs on is never in the list).
     CloseSockets { peer: PeerName, sockets: Vec<SocketAddr> },
+    /// The path to `peer` lost a full-size check of `probed` bytes (the tunnel's largest datagram) while
+    /// smaller checks got through: tunnel packets that large will be lost. `minimum_ok` says whether a check
+    /// of `minimum` bytes (the smallest tunnel MTU's datagram) got through.
+    PathMtuTooSmall { peer: PeerName, probed: u16, minimum: u16, minimum_ok: bool },
 }
 
 fn ms(d: Duration) -> f64 {

@@ -20,11 +20,12 @@ use super::pair::RemoteKind;
 use super::peer::{PeerStatus, Phase};
 use crate::identity::{PublicKey, SecretKey};
 use crate::net::{Engine, Received, Seed, Transmit};
+use crate::relay::{AllocationError, TurnClient, TurnClientConfig, TurnEvent};
 use crate::signal::{
     Candidate, CandidateKind, Client, ClientConfig, ClientEvent, ConnectFailure, Introduction, NatProfile,
     NetworkSecret, PeerName, RefuseReason, MAX_CANDIDATES,
 };
-use log::{info, warn};
+use log::{debug, info, warn};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,6 +37,10 @@ const LOG: &str = "holepunch::punch::node";
 const RECONNECT_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between connect retries.
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Longest a connect waits for the TURN allocation to be made and registered.
+const RELAY_SETTLE: Duration = Duration::from_secs(2);
+/// Longest wait between attempts to allocate on the TURN server.
+const RELAY_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Client and agent events handled per call, a bound against two engines feeding each other forever.
 const MAX_SETTLE_ROUNDS: usize = 64;
 
@@ -52,6 +57,9 @@ pub struct NodeConfig {
     pub host_candidates: Vec<SocketAddr>,
     /// Our NAT's behaviour, reported to the rendezvous and used for the prediction.
     pub profile: NatProfile,
+    /// A TURN server to hold an allocation on (docs/relay.md, "Client"): its relayed address becomes a
+    /// candidate, and a pair through it carries traffic when nothing direct answers.
+    pub relay: Option<TurnClientConfig>,
 }
 
 impl NodeConfig {
@@ -71,6 +79,7 @@ impl NodeConfig {
             peers,
             host_candidates: Vec::new(),
             profile: NatProfile::UNKNOWN,
+            relay: None,
         }
     }
 
@@ -100,6 +109,12 @@ pub enum Event {
     /// The server introduced `peer` with a key that is not the configured one (or a peer we do not know):
     /// refused, nothing punched.
     IntroductionRefused { peer: PeerName, why: PeerError },
+    /// A TURN allocation exists: peers reach us through `relayed` on `server`.
+    RelayAllocated { server: SocketAddr, relayed: SocketAddr },
+    /// The TURN allocation failed or was lost (retried after `retry_in`).
+    RelayFailed { server: SocketAddr, why: AllocationError, retry_in: Duration },
+    /// A channel on our relay to `peer` is bound: relayed data to and from it is ChannelData on `channel`.
+    RelayChannel { peer: SocketAddr, channel: u16 },
     /// Punching: paths opened, changed, died (with why), needs relay, prediction and whether it held, and
     /// the extra sockets birthday probing asks the driver for. The second field is the kind of remote
     /// candidate the peer's path runs to when the event was emitted ("direct ... via reflexive").
@@ -117,6 +132,8 @@ pub struct NodeStats {
     pub refused_introductions: u64,
     /// Connect requests sent (first tries and retries).
     pub connects: u64,
+    /// Relayed datagrams that were neither a check nor an answer (tunnel data arrives on the data path).
+    pub relayed_dropped: u64,
 }
 
 impl fmt::Display for NodeStats {
@@ -146,6 +163,13 @@ pub struct Node {
     port_mapped: Option<SocketAddr>,
     profile: NatProfile,
     reflexive: Option<SocketAddr>,
+    relay: Option<TurnClient>,
+    relay_config: Option<TurnClientConfig>,
+    /// Our relayed address while the allocation lives.
+    relayed: Option<SocketAddr>,
+    /// When to allocate again after a failure, and the wait that led there (doubles per failure).
+    relay_retry: Option<(Instant, Duration)>,
+    rng: crate::net::Rng,
     /// Peers we asked to connect to or were introduced to: a moved endpoint asks again for them.
     wanted: Vec<PeerName>,
     retries: BTreeMap<PeerName, Retry>,
@@ -170,14 +194,20 @@ impl Node {
         let host_candidates: Vec<Candidate> = config
             .host_candidates
             .iter()
-            .take(MAX_CANDIDATES - 2) // room for the reflexive and port-mapped candidates
+            .take(MAX_CANDIDATES - 3) // room for the reflexive, port-mapped and relayed candidates
             .map(|&addr| Candidate { kind: CandidateKind::Host, addr })
             .collect();
         client.set_candidates(now, host_candidates.clone());
         client.set_profile(now, config.profile);
         agent.set_local_candidates(host_candidates.clone());
         agent.set_local_profile(config.profile);
+        let relay = config.relay.clone().map(|c| TurnClient::new(c, rng.fork(), now));
         Ok(Node {
+            relay,
+            relay_config: config.relay,
+            relayed: None,
+            relay_retry: None,
+            rng,
             client,
             agent,
             peers: config.peers,
@@ -202,7 +232,13 @@ impl Node {
         }
         self.want(peer);
         self.retries.remove(peer);
-        self.send_connect(now, peer);
+        if self.relay.is_some() && self.relayed.is_none() && self.relay_retry.is_none() {
+            // The allocation is on its way (a few round trips): ask once our relayed candidate is
+            // registered, so the peer can fall back to it; at the latest after RELAY_SETTLE.
+            self.schedule(now, peer, Some(now + RELAY_SETTLE));
+        } else {
+            self.send_connect(now, peer);
+        }
         self.settle(now);
         Ok(())
     }
@@ -251,11 +287,94 @@ impl Node {
         self.agent.set_local_profile(profile);
     }
 
-    /// What the rendezvous gets: host candidates and the port mapping (it adds the reflexive address itself).
+    /// What the rendezvous gets: host candidates, the port mapping and the relayed address (it adds the
+    /// reflexive address itself).
     fn reported_candidates(&self) -> Vec<Candidate> {
         let mut c = self.host_candidates.clone();
         c.extend(self.port_mapped.map(|addr| Candidate { kind: CandidateKind::PortMapped, addr }));
+        c.extend(self.relayed.map(|addr| Candidate { kind: CandidateKind::Relayed, addr }));
         c
+    }
+
+    /// Our relayed address on the TURN server, while the allocation lives.
+    pub fn relayed(&self) -> Option<SocketAddr> {
+        self.relayed
+    }
+
+    /// Deletes the TURN allocation (at exit); the Refresh goes out with the next transmits.
+    pub fn close_relay(&mut self, now: Instant) {
+        if let Some(r) = &mut self.relay {
+            r.close(now);
+        }
+    }
+
+    /// Candidates changed (a port mapping, a relay): registered again, and peers without a path are
+    /// introduced again a second later so they learn them.
+    fn candidates_changed(&mut self, now: Instant) {
+        self.client.set_candidates(now, self.reported_candidates());
+        self.agent.set_local_candidates(self.agent_candidates());
+        for peer in self.wanted.clone() {
+            if self.agent.path(&peer).is_none() {
+                self.retries.remove(&peer);
+                self.schedule(now, &peer, Some(now + RECONNECT_MIN));
+            }
+        }
+    }
+
+    fn on_relay(&mut self, now: Instant, e: TurnEvent) {
+        let Some(server) = self.relay.as_ref().map(|r| r.server()) else { return };
+        match e {
+            TurnEvent::Allocated { relayed, .. } => {
+                info!(target: LOG, "relayed address {relayed} on TURN server {server}");
+                self.relayed = Some(relayed);
+                self.relay_retry = None;
+                self.agent.set_relayed(Some(relayed));
+                self.permit_known_peers(now);
+                self.candidates_changed(now);
+                self.events.push_back(Event::RelayAllocated { server, relayed });
+            }
+            TurnEvent::Failed(why) => {
+                let wait = self.relay_retry.map_or(RECONNECT_MIN * 5, |(_, w)| (w * 2).min(RELAY_RETRY_MAX));
+                warn!(target: LOG, "TURN server {server}: {why}; allocating again in {wait:?}");
+                self.relay_retry = Some((now + wait, wait));
+                let had = self.relayed.take().is_some();
+                self.agent.set_relayed(None);
+                if had {
+                    self.candidates_changed(now);
+                }
+                self.events.push_back(Event::RelayFailed { server, why, retry_in: wait });
+            }
+            TurnEvent::ChannelBound { peer, channel } => self.events.push_back(Event::RelayChannel { peer, channel }),
+        }
+    }
+
+    /// Our relay accepts data from the peers' public addresses (permissions per IP, RFC 8656 §9).
+    fn permit_known_peers(&mut self, now: Instant) {
+        let Some(relay) = &mut self.relay else { return };
+        for s in self.agent.status() {
+            for p in &s.pairs {
+                // Host addresses are private and relayed ones are other relays: neither is a peer's source.
+                if !matches!(p.kind, RemoteKind::Host | RemoteKind::Relayed) {
+                    relay.permit(now, p.remote.ip());
+                }
+            }
+        }
+    }
+
+    /// The relay's retry and its events.
+    fn relay_timeout(&mut self, now: Instant) {
+        if let Some((at, _)) = self.relay_retry {
+            if now >= at && self.relayed.is_none() {
+                if let Some(c) = self.relay_config.clone() {
+                    self.relay = Some(TurnClient::new(c, self.rng.fork(), now));
+                    self.relay_retry =
+                        Some((now + RELAY_RETRY_MAX * 4, self.relay_retry.map_or(RELAY_RETRY_MAX, |r| r.1)));
+                }
+            }
+        }
+        if let Some(r) = &mut self.relay {
+            r.handle_timeout(now);
+        }
     }
 
     /// The extra sockets the driver opened after [`AgentEvent::OpenSockets`].
@@ -350,6 +469,7 @@ impl Node {
             self.stats.refused_introductions += 1;
             self.events.push_back(Event::IntroductionRefused { peer, why });
         }
+        self.permit_known_peers(now);
     }
 
     fn on_client(&mut self, now: Instant, e: ClientEvent) {
@@ -414,6 +534,14 @@ impl Node {
             }
             _ => {}
         }
+        // A path from our relayed address: a channel to the peer makes its data 4 bytes of overhead.
+        if let AgentEvent::PathOpened { local, remote, .. } | AgentEvent::PathChanged { local, remote, .. } = &e {
+            if Some(*local) == self.relayed {
+                if let Some(r) = &mut self.relay {
+                    r.add_peer(now, *remote);
+                }
+            }
+        }
         let via = match &e {
             AgentEvent::PathOpened { peer, .. } | AgentEvent::PathChanged { peer, .. } => {
                 self.agent.peer_status(peer).and_then(|s| s.remote_kind)
@@ -434,6 +562,10 @@ impl Node {
             while let Some(e) = self.agent.poll_event() {
                 any = true;
                 self.on_agent(now, e);
+            }
+            while let Some(e) = self.relay.as_mut().and_then(|r| r.poll_event()) {
+                any = true;
+                self.on_relay(now, e);
             }
             if !any {
                 return;
@@ -460,6 +592,27 @@ impl Engine for Node {
     /// The client takes rendezvous messages from the server, the agent peer checks and answers; anything
     /// else is counted and left (false), never answered.
     fn handle_input(&mut self, now: Instant, input: Received, data: &[u8]) -> bool {
+        if let Some(r) = &mut self.relay {
+            if r.handle_input(now, input, data) {
+                self.settle(now);
+                return true;
+            }
+            // Relayed to us: a check or answer on our relayed address, from the peer's address.
+            if let (Some((peer, payload)), Some(relayed)) = (r.unwrap(input, data), self.relayed) {
+                let inner = Received { local: relayed, source: peer, transport: input.transport };
+                if self.agent.handle_input(now, inner, payload) {
+                    // The peer reaches us through our relay from `peer`: a channel makes its tunnel data
+                    // ChannelData, which the data path takes without the node.
+                    if let Some(r) = &mut self.relay {
+                        r.add_peer(now, peer);
+                    }
+                    self.settle(now);
+                } else {
+                    self.stats.relayed_dropped += 1;
+                }
+                return true;
+            }
+        }
         let taken = self.client.handle_input(now, input, data) || self.agent.handle_input(now, input, data);
         if taken {
             self.settle(now);
@@ -470,7 +623,10 @@ impl Engine for Node {
     }
 
     fn handle_unreachable(&mut self, now: Instant, local: SocketAddr, dst: SocketAddr) -> bool {
-        let hit = self.client.handle_unreachable(now, local, dst) || self.agent.handle_unreachable(now, local, dst);
+        let relay_hit = self.relay.as_mut().is_some_and(|r| r.handle_unreachable(now, local, dst));
+        let hit = relay_hit
+            || self.client.handle_unreachable(now, local, dst)
+            || self.agent.handle_unreachable(now, local, dst);
         self.settle(now);
         hit
     }
@@ -487,16 +643,36 @@ impl Engine for Node {
         self.fire_retries(now);
         self.client.handle_timeout(now);
         self.agent.handle_timeout(now);
+        self.relay_timeout(now);
         self.settle(now);
     }
 
     fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        self.client.poll_transmit(buf).or_else(|| self.agent.poll_transmit(buf))
+        if let Some(t) = self.client.poll_transmit(buf) {
+            return Some(t);
+        }
+        if let Some(t) = self.relay.as_mut().and_then(|r| r.poll_transmit(buf)) {
+            return Some(t);
+        }
+        // Checks and answers from our relayed address leave through the relay (bounded by the agent's queue).
+        while let Some(t) = self.agent.poll_transmit(buf) {
+            if Some(t.local) != self.relayed {
+                return Some(t);
+            }
+            let payload = buf[..t.len.min(buf.len())].to_vec();
+            match self.relay.as_ref().and_then(|r| r.wrap(t.dst, &payload, buf)) {
+                Some(wrapped) => return Some(wrapped),
+                None => debug!(target: LOG, "no permission on our relay for {}: check dropped", t.dst),
+            }
+        }
+        None
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         let retry = self.retries.values().map(|r| r.at).min();
-        [self.client.poll_timeout(), self.agent.poll_timeout(), retry].into_iter().flatten().min()
+        let relay = self.relay.as_ref().and_then(|r| r.poll_timeout());
+        let relay_retry = self.relay_retry.map(|(at, _)| at);
+        [self.client.poll_timeout(), self.agent.poll_timeout(), retry, relay, relay_retry].into_iter().flatten().min()
     }
 
     fn poll_event(&mut self) -> Option<Event> {

@@ -24,17 +24,19 @@ pub enum RemoteKind {
     PeerReflexive,
     /// A port met by birthday probing.
     Birthday,
+    /// An address on the peer's TURN relay (the last resort: checked after every other kind).
+    Relayed,
 }
 
 impl RemoteKind {
-    /// The kind of a candidate the peer reported; relayed candidates are not punched.
+    /// The kind of a candidate the peer reported.
     pub fn of(kind: CandidateKind) -> Option<RemoteKind> {
         Some(match kind {
             CandidateKind::Host => RemoteKind::Host,
             CandidateKind::PortMapped => RemoteKind::PortMapped,
             CandidateKind::Reflexive => RemoteKind::Reflexive,
             CandidateKind::Predicted => RemoteKind::Predicted,
-            CandidateKind::Relayed => return None,
+            CandidateKind::Relayed => RemoteKind::Relayed,
         })
     }
 
@@ -46,6 +48,7 @@ impl RemoteKind {
             RemoteKind::Predicted => "predicted",
             RemoteKind::PeerReflexive => "peer-reflexive",
             RemoteKind::Birthday => "birthday",
+            RemoteKind::Relayed => "relayed",
         }
     }
 }
@@ -83,7 +86,8 @@ pub enum PathKind {
     Lan,
     /// Through the NATs, over the public internet.
     Direct,
-    /// Through a TURN relay (not built yet: never reported by this engine).
+    /// Through a TURN relay: ours (the pair's local address is our relayed address) or the peer's (a
+    /// relayed candidate).
     Relay,
     /// No path.
     None,
@@ -137,9 +141,11 @@ impl Pair {
 
     /// A LAN path: to a host candidate that is not also the peer's public address (a peer without NAT
     /// reports its public address as a host candidate).
-    pub fn path_kind(&self, intro: Option<&Introduction>) -> PathKind {
+    pub fn path_kind(&self, intro: Option<&Introduction>, relayed: Option<SocketAddr>) -> PathKind {
         let public = intro.map(|i| i.reflexive.ip());
-        if self.kind == RemoteKind::Host && public != Some(self.remote.ip()) {
+        if self.kind == RemoteKind::Relayed || relayed == Some(self.local) {
+            PathKind::Relay
+        } else if self.kind == RemoteKind::Host && public != Some(self.remote.ip()) {
             PathKind::Lan
         } else {
             PathKind::Direct

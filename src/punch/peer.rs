@@ -65,6 +65,8 @@ pub(crate) struct Peer {
     /// Extra sockets the driver opened for this peer and not yet asked to close (at most one outlives
     /// birthday probing: the one a path runs on).
     pub extra: Vec<SocketAddr>,
+    /// Our relayed address (a TURN allocation), when we hold one: pairs from it are relay paths.
+    pub relayed: Option<SocketAddr>,
 }
 
 impl Peer {
@@ -88,6 +90,7 @@ impl Peer {
             stale: false,
             birthday: None,
             extra: Vec::new(),
+            relayed: None,
         }
     }
 
@@ -104,7 +107,7 @@ impl Peer {
     }
 
     pub fn path_kind_of(&self, pair: &Pair) -> PathKind {
-        pair.path_kind(self.intro.as_ref())
+        pair.path_kind(self.intro.as_ref(), self.relayed)
     }
 
     /// The next pair to check: the best waiting one (pairs are kept in check order).
@@ -248,10 +251,12 @@ mod tests {
             ("198.51.100.2:5002".parse().unwrap(), RemoteKind::Predicted),
             ("198.51.100.2:5004".parse().unwrap(), RemoteKind::Predicted),
             ("198.51.100.2:5006".parse().unwrap(), RemoteKind::Predicted),
+            // The peer's relay comes last: checked only after everything direct.
+            ("203.0.113.1:9".parse().unwrap(), RemoteKind::Relayed),
         ];
         assert_eq!(got, want);
         let cone = NatProfile { mapping: Mapping::EndpointIndependent, allocation: Allocation::Preserved, ..seq };
-        assert_eq!(remote_addresses(&intro(cone), 3).len(), 3, "no predictions for a cone, reported ones kept");
+        assert_eq!(remote_addresses(&intro(cone), 3).len(), 4, "no predictions for a cone, reported ones kept");
         let down = NatProfile { allocation: Allocation::Sequential { delta: -1 }, ..seq };
         let got: Vec<u16> = remote_addresses(&intro(down), 2)
             .into_iter()

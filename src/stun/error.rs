@@ -31,4 +31,6 @@ pub enum Error {
     Missing(&'static str),
     #[error("integrity check failed")]
     IntegrityMismatch,
+    #[error("0x{0:04x} is not a ChannelData channel number (0x4000-0x7FFF)")]
+    NotChannelData(u16),
 }

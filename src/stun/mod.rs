@@ -34,6 +34,7 @@
 
 mod address;
 pub mod attr;
+pub mod channel;
 mod error;
 mod header;
 pub mod integrity;
@@ -43,6 +44,7 @@ mod writer;
 pub use attr::{
     Attribute, ChangeRequest, ErrorCode, Family, Icmp, PasswordAlgorithm, PasswordAlgorithms, RawAttribute, TypeList,
 };
+pub use channel::{looks_like_channel_data, ChannelData, CHANNEL_DATA_HEADER_LEN};
 pub use error::Error;
 pub use header::{Class, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
 pub use message::{frame_len, looks_like_stun, Attributes, Message};

@@ -3,6 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use holepunch::net::DEFAULT_STUN_PORT;
+use holepunch::relay::IpRange;
 use holepunch::server::{
     ConfigError, Field, RateLimitConfig, RateLimitError, ServerConfig, MAX_BURST, MAX_RATE, MAX_SLOTS, MAX_SOFTWARE_LEN,
 };
@@ -25,6 +26,18 @@ pub const DEFAULT_RENDEZVOUS_CAPACITY: usize = 100_000;
 pub const DEFAULT_RENDEZVOUS_RATE: u32 = 20;
 /// Rate-limiter table of the rendezvous (16 bytes each: 256 KiB).
 pub const RENDEZVOUS_RATE_SLOTS: usize = 16384;
+
+/// TURN relay defaults (docs/stund.md, "TURN relay").
+pub const DEFAULT_REALM: &str = "holepunch";
+/// The IANA dynamic port range, as coturn uses by default.
+pub const DEFAULT_RELAY_PORTS: (u16, u16) = (49152, 65535);
+pub const DEFAULT_USER_QUOTA: usize = 10;
+pub const DEFAULT_MAX_ALLOCATIONS: usize = 10_000;
+/// Most allocations: 1 M, a few GiB at the per-allocation bound (the memory check refuses what the host cannot
+/// hold).
+pub const MAX_ALLOCATIONS: usize = 1 << 20;
+/// Bytes per second per allocation, both directions: 10 Mbit/s, room for a video call.
+pub const DEFAULT_RELAY_BANDWIDTH: u64 = 1_250_000;
 
 /// Upper bounds of the numeric settings, checked before anything starts (a typo must be a usage error, not a
 /// panic or a host out of memory later).
@@ -108,6 +121,10 @@ pub struct Cli {
     /// Do not listen on TCP.
     #[arg(long)]
     pub no_tcp: bool,
+    /// TCP port of the primary address (STUN and TURN over TCP), e.g. 443 to pass firewalls that only let
+    /// web traffic out [default: --port].
+    #[arg(long, value_name = "PORT")]
+    pub tcp_port: Option<u16>,
     /// Most simultaneous TCP connections, at most 1048576 [default: 1024].
     #[arg(long, value_name = "N")]
     pub tcp_max_connections: Option<usize>,
@@ -135,6 +152,42 @@ pub struct Cli {
     /// [default: 20].
     #[arg(long, value_name = "N")]
     pub rendezvous_rate_limit: Option<u32>,
+    /// TURN relay (RFC 8656): a long-term credential user NAME:PASS (repeat for more users). TURN is on when
+    /// a user or a shared secret is given, off otherwise.
+    #[arg(long, value_name = "NAME:PASS")]
+    pub user: Vec<String>,
+    /// TURN: the shared secret of TURN REST (coturn use-auth-secret) time-limited credentials. Visible to
+    /// other local users in the process list: prefer --auth-secret-file.
+    #[arg(long, value_name = "SECRET", conflicts_with = "auth_secret_file")]
+    pub auth_secret: Option<String>,
+    /// TURN: read the REST shared secret from FILE (surrounding whitespace trimmed).
+    #[arg(long, value_name = "FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+    /// TURN: the realm of the long-term credentials [default: holepunch].
+    #[arg(long, value_name = "REALM")]
+    pub realm: Option<String>,
+    /// TURN: UDP port range of the relay sockets, one per allocation [default: 49152-65535].
+    #[arg(long, value_name = "A-B")]
+    pub relay_ports: Option<String>,
+    /// TURN: the IP the relay sockets bind to [default: --primary].
+    #[arg(long, value_name = "IP")]
+    pub relay_ip: Option<IpAddr>,
+    /// TURN: relay to this range even though it is reserved (loopback, private, link-local); CIDR or one
+    /// address; repeatable.
+    #[arg(long, value_name = "RANGE")]
+    pub allowed_peer_ip: Vec<String>,
+    /// TURN: never relay to this range (wins over --allowed-peer-ip); CIDR or one address; repeatable.
+    #[arg(long, value_name = "RANGE")]
+    pub denied_peer_ip: Vec<String>,
+    /// TURN: allocations one user may hold at once [default: 10].
+    #[arg(long, value_name = "N")]
+    pub user_quota: Option<usize>,
+    /// TURN: allocations in total, at most 1048576 [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_allocations: Option<usize>,
+    /// TURN: bytes per second relayed per allocation (both directions), 0 = unlimited [default: 1250000].
+    #[arg(long, value_name = "BYTES")]
+    pub relay_bandwidth: Option<u64>,
     /// TOML config file with the same options (snake_case keys); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -159,6 +212,7 @@ pub struct FileConfig {
     /// An empty string sends no SOFTWARE.
     pub software: Option<String>,
     pub tcp: Option<bool>,
+    pub tcp_port: Option<u16>,
     pub tcp_max_connections: Option<usize>,
     pub tcp_max_connections_per_ip: Option<usize>,
     pub tcp_idle_timeout: Option<u64>,
@@ -167,6 +221,17 @@ pub struct FileConfig {
     pub rendezvous_lifetime: Option<u64>,
     pub rendezvous_capacity: Option<usize>,
     pub rendezvous_rate_limit: Option<u32>,
+    pub user: Option<Vec<String>>,
+    pub auth_secret: Option<String>,
+    pub auth_secret_file: Option<PathBuf>,
+    pub realm: Option<String>,
+    pub relay_ports: Option<String>,
+    pub relay_ip: Option<IpAddr>,
+    pub allowed_peer_ip: Option<Vec<String>>,
+    pub denied_peer_ip: Option<Vec<String>>,
+    pub user_quota: Option<usize>,
+    pub max_allocations: Option<usize>,
+    pub relay_bandwidth: Option<u64>,
 }
 
 impl FileConfig {
@@ -188,12 +253,33 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     pub stats_interval: Option<Duration>,
     pub tcp: bool,
+    /// TCP port of the primary address (`--tcp-port`, default the UDP port).
+    pub tcp_port: u16,
     pub tcp_max_connections: usize,
     pub tcp_max_connections_per_ip: usize,
     pub tcp_idle_timeout: Duration,
     pub log_level: Option<String>,
     /// The rendezvous (`--secret-file`); `None`: off.
     pub rendezvous: Option<Rendezvous>,
+    /// The TURN relay (`--user`, `--auth-secret[-file]`); `None`: off.
+    pub turn: Option<Turn>,
+}
+
+/// TURN relay settings (docs/stund.md, "TURN relay"). A secret file is read at start, not here.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub realm: String,
+    /// Static users (name, password).
+    pub users: Vec<(String, String)>,
+    pub auth_secret: Option<String>,
+    pub auth_secret_file: Option<PathBuf>,
+    pub relay_ports: (u16, u16),
+    pub relay_ip: IpAddr,
+    pub allowed: Vec<IpRange>,
+    pub denied: Vec<IpRange>,
+    pub user_quota: usize,
+    pub max_allocations: usize,
+    pub bandwidth: u64,
 }
 
 /// Rendezvous settings (docs/signal.md). The secret file is read at start, not here.
@@ -224,6 +310,7 @@ impl Settings {
         };
         // First: the other settings move out of `cli` and `file`.
         let rendezvous = rendezvous_settings(&cli, &file)?;
+        let turn = turn_settings(&cli, &file, primary)?;
         let software = if cli.no_software {
             None
         } else {
@@ -275,6 +362,10 @@ impl Settings {
         if per_ip == 0 {
             bail!("--tcp-max-connections-per-ip must be at least 1 (use --no-tcp to turn TCP off)");
         }
+        let tcp_port = cli.tcp_port.or(file.tcp_port).unwrap_or(server.port);
+        if tcp_port == 0 || (server.behavior_discovery() && tcp_port == server.alt_port) {
+            bail!("--tcp-port {tcp_port} must be non-zero and not the alternate port");
+        }
         let idle = cli.tcp_idle_timeout.or(file.tcp_idle_timeout).unwrap_or(DEFAULT_TCP_IDLE_SECS);
         if idle == 0 || idle > MAX_SECS {
             bail!("--tcp-idle-timeout {idle} must be between 1 and {MAX_SECS} seconds");
@@ -286,12 +377,14 @@ impl Settings {
             metrics: cli.metrics.or(file.metrics),
             stats_interval: (stats > 0).then(|| Duration::from_secs(stats)),
             tcp: !cli.no_tcp && file.tcp.unwrap_or(true),
+            tcp_port,
             tcp_max_connections,
             // More per source than in total would only mean "no per-source cap".
             tcp_max_connections_per_ip: per_ip.min(tcp_max_connections),
             tcp_idle_timeout: Duration::from_secs(idle),
             log_level: cli.log_level.or(file.log_level),
             rendezvous,
+            turn,
         })
     }
 }
@@ -333,6 +426,91 @@ fn rendezvous_settings(cli: &Cli, file: &FileConfig) -> Result<Option<Rendezvous
         }
     };
     Ok(Some(Rendezvous { secret_file, lifetime: Duration::from_secs(lifetime), capacity, rate_limit }))
+}
+
+fn turn_settings(cli: &Cli, file: &FileConfig, primary: IpAddr) -> Result<Option<Turn>> {
+    let users = if cli.user.is_empty() { file.user.clone().unwrap_or_default() } else { cli.user.clone() };
+    let auth_secret = cli.auth_secret.clone().or_else(|| file.auth_secret.clone());
+    let auth_secret_file = cli.auth_secret_file.clone().or_else(|| file.auth_secret_file.clone());
+    if users.is_empty() && auth_secret.is_none() && auth_secret_file.is_none() {
+        // TURN flags without a credential would silently do nothing.
+        for (given, flag) in [
+            (cli.realm.is_some(), "--realm"),
+            (cli.relay_ports.is_some(), "--relay-ports"),
+            (cli.relay_ip.is_some(), "--relay-ip"),
+            (!cli.allowed_peer_ip.is_empty(), "--allowed-peer-ip"),
+            (!cli.denied_peer_ip.is_empty(), "--denied-peer-ip"),
+            (cli.user_quota.is_some(), "--user-quota"),
+            (cli.max_allocations.is_some(), "--max-allocations"),
+            (cli.relay_bandwidth.is_some(), "--relay-bandwidth"),
+        ] {
+            if given {
+                bail!("{flag} needs --user or --auth-secret(-file) (the TURN relay is off without credentials)");
+            }
+        }
+        return Ok(None);
+    }
+    if auth_secret.is_some() && auth_secret_file.is_some() {
+        bail!("give the TURN shared secret once: --auth-secret or --auth-secret-file");
+    }
+    if auth_secret.as_deref().is_some_and(str::is_empty) {
+        bail!("--auth-secret must not be empty");
+    }
+    let users = users
+        .iter()
+        .map(|u| match u.split_once(':') {
+            Some((name, pass)) if !name.is_empty() && !pass.is_empty() => Ok((name.to_string(), pass.to_string())),
+            _ => Err(anyhow!("--user {u:?} must be NAME:PASS with both parts non-empty")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let realm = cli.realm.clone().or_else(|| file.realm.clone()).unwrap_or_else(|| DEFAULT_REALM.to_string());
+    if realm.is_empty() || realm.len() > 128 {
+        bail!("--realm must be 1 to 128 bytes");
+    }
+    let relay_ports = match cli.relay_ports.as_deref().or(file.relay_ports.as_deref()) {
+        None => DEFAULT_RELAY_PORTS,
+        Some(text) => {
+            let parsed = text
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+            match parsed {
+                Some((a, b)) if a > 0 && a <= b => (a, b),
+                _ => bail!("--relay-ports {text:?} must be A-B with 1 <= A <= B <= 65535"),
+            }
+        }
+    };
+    let relay_ip = cli.relay_ip.or(file.relay_ip).unwrap_or(primary);
+    if relay_ip.is_unspecified() {
+        bail!("--relay-ip {relay_ip} must be a specific address (it is the relayed address clients are given)");
+    }
+    let ranges = |flag: &str, given: &[String], from_file: &Option<Vec<String>>| -> Result<Vec<IpRange>> {
+        let list = if given.is_empty() { from_file.clone().unwrap_or_default() } else { given.to_vec() };
+        list.iter().map(|r| r.parse::<IpRange>().map_err(|e| anyhow!("{flag} {r}: {e}"))).collect()
+    };
+    let allowed = ranges("--allowed-peer-ip", &cli.allowed_peer_ip, &file.allowed_peer_ip)?;
+    let denied = ranges("--denied-peer-ip", &cli.denied_peer_ip, &file.denied_peer_ip)?;
+    let user_quota = cli.user_quota.or(file.user_quota).unwrap_or(DEFAULT_USER_QUOTA);
+    if user_quota == 0 {
+        bail!("--user-quota must be at least 1");
+    }
+    let max_allocations = cli.max_allocations.or(file.max_allocations).unwrap_or(DEFAULT_MAX_ALLOCATIONS);
+    if max_allocations == 0 || max_allocations > MAX_ALLOCATIONS {
+        bail!("--max-allocations {max_allocations} must be between 1 and {MAX_ALLOCATIONS}");
+    }
+    let bandwidth = cli.relay_bandwidth.or(file.relay_bandwidth).unwrap_or(DEFAULT_RELAY_BANDWIDTH);
+    Ok(Some(Turn {
+        realm,
+        users,
+        auth_secret,
+        auth_secret_file,
+        relay_ports,
+        relay_ip,
+        allowed,
+        denied,
+        user_quota,
+        max_allocations,
+        bandwidth,
+    }))
 }
 
 /// The limiter's complaint in terms of the setting the user gave.

@@ -7,6 +7,7 @@ mod metrics;
 mod net;
 mod rendezvous;
 mod tcp;
+mod turn;
 mod udp;
 
 use anyhow::{Context, Result};
@@ -49,12 +50,13 @@ fn init_logging(level: Option<&str>) {
     b.format_timestamp_millis().init();
 }
 
-/// File descriptors the settings may need: every TCP connection, the metrics endpoint's, the sockets, and
-/// a margin for the process itself.
+/// File descriptors the settings may need: every TCP connection, the metrics endpoint's, the sockets, one
+/// relay socket per TURN allocation, and a margin for the process itself.
 fn fds_needed(s: &Settings) -> u64 {
     let sockets = s.server.local_sockets().len() as u64;
     let tcp = if s.tcp { s.tcp_max_connections as u64 + sockets } else { 0 };
-    tcp + metrics::MAX_CONNECTIONS as u64 + 1 + sockets * s.threads as u64 + 64
+    let relay = s.turn.as_ref().map_or(0, |t| t.max_allocations as u64 + 2);
+    tcp + relay + metrics::MAX_CONNECTIONS as u64 + 1 + sockets * s.threads as u64 + 64
 }
 
 /// Raises the soft open-files limit to the hard one (the usual soft limit of 1024 is below the default TCP
@@ -76,8 +78,8 @@ fn raise_fd_limit(s: &Settings) {
     let need = fds_needed(s);
     if lim.rlim_cur < need {
         log::warn!(
-            "open-files limit {} is below the {} the settings may need (--tcp-max-connections {}); raise it \
-             (LimitNOFILE= in systemd) or lower --tcp-max-connections",
+            "open-files limit {} is below the {} the settings may need (--tcp-max-connections {}, and \
+             --max-allocations with TURN); raise it (LimitNOFILE= in systemd) or lower them",
             lim.rlim_cur,
             need,
             s.tcp_max_connections
@@ -146,7 +148,7 @@ fn run(s: Settings) -> Result<()> {
     for &l in locals {
         net::probe_free(Proto::Udp, cfg.bind_addr(l))?;
         if s.tcp {
-            net::probe_free(Proto::Tcp, cfg.bind_addr(l))?;
+            net::probe_free(Proto::Tcp, tcp_addr(&s, l))?;
         }
     }
     let metrics_listener = match s.metrics {
@@ -195,6 +197,49 @@ fn run(s: Settings) -> Result<()> {
         }
         _ => None,
     };
+    let turn = match &s.turn {
+        Some(t) => {
+            let secret = match (&t.auth_secret, &t.auth_secret_file) {
+                (Some(text), _) => Some(text.as_bytes().to_vec()),
+                (None, Some(path)) => Some(turn::read_secret(path)?),
+                (None, None) => None,
+            };
+            let relay = turn::relay_config(t, secret, cfg, s.rate_limit);
+            let (thread, shared) = turn::RelayThread::new(t, relay, cfg.clone(), sets[0].clone(), keys.bytes(), start)?;
+            let stop = stop.clone();
+            let h = std::thread::Builder::new()
+                .name("stund-turn".into())
+                .spawn(move || thread.run(&stop))
+                .context("cannot start the TURN relay thread")?;
+            handles.push(h);
+            log::info!(
+                "TURN relay on (RFC 8656, UDP): realm {:?}, {} user(s){}, relay sockets on {} ports {}-{}, \
+                 at most {} allocations, {} per user, {} bytes/s each{}",
+                t.realm,
+                t.users.len(),
+                if t.auth_secret.is_some() || t.auth_secret_file.is_some() { " + REST shared secret" } else { "" },
+                t.relay_ip,
+                t.relay_ports.0,
+                t.relay_ports.1,
+                t.max_allocations,
+                t.user_quota,
+                if t.bandwidth == 0 { "unlimited".to_string() } else { t.bandwidth.to_string() },
+                if t.allowed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", also relaying to {}",
+                        t.allowed.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(" ")
+                    )
+                },
+            );
+            Some(shared)
+        }
+        None => {
+            log::info!("TURN relay off (no --user or --auth-secret)");
+            None
+        }
+    };
     for (t, set) in sets.into_iter().enumerate() {
         for &l in locals {
             let responder = Responder::new(cfg.clone(), s.rate_limit, keys.next_u64(), start)?;
@@ -209,6 +254,7 @@ fn run(s: Settings) -> Result<()> {
                 stop: stop.clone(),
                 rendezvous: rendezvous.clone(),
                 rendezvous_counters: rendezvous_counters.clone(),
+                turn: turn.clone(),
             };
             let h = std::thread::Builder::new()
                 .name(format!("stund-udp-{t}-{}", l.index()))
@@ -231,6 +277,7 @@ fn run(s: Settings) -> Result<()> {
         blocks,
         workers,
         rendezvous: metrics::RendezvousStats { server: rendezvous, counters: rendezvous_counters },
+        turn,
     };
     let result = rt.block_on(async_main(&s, metrics_listener, udp, start, tcp_key, &handles));
 
@@ -250,6 +297,17 @@ fn run(s: Settings) -> Result<()> {
     result
 }
 
+/// Where the TCP listener of local socket `l` binds: its UDP address, except the primary's port with
+/// `--tcp-port`.
+fn tcp_addr(s: &Settings, l: LocalSocket) -> std::net::SocketAddr {
+    let addr = s.server.bind_addr(l);
+    if l == LocalSocket::PRIMARY {
+        std::net::SocketAddr::new(addr.ip(), s.tcp_port)
+    } else {
+        addr
+    }
+}
+
 /// What the UDP side hands to the reports.
 struct UdpSide {
     /// Each UDP worker's counters.
@@ -257,6 +315,7 @@ struct UdpSide {
     /// UDP worker threads (threads x local sockets).
     workers: usize,
     rendezvous: metrics::RendezvousStats,
+    turn: Option<Arc<turn::TurnShared>>,
 }
 
 async fn async_main(
@@ -268,7 +327,7 @@ async fn async_main(
     handles: &[JoinHandle<()>],
 ) -> Result<()> {
     let cfg = &s.server;
-    let UdpSide { mut blocks, workers, rendezvous } = udp;
+    let UdpSide { mut blocks, workers, rendezvous, turn } = udp;
     let tcp = if s.tcp {
         let counters = Arc::new(SharedCounters::new());
         blocks.push(counters.clone());
@@ -280,17 +339,23 @@ async fn async_main(
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
+            turn: turn.clone(),
         });
         for &l in cfg.local_sockets() {
             let addr = cfg.bind_addr(l);
-            let std_listener = net::tcp_listener(addr)?;
+            // With --tcp-port the primary listens elsewhere; requests still name the primary socket (its
+            // logical address), so answers and TURN 5-tuples are the same as on the UDP port.
+            let std_listener = net::tcp_listener(tcp_addr(s, l))?;
             let listener = tokio::net::TcpListener::from_std(std_listener).context("TCP listener")?;
             tokio::spawn(tcp::serve(listener, addr, shared.clone()));
         }
         log::info!(
-            "TCP: listening on the same address(es), at most {} connections, {} per source IP (IPv6 /64)",
+            "TCP: listening on the same address(es) (primary port {}), at most {} connections, {} per source IP \
+             (IPv6 /64){}",
+            s.tcp_port,
             s.tcp_max_connections,
-            s.tcp_max_connections_per_ip
+            s.tcp_max_connections_per_ip,
+            if turn.is_some() { ", TURN over TCP on" } else { "" }
         );
         Some(shared)
     } else {
@@ -304,6 +369,7 @@ async fn async_main(
         mode: if cfg.behavior_discovery() { "rfc5780" } else { "rfc5389" },
         workers,
         rendezvous,
+        turn,
         metrics_refused: AtomicU64::new(0),
     });
     if let Some(l) = metrics_listener {

@@ -3,7 +3,8 @@
 //! Counted: what stund allocates up front or per connection (each UDP worker's rate-limiter table and its
 //! recvmmsg/sendmmsg buffers, the TCP listener's table and each TCP connection's two buffers, and with
 //! `--secret-file` the rendezvous registry at full capacity, its introductions in flight and its rate-limiter
-//! table). Not counted: thread stacks (reserved, mostly never touched) and the kernel's socket buffers.
+//! table, and with TURN on every allocation at its bound and the relay queue). Not counted: thread stacks
+//! (reserved, mostly never touched) and the kernel's socket buffers.
 
 use crate::config::Settings;
 use anyhow::{bail, Result};
@@ -30,6 +31,16 @@ pub struct Plan {
     pub tcp_table: u64,
     /// The rendezvous at `--rendezvous-capacity` (0 without `--secret-file`).
     pub rendezvous: u64,
+    /// The TURN relay at `--max-allocations` (0 when TURN is off).
+    pub turn: u64,
+}
+
+/// The TURN relay at full capacity: every allocation at its bound (`Allocation::MAX_BYTES`: permissions and
+/// channels full), the relay thread's queue, its rate-limiter table and buffers. The relay sockets' kernel
+/// buffers are not counted (like the listening sockets').
+pub fn turn_bytes(t: &crate::config::Turn, rate: Option<holepunch::server::RateLimitConfig>) -> u64 {
+    let allocations = t.max_allocations as u64 * holepunch::relay::Allocation::MAX_BYTES as u64;
+    allocations + crate::turn::QUEUE_BYTES as u64 + rate.map_or(0, |r| r.memory_bytes() as u64)
 }
 
 /// Bytes of one PUSH in flight (the message, at most ~610 bytes, and its transaction's state).
@@ -59,6 +70,7 @@ impl Plan {
             per_connection: crate::tcp::CONNECTION_BUFFER_BYTES as u64,
             tcp_table: if s.tcp { table } else { 0 },
             rendezvous: s.rendezvous.as_ref().map_or(0, rendezvous_bytes),
+            turn: s.turn.as_ref().map_or(0, |t| turn_bytes(t, s.rate_limit)),
         }
     }
 
@@ -76,7 +88,7 @@ impl Plan {
     }
 
     pub fn total(&self) -> u64 {
-        self.udp().saturating_add(self.tcp()).saturating_add(self.rendezvous)
+        self.udp().saturating_add(self.tcp()).saturating_add(self.rendezvous).saturating_add(self.turn)
     }
 
     /// How the total is made up, naming the settings.
@@ -99,6 +111,9 @@ impl Plan {
         if self.rendezvous > 0 {
             d += &format!(" + {} rendezvous (--rendezvous-capacity)", human(self.rendezvous));
         }
+        if self.turn > 0 {
+            d += &format!(" + {} TURN relay (--max-allocations)", human(self.turn));
+        }
         d
     }
 
@@ -107,7 +122,7 @@ impl Plan {
         if self.total() > limit {
             bail!(
                 "the settings need {} of memory, more than the {} allowed (half of this host's memory): {}; \
-                 lower --threads, --rate-limit-slots, --tcp-max-connections or --rendezvous-capacity",
+                 lower --threads, --rate-limit-slots, --tcp-max-connections, --rendezvous-capacity or --max-allocations",
                 human(self.total()),
                 human(limit),
                 self.describe()

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::rendezvous::{self, Rendezvous, REFUSAL_LABELS};
 use crate::tcp::TcpShared;
+use crate::turn::TurnShared;
 
 /// Concurrent connections the endpoint serves.
 pub const MAX_CONNECTIONS: usize = 8;
@@ -30,6 +31,8 @@ pub struct Stats {
     pub mode: &'static str,
     pub workers: usize,
     pub rendezvous: RendezvousStats,
+    /// The TURN relay, when on.
+    pub turn: Option<Arc<TurnShared>>,
     /// Metrics connections closed at once because [`MAX_CONNECTIONS`] were open.
     pub metrics_refused: AtomicU64,
 }
@@ -116,6 +119,7 @@ impl Stats {
             &[("", self.workers as u64)],
         );
         self.render_rendezvous(&mut family);
+        self.render_turn(&mut family);
         let mode = format!("{{mode=\"{}\",version=\"{}\"}}", self.mode, env!("CARGO_PKG_VERSION"));
         family("stund_info", "gauge", "Server mode and version.", &[(&mode, 1)]);
         family("stund_uptime_seconds", "gauge", "Seconds since start.", &[("", self.start.elapsed().as_secs())]);
@@ -212,6 +216,85 @@ impl Stats {
         );
     }
 
+    fn render_turn(&self, family: &mut impl FnMut(&str, &str, &str, &[(&str, u64)])) {
+        family(
+            "stund_turn_enabled",
+            "gauge",
+            "1 when the TURN relay is on (--user or --auth-secret), else 0.",
+            &[("", u64::from(self.turn.is_some()))],
+        );
+        let Some(t) = &self.turn else { return };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let st = *t.stats.lock().unwrap_or_else(|p| p.into_inner());
+        family("stund_turn_allocations", "gauge", "TURN allocations now.", &[("", st.allocations)]);
+        family("stund_turn_relay_sockets", "gauge", "Relay sockets open now.", &[("", load(&t.relay_sockets))]);
+        family(
+            "stund_turn_allocations_total",
+            "counter",
+            "TURN allocations by event (created; expired: lifetime ran out; deleted: Refresh with lifetime 0).",
+            &[
+                ("{event=\"created\"}", st.allocations_created),
+                ("{event=\"expired\"}", st.allocations_expired),
+                ("{event=\"deleted\"}", st.allocations_deleted),
+            ],
+        );
+        family("stund_turn_requests_total", "counter", "TURN requests handled.", &[("", st.requests)]);
+        family(
+            "stund_turn_refused_total",
+            "counter",
+            "TURN requests answered with an error, by reason (challenge: the normal first 401).",
+            &[
+                ("{reason=\"challenge\"}", st.challenges),
+                ("{reason=\"auth\"}", st.auth_failures),
+                ("{reason=\"stale_nonce\"}", st.stale_nonces),
+                ("{reason=\"quota\"}", st.quota_refused),
+                ("{reason=\"capacity\"}", st.capacity_refused),
+                ("{reason=\"peer_denied\"}", st.peer_denied),
+                ("{reason=\"other\"}", st.other_errors),
+            ],
+        );
+        family(
+            "stund_turn_relayed_packets_total",
+            "counter",
+            "Datagrams relayed, by direction.",
+            &[("{direction=\"to_peer\"}", st.to_peer_packets), ("{direction=\"to_client\"}", st.to_client_packets)],
+        );
+        family(
+            "stund_turn_relayed_bytes_total",
+            "counter",
+            "Application bytes relayed (without TURN framing), by direction.",
+            &[("{direction=\"to_peer\"}", st.to_peer_bytes), ("{direction=\"to_client\"}", st.to_client_bytes)],
+        );
+        family(
+            "stund_turn_dropped_total",
+            "counter",
+            "TURN datagrams dropped, by reason (queue_full: the relay thread's queue; rate_limited: requests per source).",
+            &[
+                ("{reason=\"no_permission\"}", st.dropped_no_permission),
+                ("{reason=\"bandwidth\"}", st.dropped_bandwidth),
+                ("{reason=\"malformed\"}", st.dropped_malformed),
+                ("{reason=\"rate_limited\"}", st.rate_limited),
+                ("{reason=\"queue_full\"}", load(&t.queue_full) + st.dropped_queue_full),
+            ],
+        );
+        family(
+            "stund_turn_errors_total",
+            "counter",
+            "Relay errors (open: no relay socket could be bound; send: the kernel refused a datagram).",
+            &[("{kind=\"open\"}", load(&t.open_failures)), ("{kind=\"send\"}", load(&t.send_errors))],
+        );
+    }
+
+    /// The TURN part of the log summary ("" when off).
+    fn turn_summary(&self) -> String {
+        let Some(t) = &self.turn else { return String::new() };
+        let st = *t.stats.lock().unwrap_or_else(|p| p.into_inner());
+        format!(
+            "; turn: {} allocations, relayed {} / {} packets to peers / clients, {} refused for quota, {} peers denied",
+            st.allocations, st.to_peer_packets, st.to_client_packets, st.quota_refused, st.peer_denied
+        )
+    }
+
     /// The rendezvous part of the log summary ("" when off and nothing was dropped).
     fn rendezvous_summary(&self) -> String {
         match &self.rendezvous.server {
@@ -247,7 +330,8 @@ impl Stats {
             c.dropped_malformed,
             c.dropped_not_request,
             c.send_errors
-        ) + &self.rendezvous_summary();
+        ) + &self.rendezvous_summary()
+            + &self.turn_summary();
         (line, c)
     }
 }

@@ -1,11 +1,17 @@
-//! STUN over TCP (RFC 8489 §6.2.2): a stream of STUN messages, each framed by its own header length.
-//! Not the hot path: one tokio task per connection, one shared responder behind a mutex.
+//! STUN over TCP (RFC 8489 §6.2.2): a stream of STUN messages, each framed by its own header length, and with
+//! TURN on, TURN over TCP (RFC 8656 §3.1): TURN messages and ChannelData frames padded to 4 bytes (§12.5).
+//! Not the hot path: one tokio task reading each connection, one shared responder behind a mutex for Binding,
+//! and one writer task per connection that owns the write half, so Binding answers and what the relay thread
+//! sends (`crate::turn`, through a bounded channel of frames) never interleave inside a frame.
 //!
 //! Connections are capped in total and per source (`holepunch::server::ConnectionLimit`): one source that
 //! reconnects whenever a slot frees cannot hold every slot. Over either cap a connection is closed at once.
 
+use crate::turn::{TcpControl, TurnShared};
 use holepunch::net::{Received, Transport};
+use holepunch::relay::is_turn_message;
 use holepunch::server::{ConnectionLimit, Dropped, Refused, Responder, SharedCounters, MAX_REQUEST_LEN};
+use holepunch::stun::channel::channel_frame_len;
 use holepunch::stun::{frame_len, HEADER_LEN};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +35,16 @@ pub struct TcpShared {
     pub refused: AtomicU64,
     /// Over the per-source cap (`--tcp-max-connections-per-ip`).
     pub refused_per_ip: AtomicU64,
+    /// The TURN relay, when on.
+    pub turn: Option<Arc<TurnShared>>,
 }
+
+/// Frames queued towards one connection (Binding answers and relayed data).
+const FRAMES: usize = 256;
+/// A connection carrying a TURN allocation may be silent for as long as an allocation lives without a refresh
+/// (RFC 8656's maximum lifetime), not only `--tcp-idle-timeout`: a client that only receives relayed data
+/// sends nothing but its refreshes.
+const TURN_IDLE: Duration = Duration::from_secs(3600);
 
 impl TcpShared {
     /// Connections open now.
@@ -82,39 +97,70 @@ pub async fn serve(listener: TcpListener, local: SocketAddr, shared: Arc<TcpShar
     }
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, local: SocketAddr, shared: Arc<TcpShared>, _slot: Slot) {
+async fn connection(stream: TcpStream, peer: SocketAddr, local: SocketAddr, shared: Arc<TcpShared>, _slot: Slot) {
     let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (frames, mut queued) = tokio::sync::mpsc::channel::<Vec<u8>>(FRAMES);
+    let idle = shared.idle;
+    let writer = tokio::spawn(async move {
+        while let Some(f) = queued.recv().await {
+            if !matches!(timeout(idle, wr.write_all(&f)).await, Ok(Ok(()))) {
+                break;
+            }
+        }
+    });
     let mut buf = vec![0u8; MAX_REQUEST_LEN];
     let mut out = vec![0u8; MAX_REQUEST_LEN];
+    let mut turn_open = false;
     log::debug!(target: "stund::tcp", "connection from {peer}");
     loop {
-        match timeout(shared.idle, stream.read_exact(&mut buf[..HEADER_LEN])).await {
+        let idle = if turn_open { TURN_IDLE } else { shared.idle };
+        match timeout(idle, rd.read_exact(&mut buf[..4])).await {
             Ok(Ok(_)) => {}
             _ => break, // closed, error, or idle too long
         }
-        let total = match frame_len(&buf[..HEADER_LEN]) {
-            Some(n) if n <= MAX_REQUEST_LEN => n,
-            // Not STUN or too big: the stream cannot be re-synchronised, so close it.
+        let len = match (frame_len(&buf[..4]), &shared.turn) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => channel_frame_len(&buf[..4]),
+            (None, None) => None,
+        };
+        let total = match len {
+            Some(n) if (4..=MAX_REQUEST_LEN).contains(&n) => n,
+            // Not STUN (or ChannelData) or too big: the stream cannot be re-synchronised, so close it.
             _ => {
                 count_malformed(&shared);
                 break;
             }
         };
-        match timeout(shared.idle, stream.read_exact(&mut buf[HEADER_LEN..total])).await {
+        match timeout(idle, rd.read_exact(&mut buf[4..total])).await {
             Ok(Ok(_)) => {}
             _ => break,
+        }
+        let frame = &buf[..total];
+        if let Some(turn) = shared.turn.as_ref().filter(|_| is_turn_message(frame)) {
+            if !turn_open {
+                turn.tcp(TcpControl::Open { local, peer, frames: frames.clone() });
+                turn_open = true;
+            }
+            if turn.submit_on(Transport::Tcp, local, peer, frame) {
+                turn.wake();
+            }
+            continue;
+        }
+        if total < HEADER_LEN {
+            count_malformed(&shared);
+            break;
         }
         let action = {
             let mut r = shared.responder.lock().unwrap_or_else(|p| p.into_inner());
             let rx = Received { local, source: peer, transport: Transport::Tcp };
-            let a = r.handle(Instant::now(), rx, &buf[..total], &mut out);
+            let a = r.handle(Instant::now(), rx, frame, &mut out);
             shared.counters.publish(r.counters());
             a
         };
         match action {
             Ok(t) => {
-                let len = t.len;
-                if !matches!(timeout(shared.idle, stream.write_all(&out[..len])).await, Ok(Ok(()))) {
+                if frames.send(out[..t.len].to_vec()).await.is_err() {
                     let mut r = shared.responder.lock().unwrap_or_else(|p| p.into_inner());
                     r.counters_mut().send_errors += 1;
                     shared.counters.publish(r.counters());
@@ -125,6 +171,12 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, local: SocketAddr, 
             Err(_) => {}
         }
     }
+    if let (true, Some(turn)) = (turn_open, &shared.turn) {
+        turn.tcp(TcpControl::Close { local, peer });
+    }
+    // The writer finishes what is queued (each write bounded by the idle timeout), then ends with the channel.
+    drop(frames);
+    let _ = writer.await;
     log::debug!(target: "stund::tcp", "connection from {peer} closed");
 }
 

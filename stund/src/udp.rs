@@ -6,13 +6,19 @@
 //! is taken. Answers that must leave from another local socket (RFC 5780 CHANGE-REQUEST) are sent one by
 //! one with `sendto` on that socket; they are rare.
 //!
+//! TURN datagrams (`relay::is_turn_message`: ChannelData or a TURN method), when the relay is on, are copied
+//! into the relay thread's bounded queue (`crate::turn`) and the thread is woken once per batch; Binding never
+//! waits for them.
+//!
 //! Rendezvous messages (docs/signal.md) are told apart by their 20-byte header (`signal::is_signal_message`)
 //! before the responder sees them, and go to the one shared rendezvous server (`crate::rendezvous`), which
 //! takes a lock and may allocate; Binding never does either.
 
 use crate::rendezvous::{self, Rendezvous};
+use crate::turn::TurnShared;
 use holepunch::io::batch::{RecvBatch, SendBatch, Wait};
 use holepunch::net::{Received, Transmit};
+use holepunch::relay::is_turn_message;
 use holepunch::server::{LocalSocket, Responder, SharedCounters, MAX_REQUEST_LEN};
 use holepunch::signal::is_signal_message;
 use std::io;
@@ -44,6 +50,8 @@ pub struct Worker {
     pub rendezvous: Option<Arc<Rendezvous>>,
     /// Where rendezvous messages dropped while it is off are counted.
     pub rendezvous_counters: Arc<rendezvous::Counters>,
+    /// The TURN relay's queue, when it is on (`crate::turn`).
+    pub turn: Option<Arc<TurnShared>>,
 }
 
 impl Worker {
@@ -74,6 +82,7 @@ impl Worker {
                 },
             };
             let now = Instant::now();
+            let mut turn_queued = false;
             for i in 0..n {
                 let d = rx.get(i);
                 let (Some(from), false) = (d.source, d.truncated) else {
@@ -87,6 +96,10 @@ impl Worker {
                             self.rendezvous_counters.ignored.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    continue;
+                }
+                if let Some(t) = self.turn.as_ref().filter(|_| is_turn_message(d.data)) {
+                    turn_queued |= t.submit(self.local_addr, from, d.data);
                     continue;
                 }
                 let rxd = Received::udp(self.local_addr, from);
@@ -108,6 +121,9 @@ impl Worker {
                     }
                     Err(_) => {}
                 }
+            }
+            if let Some(t) = self.turn.as_ref().filter(|_| turn_queued) {
+                t.wake();
             }
             let sent = tx.send_all(sock);
             self.responder.counters_mut().send_errors += sent.failed as u64;

@@ -231,3 +231,56 @@ pub fn wait_metric(addr: SocketAddr, name: &str, ok: impl Fn(u64) -> bool) -> u6
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The tool's path, or None (skip) — or a panic when CI=true.
+pub fn tool(name: &str, package: &str) -> Option<String> {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let p = format!("{dir}/{name}");
+        if std::path::Path::new(&p).exists() {
+            return Some(p);
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{name} not found and CI=true: install the Debian package {package}");
+    }
+    eprintln!("skipped: {name} not found (Debian package {package})");
+    None
+}
+
+/// Runs a command with a time limit (killed after it), returning exit code and stdout+stderr.
+pub fn run(path: &str, args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let out_file = tempfile_path("out");
+    let f = std::fs::File::create(&out_file).unwrap();
+    let mut child = Command::new(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {path}: {e}"));
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_file);
+    (code, text)
+}
+
+pub fn tempfile_path(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "stund-interop-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}

@@ -22,20 +22,80 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tun_rs::SyncDevice;
 
+#[cfg(target_os = "linux")]
+mod offload;
+
 /// Largest datagram or packet handled: the driver's receive buffer (an MTU of at most 1500 plus 32 fits).
 const BUF: usize = holepunch::io::RECV_BUF;
 
-/// The sockets tunnel datagrams may leave from: the punching socket and birthday probing's extra sockets.
+/// The sockets tunnel datagrams may leave from: the punching socket and birthday probing's extra sockets,
+/// and our TURN relay (a datagram "from" our relayed address goes to the TURN server as ChannelData).
 pub struct Sockets {
-    main: (SocketAddr, Arc<UdpSocket>),
+    pub(crate) main: (SocketAddr, Arc<UdpSocket>),
     extra: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    pub relay: Arc<RelayRoute>,
+}
+
+/// Our TURN allocation as the data path needs it: the server, our relayed address and the bound channels
+/// (docs/relay.md, "Client"). The node's engine keeps it current through its relay events.
+#[derive(Debug, Default)]
+pub struct RelayRoute {
+    state: RwLock<RouteState>,
+}
+
+#[derive(Debug, Default)]
+struct RouteState {
+    server: Option<SocketAddr>,
+    relayed: Option<SocketAddr>,
+    by_peer: HashMap<SocketAddr, u16>,
+    by_channel: HashMap<u16, SocketAddr>,
+}
+
+impl RelayRoute {
+    pub fn allocated(&self, server: SocketAddr, relayed: SocketAddr) {
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        *s = RouteState { server: Some(server), relayed: Some(relayed), ..RouteState::default() };
+    }
+
+    pub fn lost(&self) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = RouteState::default();
+    }
+
+    pub fn bound(&self, peer: SocketAddr, channel: u16) {
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        s.by_peer.insert(peer, channel);
+        s.by_channel.insert(channel, peer);
+    }
+
+    /// The server and channel a datagram from `local` to `dst` goes through, when `local` is our relayed
+    /// address; `Some(None)` when it is but no channel is bound yet.
+    fn route(&self, local: SocketAddr, dst: SocketAddr) -> Option<Option<(SocketAddr, u16)>> {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if s.relayed != Some(local) {
+            return None;
+        }
+        Some(s.server.zip(s.by_peer.get(&dst).copied()))
+    }
+
+    /// ChannelData from our TURN server on a bound channel: (our relayed address, the peer, the payload).
+    fn unwrap<'a>(&self, from: SocketAddr, data: &'a [u8]) -> Option<(SocketAddr, SocketAddr, &'a [u8])> {
+        if !holepunch::stun::looks_like_channel_data(data) {
+            return None;
+        }
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if s.server != Some(from) {
+            return None;
+        }
+        let cd = holepunch::stun::ChannelData::parse(data).ok()?;
+        Some((s.relayed?, *s.by_channel.get(&cd.channel)?, cd.data))
+    }
 }
 
 impl Sockets {
     pub fn new(main: &UdpSocket) -> Result<Arc<Sockets>> {
         let local = main.local_addr().context("local address of the punching socket")?;
         let clone = main.try_clone().context("sharing the punching socket with the tunnel")?;
-        Ok(Arc::new(Sockets { main: (local, Arc::new(clone)), extra: RwLock::default() }))
+        Ok(Arc::new(Sockets { main: (local, Arc::new(clone)), extra: RwLock::default(), relay: Arc::default() }))
     }
 
     /// An extra socket (birthday probing) a path may run from.
@@ -50,6 +110,16 @@ impl Sockets {
     fn send(&self, t: Transmit, data: &[u8]) -> std::io::Result<usize> {
         if t.local == self.main.0 {
             return self.main.1.send_to(data, t.dst);
+        }
+        match self.relay.route(t.local, t.dst) {
+            Some(Some((server, channel))) => {
+                let mut framed = [0u8; BUF + 2 * packet::DATA_OVERHEAD];
+                let n = holepunch::stun::ChannelData::write(channel, data, false, &mut framed)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                return self.main.1.send_to(&framed[..n], server);
+            }
+            Some(None) => return Err(std::io::Error::other("no relay channel to the peer yet")),
+            None => {}
         }
         let extra = self.extra.read().unwrap_or_else(|p| p.into_inner());
         match extra.get(&t.local) {
@@ -75,6 +145,11 @@ pub struct Counters {
 pub struct DataPath {
     pub tunnel: Arc<Tunnel>,
     device: Arc<SyncDevice>,
+    /// The device was opened with offloads (Linux IFF_VNET_HDR): every read and write goes through the
+    /// batched path (offload.rs).
+    offload: bool,
+    #[cfg(target_os = "linux")]
+    rx: std::sync::Mutex<offload::RxBatch>,
     sockets: Arc<Sockets>,
     pub counters: Counters,
     /// Log the first refused handshake of a kind once per minute, not per packet.
@@ -82,10 +157,13 @@ pub struct DataPath {
 }
 
 impl DataPath {
-    pub fn new(tunnel: Arc<Tunnel>, device: SyncDevice, sockets: Arc<Sockets>) -> Arc<DataPath> {
+    pub fn new(tunnel: Arc<Tunnel>, device: Device, sockets: Arc<Sockets>) -> Arc<DataPath> {
         Arc::new(DataPath {
             tunnel,
-            device: Arc::new(device),
+            device: Arc::new(device.device),
+            offload: device.offload,
+            #[cfg(target_os = "linux")]
+            rx: std::sync::Mutex::new(offload::RxBatch::new()),
             sockets,
             counters: Counters::default(),
             last_refusal_log: RwLock::new(None),
@@ -118,6 +196,10 @@ impl DataPath {
 
     /// The TUN reader (see the module docs); returns when `stop` is set or the device fails.
     pub fn read_device(&self, stop: &AtomicBool) {
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            return self.read_device_batched(stop);
+        }
         let (mut packet, mut out) = ([0u8; BUF], [0u8; BUF + packet::DATA_OVERHEAD]);
         while !stop.load(Ordering::Relaxed) {
             let n = match self.device.recv(&mut packet) {
@@ -176,20 +258,29 @@ impl DataPath {
 impl Intercept for DataPath {
     /// WireGuard messages (docs/architecture.md, "One socket, demultiplexed"); everything else is the node's.
     fn intercept(&self, socket: &UdpSocket, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
+        // Relayed WireGuard: ChannelData from our TURN server (relayed checks go on to the node).
+        if let Some((relayed, peer, payload)) = self.sockets.relay.unwrap(from, data) {
+            return packet::wireguard_type(payload).is_some() && self.intercept(socket, relayed, peer, payload);
+        }
         if packet::wireguard_type(data).is_none() {
             return false;
         }
         let mut out = [0u8; BUF + packet::DATA_OVERHEAD];
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            if let Some(Some(peer)) = self.decapsulate_batched(socket, local, from, data) {
+                self.flush_queued(peer, &mut out);
+            }
+            return true;
+        }
         let peer = match self.tunnel.decapsulate(local, from, data, &mut out) {
             Decapsulated::ToTun { offset, len, .. } => {
                 self.write_device(&out[offset..offset + len]);
                 return true;
             }
             Decapsulated::Reply(t, peer) => {
-                // Answers go back out of the socket the datagram came in on.
-                if let Err(e) = socket.send_to(&out[..t.len], t.dst) {
-                    log::debug!("tunnel: reply to {} failed: {e}", t.dst);
-                }
+                // Answers go back out of the socket (or relay) the datagram came in on.
+                self.send(t, &out);
                 peer
             }
             Decapsulated::Done(peer) => Some(peer),
@@ -198,14 +289,27 @@ impl Intercept for DataPath {
                 return true;
             }
         };
-        // Packets that waited for the handshake leave now (bounded by boringtun's queue of 256).
         if let Some(peer) = peer {
-            for _ in 0..512 {
-                let Some(t) = self.tunnel.flush(peer, &mut out) else { break };
-                self.send(t, &out);
-            }
+            self.flush_queued(peer, &mut out);
         }
         true
+    }
+
+    fn flush(&self) {
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            self.flush_batched();
+        }
+    }
+}
+
+impl DataPath {
+    /// Packets that waited for `peer`'s handshake leave now (bounded by boringtun's queue of 256).
+    fn flush_queued(&self, peer: holepunch::tunnel::PeerId, out: &mut [u8]) {
+        for _ in 0..512 {
+            let Some(t) = self.tunnel.flush(peer, out) else { break };
+            self.send(t, out);
+        }
     }
 }
 
@@ -223,15 +327,67 @@ pub fn check_overlay_clash(settings: &TunSettings) -> Result<()> {
     Ok(())
 }
 
-/// Creates the TUN device with our address, the overlay's route and the MTU. Without CAP_NET_ADMIN, a
-/// one-line error that says so.
-pub fn open_device(settings: &TunSettings) -> Result<SyncDevice> {
-    let builder = tun_rs::DeviceBuilder::new().name(&settings.name).mtu(settings.mtu);
-    let builder = match settings.address.addr() {
-        IpAddr::V4(a) => builder.ipv4(a, settings.address.len(), None),
-        IpAddr::V6(a) => builder.ipv6(a, settings.address.len()),
+/// The TUN device, and whether it has offloads.
+pub struct Device {
+    device: SyncDevice,
+    offload: bool,
+}
+
+/// Creates the TUN device with our address, the overlay's route and the MTU; on Linux with offloads when the
+/// kernel has them (`PUNCHD_NO_OFFLOAD=1` turns them off, to compare). Without CAP_NET_ADMIN, a one-line
+/// error that says so.
+pub fn open_device(settings: &TunSettings) -> Result<Device> {
+    let build = |offload: bool| {
+        let builder = tun_rs::DeviceBuilder::new().name(&settings.name).mtu(settings.mtu);
+        #[cfg(target_os = "linux")]
+        let builder = builder.offload(offload);
+        #[cfg(not(target_os = "linux"))]
+        let _ = offload;
+        let builder = match settings.address.addr() {
+            IpAddr::V4(a) => builder.ipv4(a, settings.address.len(), None),
+            IpAddr::V6(a) => builder.ipv6(a, settings.address.len()),
+        };
+        builder.build_sync()
     };
-    builder.build_sync().map_err(|e| device_error(&settings.name, e))
+    let want = cfg!(target_os = "linux") && std::env::var_os("PUNCHD_NO_OFFLOAD").is_none();
+    if want {
+        match build(true) {
+            Ok(device) => return Ok(Device { device, offload: true }),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => return Err(device_error(&settings.name, e)),
+            Err(e) => log::info!("tunnel: no TUN offloads ({e}); one packet per system call"),
+        }
+    }
+    let device = build(false).map_err(|e| device_error(&settings.name, e))?;
+    Ok(Device { device, offload: false })
+}
+
+/// Larger socket buffers for the tunnel's bursts (wireguard-go asks for 7 MB); as root past the system's
+/// limit (SO_RCVBUFFORCE), else up to it. Best effort.
+pub fn grow_socket_buffers(socket: &UdpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        const SIZE: libc::c_int = 7 << 20;
+        for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+            for opt in [force, plain] {
+                // SAFETY: a plain int option on a socket we own.
+                let r = unsafe {
+                    libc::setsockopt(
+                        socket.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&SIZE as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                if r == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
 }
 
 fn device_error(name: &str, e: std::io::Error) -> anyhow::Error {

@@ -1,0 +1,151 @@
+//! Linux: the data path in batches, with the TUN device's offloads (IFF_VNET_HDR), the way wireguard-go and
+//! Tailscale's userspace WireGuard reach multi-gigabit speeds (docs/tunnel.md, "Data path").
+//!
+//! - Out: one read from the device may return a TCP segment of up to 64 KB (TSO); tun-rs splits it into
+//!   MTU-sized packets (up to 128 per read), each is encrypted into a slot of one sendmmsg(2) batch.
+//! - In: the socket receiver takes up to 64 datagrams per recvmmsg(2) (holepunch::io::blocking); each is
+//!   decrypted into a slot of a batch that is written to the device when the receive batch ends, TCP segments
+//!   coalesced by tun-rs's GRO table into few large writes.
+//!
+//! Buffers are allocated once per thread and reused.
+
+use super::DataPath;
+use holepunch::io::batch::SendBatch;
+use holepunch::tunnel::{packet, Decapsulated, Drop, Encapsulated};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+
+/// Room for one packet or datagram in a batch slot.
+const SLOT: usize = super::BUF + packet::DATA_OVERHEAD;
+
+/// Decrypted packets waiting to be written to the device (the receive side's batch).
+pub struct RxBatch {
+    bufs: Vec<Vec<u8>>,
+    count: usize,
+    gro: GROTable,
+}
+
+impl RxBatch {
+    pub fn new() -> RxBatch {
+        RxBatch {
+            bufs: vec![vec![0u8; VIRTIO_NET_HDR_LEN + SLOT]; IDEAL_BATCH_SIZE],
+            count: 0,
+            gro: GROTable::default(),
+        }
+    }
+}
+
+impl DataPath {
+    /// The TUN reader in batches (see the module docs).
+    pub(super) fn read_device_batched(&self, stop: &AtomicBool) {
+        let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + 65535];
+        let mut bufs = vec![vec![0u8; SLOT]; IDEAL_BATCH_SIZE];
+        let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
+        let mut batch = SendBatch::new(IDEAL_BATCH_SIZE, SLOT);
+        while !stop.load(Ordering::Relaxed) {
+            let n = match self.device.recv_multiple(&mut original, &mut bufs, &mut sizes, 0) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => continue,
+                Err(e) => {
+                    self.counters.device_errors.fetch_add(1, Ordering::Relaxed);
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    log::warn!("tunnel: reading the TUN device failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            for (buf, &size) in bufs.iter().zip(&sizes).take(n) {
+                let Some(slot) = batch.next_slot() else { break };
+                match self.tunnel.encapsulate(&buf[..size], slot) {
+                    Encapsulated::Send(t, _) if t.local == self.sockets.main.0 => {
+                        batch.push(t.len, Some(t.dst));
+                    }
+                    // A path on one of birthday probing's extra sockets: sent on its own.
+                    Encapsulated::Send(t, _) => {
+                        let data = slot[..t.len].to_vec();
+                        self.send(t, &data);
+                    }
+                    Encapsulated::Queued(_) => {}
+                    Encapsulated::Dropped(Drop::NoPath(_)) => {
+                        self.counters.no_path.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Encapsulated::Dropped(Drop::NoRoute(_) | Drop::NotIp) => {
+                        self.counters.no_route.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Encapsulated::Dropped(why) => log::debug!("tunnel: packet from the device dropped: {why}"),
+                }
+            }
+            if !batch.is_empty() {
+                let sent = batch.send_all(&*self.sockets.main.1);
+                self.counters.sent.fetch_add(sent.sent as u64, Ordering::Relaxed);
+                self.counters.send_errors.fetch_add(sent.failed as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// One datagram from the socket receiver, decrypted into the receive batch; false when it is not for the
+    /// device (a reply was sent, or it was dropped), so the caller handles what follows.
+    pub(super) fn decapsulate_batched(
+        &self,
+        socket: &UdpSocket,
+        local: SocketAddr,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Option<Option<holepunch::tunnel::PeerId>> {
+        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        if rx.count == rx.bufs.len() {
+            self.write_batch(&mut rx);
+        }
+        let i = rx.count;
+        let buf = &mut rx.bufs[i];
+        if buf.len() != VIRTIO_NET_HDR_LEN + SLOT {
+            buf.resize(VIRTIO_NET_HDR_LEN + SLOT, 0); // GRO may have grown or shrunk it
+        }
+        match self.tunnel.decapsulate(local, from, data, &mut buf[VIRTIO_NET_HDR_LEN..]) {
+            Decapsulated::ToTun { offset, len, .. } => {
+                let start = VIRTIO_NET_HDR_LEN + offset;
+                if offset != 0 {
+                    buf.copy_within(start..start + len, VIRTIO_NET_HDR_LEN);
+                }
+                buf.truncate(VIRTIO_NET_HDR_LEN + len);
+                rx.count += 1;
+                None
+            }
+            Decapsulated::Reply(t, peer) => {
+                let reply = buf[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + t.len].to_vec();
+                drop(rx);
+                let _ = socket;
+                self.send(t, &reply);
+                Some(peer)
+            }
+            Decapsulated::Done(peer) => Some(Some(peer)),
+            Decapsulated::Dropped(why) => {
+                drop(rx);
+                self.refused(from, why);
+                Some(None)
+            }
+        }
+    }
+
+    /// Writes the receive batch to the device.
+    pub(super) fn flush_batched(&self) {
+        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        if rx.count > 0 {
+            self.write_batch(&mut rx);
+        }
+    }
+
+    fn write_batch(&self, rx: &mut RxBatch) {
+        let RxBatch { bufs, count, gro } = rx;
+        if let Err(e) = self.device.send_multiple(gro, &mut bufs[..*count], VIRTIO_NET_HDR_LEN) {
+            self.counters.device_errors.fetch_add(1, Ordering::Relaxed);
+            log::debug!("tunnel: writing to the TUN device failed: {e}");
+        }
+        *count = 0;
+    }
+}

@@ -1,0 +1,971 @@
+//! The TURN server engine (RFC 8656 §7 Allocate/Refresh, §9 CreatePermission, §10 Send and Data
+//! indications, §11–§12 ChannelBind and ChannelData), sans-IO on the library's [`Engine`] contract.
+//!
+//! Inputs are datagrams (or TCP frames) from clients, received on the server's listening address, and
+//! datagrams from peers, received on a relay socket: the engine tells them apart by the local address
+//! (`Received::local` is a relayed address it handed out, or not). Transmits name the local socket to leave
+//! from: the listening address towards clients, a relayed address towards peers. Relay sockets are the
+//! driver's: the engine asks for one with [`Event::OpenRelay`] and the driver answers with
+//! [`RelayServer::relay_opened`]; [`Event::CloseRelay`] says when to close it.
+//!
+//! Nothing is allocated per relayed packet: answers and relayed data wait in a bounded queue of buffers
+//! recycled after each `poll_transmit`. State is bounded: no state for unauthenticated requests (nonces are
+//! stateless), at most `max_allocations` allocations, each bounded by `Allocation::MAX_BYTES`.
+
+use super::allocation::{Allocation, Bucket, Channel, MAX_CHANNELS};
+use super::auth::{Credentials, Key, NonceCheck, NonceMint, Rejected};
+use super::policy::PeerPolicy;
+use crate::net::{Engine, Received, Seed, Transmit, Transport};
+use crate::server::{RateLimitConfig, RateLimitError, RateLimiter};
+use crate::stun::attr::{self, Attribute, ErrorCode, Family};
+use crate::stun::channel::{is_bindable_channel, ChannelData, CHANNEL_DATA_HEADER_LEN};
+use crate::stun::{Class, Message, MessageType, MessageWriter, Method};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+const LOG: &str = "holepunch::relay";
+
+/// Largest datagram the engine takes or writes: a client's message, a peer's datagram plus the Data
+/// indication around it. Bigger input is dropped (counted as malformed).
+pub const MAX_DATAGRAM: usize = 2048;
+/// Room a Data indication needs around the data: header, XOR-PEER-ADDRESS (IPv6), DATA header and padding.
+const DATA_INDICATION_OVERHEAD: usize = 20 + 24 + 4 + 3;
+/// Largest peer datagram relayed.
+pub const MAX_PEER_DATA: usize = MAX_DATAGRAM - DATA_INDICATION_OVERHEAD;
+/// Datagrams waiting for `poll_transmit`; past this, new ones are dropped and counted (a driver drains after
+/// each input, so this only fills when the driver does not).
+pub const MAX_QUEUED: usize = 256;
+/// How often lifetimes are checked: expiry is exact to this.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// The IP protocol number of UDP, the only REQUESTED-TRANSPORT relayed (RFC 8656 §7.2 step 3).
+pub const UDP_PROTOCOL: u8 = 17;
+
+/// Settings of the TURN server (docs/stund.md, "TURN relay").
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    pub realm: String,
+    pub credentials: Credentials,
+    /// RFC 8656 §7.2: 10 minutes unless the client asks for more.
+    pub default_lifetime: Duration,
+    /// The longest lifetime granted (RFC 8656 suggests 3600 s).
+    pub max_lifetime: Duration,
+    /// RFC 8656 §9: 300 s, fixed by the RFC.
+    pub permission_lifetime: Duration,
+    /// RFC 8656 §12: 600 s, fixed by the RFC.
+    pub channel_lifetime: Duration,
+    /// After this, a nonce earns 438 Stale Nonce.
+    pub nonce_lifetime: Duration,
+    /// Allocations one user may hold at once (486 past it).
+    pub user_quota: usize,
+    /// Allocations in total (508 past it).
+    pub max_allocations: usize,
+    /// Bytes per second relayed per allocation, both directions together; 0: unlimited.
+    pub bandwidth: u64,
+    pub policy: PeerPolicy,
+    /// Requests per second per source (IPv4 address or IPv6 /64); relayed data is not counted here.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// The address clients see for the relay sockets' IP (a 1:1 NAT in front of the host).
+    pub public_ip: Option<IpAddr>,
+    /// The one address family relay sockets can have (the driver binds one relay IP); another family is
+    /// answered with 440 Address Family not Supported. None: any.
+    pub relay_family: Option<Family>,
+}
+
+impl RelayConfig {
+    /// The RFC's defaults for `realm`, no credentials.
+    pub fn new(realm: &str) -> RelayConfig {
+        RelayConfig {
+            realm: realm.to_string(),
+            credentials: Credentials::default(),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(600),
+            user_quota: 10,
+            max_allocations: 10_000,
+            bandwidth: 0,
+            policy: PeerPolicy::default(),
+            rate_limit: Some(RateLimitConfig::default()),
+            public_ip: None,
+            relay_family: None,
+        }
+    }
+}
+
+/// What the driver must do or know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Open a UDP relay socket of `family` (in the relay port range, on an even port when `even`) and report
+    /// it with [`RelayServer::relay_opened`].
+    OpenRelay { id: u64, family: Family, even: bool, client: SocketAddr },
+    /// The allocation ended: close the relay socket bound to `relay`.
+    CloseRelay { id: u64, relay: SocketAddr },
+}
+
+/// Counters (monotonic unless noted) for the metrics endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Allocations now (a gauge).
+    pub allocations: u64,
+    pub allocations_created: u64,
+    pub allocations_expired: u64,
+    pub allocations_deleted: u64,
+    pub requests: u64,
+    /// 401 answers to requests without credentials (the usual first round trip).
+    pub challenges: u64,
+    /// 401/441 answers to wrong credentials.
+    pub auth_failures: u64,
+    pub stale_nonces: u64,
+    /// 486 Allocation Quota Reached.
+    pub quota_refused: u64,
+    /// 508 Insufficient Capacity (allocation cap, tables full, no relay port).
+    pub capacity_refused: u64,
+    /// 403 Forbidden for a peer address, and relayed data dropped for the same reason.
+    pub peer_denied: u64,
+    pub rate_limited: u64,
+    /// Other error answers (400, 420, 437, 442, 443).
+    pub other_errors: u64,
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+    /// Relayed data dropped: no allocation, no channel, no permission.
+    pub dropped_no_permission: u64,
+    /// Relayed data dropped over the allocation's bandwidth limit.
+    pub dropped_bandwidth: u64,
+    pub dropped_malformed: u64,
+    /// Dropped because the transmit queue was full.
+    pub dropped_queue_full: u64,
+}
+
+/// The fields of a request an answer needs.
+#[derive(Clone, Copy)]
+struct Reply {
+    local: SocketAddr,
+    dst: SocketAddr,
+    method: Method,
+    transaction: [u8; 12],
+    fingerprint: bool,
+}
+
+impl Reply {
+    fn to(rx: &Received, msg: &Message<'_>) -> Reply {
+        Reply {
+            local: rx.local,
+            dst: rx.source,
+            method: msg.method(),
+            transaction: *msg.transaction_id(),
+            fingerprint: msg.raw(attr::FINGERPRINT).is_some(),
+        }
+    }
+}
+
+/// A request that passed authentication.
+struct Authed<'m> {
+    key: Key,
+    username: &'m str,
+    quota_name: &'m str,
+}
+
+type FiveTuple = (Transport, SocketAddr, SocketAddr);
+
+/// The TURN server engine.
+pub struct RelayServer {
+    config: RelayConfig,
+    nonces: NonceMint,
+    limiter: Option<RateLimiter>,
+    slots: Vec<Option<Allocation>>,
+    free: Vec<usize>,
+    generation: u32,
+    by_client: HashMap<FiveTuple, usize>,
+    by_relay: HashMap<SocketAddr, usize>,
+    quotas: HashMap<Box<str>, usize>,
+    queue: VecDeque<(Transmit, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+    events: VecDeque<Event>,
+    next_sweep: Option<Instant>,
+    /// A Unix time (seconds) and the instant it was read: REST usernames carry Unix expiry times.
+    unix_anchor: (Instant, u64),
+    stats: Stats,
+    indications: u64,
+}
+
+impl RelayServer {
+    /// `unix_now` is the wall-clock time (Unix seconds) at `now`.
+    pub fn new(config: RelayConfig, seed: Seed, now: Instant, unix_now: u64) -> Result<RelayServer, RateLimitError> {
+        let mut rng = crate::net::Rng::from_seed(seed);
+        let limiter = match config.rate_limit {
+            Some(rl) => Some(RateLimiter::new(rl, rng.next_u64(), now)?),
+            None => None,
+        };
+        let nonces = NonceMint::new(rng.bytes(), now, config.nonce_lifetime);
+        Ok(RelayServer {
+            config,
+            nonces,
+            limiter,
+            slots: Vec::new(),
+            free: Vec::new(),
+            generation: 0,
+            by_client: HashMap::new(),
+            by_relay: HashMap::new(),
+            quotas: HashMap::new(),
+            queue: VecDeque::new(),
+            spare: Vec::new(),
+            events: VecDeque::new(),
+            next_sweep: None,
+            unix_anchor: (now, unix_now),
+            stats: Stats::default(),
+            indications: 0,
+        })
+    }
+
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats { allocations: self.by_client.len() as u64, ..self.stats }
+    }
+
+    /// The TCP connection from `client` to `server` closed: its allocation ends with it (RFC 8656 §3.1, a
+    /// TCP allocation lives as long as its connection). Returns true when there was one.
+    pub fn connection_closed(&mut self, client: SocketAddr, server: SocketAddr) -> bool {
+        match self.by_client.get(&(Transport::Tcp, client, server)) {
+            Some(&slot) => {
+                self.remove(slot, Some(false));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `local` is one of the relayed addresses this engine handed out.
+    pub fn is_relay(&self, local: SocketAddr) -> bool {
+        self.by_relay.contains_key(&local)
+    }
+
+    fn unix_now(&self, now: Instant) -> u64 {
+        self.unix_anchor.1 + now.saturating_duration_since(self.unix_anchor.0).as_secs()
+    }
+
+    fn alloc(&self, slot: usize) -> Option<&Allocation> {
+        self.slots.get(slot).and_then(|a| a.as_ref())
+    }
+
+    /// The driver's answer to [`Event::OpenRelay`]: the local address the relay socket is bound to, or None
+    /// when no socket could be opened (then the client gets 508, or 440 for a family the host lacks).
+    /// Returns false when the allocation is gone (the driver closes the socket again).
+    pub fn relay_opened(&mut self, now: Instant, id: u64, bound: Option<SocketAddr>) -> bool {
+        let slot = (id & 0xFFFF_FFFF) as usize;
+        let Some(a) = self.slots.get_mut(slot).and_then(|a| a.as_mut()).filter(|a| a.id == id && a.relay.is_none())
+        else {
+            return false;
+        };
+        let reply = Reply {
+            local: a.server,
+            dst: a.client,
+            method: Method::ALLOCATE,
+            transaction: a.transaction,
+            fingerprint: a.fingerprint,
+        };
+        let key = a.key;
+        match bound {
+            Some(relay) => {
+                a.relay = Some(relay);
+                self.by_relay.insert(relay, slot);
+                self.stats.allocations_created += 1;
+                log::info!(target: LOG, "allocation for {} ({}): relay {relay}", a.client, a.username);
+                self.allocate_success(now, slot, reply);
+                true
+            }
+            None => {
+                self.remove(slot, None);
+                self.stats.capacity_refused += 1;
+                self.error(reply, ErrorCode::INSUFFICIENT_CAPACITY, "Insufficient Capacity", Some(&key), false, now);
+                false
+            }
+        }
+    }
+
+    fn allocate_success(&mut self, now: Instant, slot: usize, reply: Reply) {
+        let Some(a) = self.alloc(slot) else { return };
+        let Some(relay) = a.relay else { return };
+        let advertised = SocketAddr::new(self.config.public_ip.unwrap_or(relay.ip()), relay.port());
+        let lifetime = a.expires.saturating_duration_since(now).as_secs() as u32;
+        let (client, key) = (a.client, a.key);
+        self.answer(reply, Class::Success, Some(&key), |w| {
+            w.add(&Attribute::XorRelayedAddress(advertised))?;
+            w.add(&Attribute::Lifetime(lifetime))?;
+            w.add(&Attribute::XorMappedAddress(client))
+        });
+    }
+
+    /// Removes an allocation; `expired` says why (for the counters), None for a failed open.
+    fn remove(&mut self, slot: usize, expired: Option<bool>) {
+        let Some(a) = self.slots.get_mut(slot).and_then(|a| a.take()) else { return };
+        self.free.push(slot);
+        self.by_client.remove(&(a.transport, a.client, a.server));
+        if let Some(q) = self.quotas.get_mut(&a.quota_name) {
+            *q = q.saturating_sub(1);
+            if *q == 0 {
+                self.quotas.remove(&a.quota_name);
+            }
+        }
+        match expired {
+            Some(true) => self.stats.allocations_expired += 1,
+            Some(false) => self.stats.allocations_deleted += 1,
+            None => {}
+        }
+        if let Some(relay) = a.relay {
+            self.by_relay.remove(&relay);
+            self.events.push_back(Event::CloseRelay { id: a.id, relay });
+            let why = if expired == Some(true) { "expired" } else { "deleted" };
+            log::info!(target: LOG, "allocation for {} ({}) {why}: relay {relay} closed", a.client, a.username);
+        }
+    }
+
+    // ---- writing ----
+
+    fn buffer(&mut self) -> Option<Vec<u8>> {
+        if self.queue.len() >= MAX_QUEUED {
+            self.stats.dropped_queue_full += 1;
+            return None;
+        }
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.resize(MAX_DATAGRAM, 0);
+        Some(b)
+    }
+
+    fn push(&mut self, local: SocketAddr, dst: SocketAddr, mut buf: Vec<u8>, len: usize) {
+        buf.truncate(len);
+        self.queue.push_back((Transmit { local, dst, len }, buf));
+    }
+
+    fn answer(
+        &mut self,
+        reply: Reply,
+        class: Class,
+        key: Option<&Key>,
+        fill: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), crate::stun::Error>,
+    ) {
+        let Some(mut buf) = self.buffer() else { return };
+        let written = (|| {
+            let mut w = MessageWriter::new(&mut buf, MessageType::new(reply.method, class), &reply.transaction)?;
+            fill(&mut w)?;
+            if let Some(k) = key {
+                w.add_message_integrity(k)?;
+            }
+            if reply.fingerprint {
+                w.add_fingerprint()?;
+            }
+            Ok::<usize, crate::stun::Error>(w.finish())
+        })();
+        match written {
+            Ok(n) => self.push(reply.local, reply.dst, buf, n),
+            Err(e) => {
+                log::debug!(target: LOG, "cannot write an answer to {}: {e}", reply.dst);
+                self.spare.push(buf);
+            }
+        }
+    }
+
+    /// An error answer; `challenge` adds REALM and a fresh NONCE (401, 438).
+    fn error(&mut self, reply: Reply, code: u16, reason: &str, key: Option<&Key>, challenge: bool, now: Instant) {
+        let nonce = challenge.then(|| self.nonces.issue(now, reply.dst));
+        // Taken out and put back rather than cloned: an error answer allocates nothing.
+        let realm = std::mem::take(&mut self.config.realm);
+        self.answer(reply, Class::Error, key, |w| {
+            w.add(&Attribute::ErrorCode(ErrorCode { code, reason }))?;
+            if let Some(n) = &nonce {
+                w.add(&Attribute::Realm(&realm))?;
+                w.add(&Attribute::Nonce(std::str::from_utf8(n).unwrap_or_default()))?;
+            }
+            Ok(())
+        });
+        self.config.realm = realm;
+    }
+
+    fn other_error(&mut self, reply: Reply, code: u16, reason: &str, key: Option<&Key>, now: Instant) {
+        self.stats.other_errors += 1;
+        self.error(reply, code, reason, key, false, now);
+    }
+
+    // ---- requests ----
+
+    /// RFC 8489 §9.2.4: the checks of a request under long-term credentials, answering the failures.
+    fn authenticate<'m>(&mut self, now: Instant, reply: Reply, msg: &Message<'m>) -> Option<Authed<'m>> {
+        if msg.raw(attr::MESSAGE_INTEGRITY).is_none() {
+            self.stats.challenges += 1;
+            self.error(reply, ErrorCode::UNAUTHORIZED, "Unauthorized", None, true, now);
+            return None;
+        }
+        let (username, realm, nonce) = match (msg.get(attr::USERNAME), msg.get(attr::REALM), msg.get(attr::NONCE)) {
+            (Ok(Some(Attribute::Username(u))), Ok(Some(Attribute::Realm(r))), Ok(Some(Attribute::Nonce(n)))) => {
+                (u, r, n)
+            }
+            _ => {
+                self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", None, now);
+                return None;
+            }
+        };
+        if self.nonces.check(now, reply.dst, nonce) != NonceCheck::Valid {
+            self.stats.stale_nonces += 1;
+            self.error(reply, ErrorCode::STALE_NONCE, "Stale Nonce", None, true, now);
+            return None;
+        }
+        if realm != self.config.realm {
+            self.stats.auth_failures += 1;
+            self.error(reply, ErrorCode::UNAUTHORIZED, "Unauthorized", None, true, now);
+            return None;
+        }
+        let (key, quota_name) = match self.config.credentials.key(username, realm, self.unix_now(now)) {
+            Ok(k) => k,
+            Err(why) => {
+                self.stats.auth_failures += 1;
+                let what = if why == Rejected::Expired { "expired" } else { "unknown" };
+                log::debug!(target: LOG, "{}: {what} user {username:?}", reply.dst);
+                self.error(reply, ErrorCode::UNAUTHORIZED, "Unauthorized", None, true, now);
+                return None;
+            }
+        };
+        if msg.check_integrity(&key).is_err() {
+            self.stats.auth_failures += 1;
+            log::debug!(target: LOG, "{}: wrong MESSAGE-INTEGRITY for {username:?}", reply.dst);
+            self.error(reply, ErrorCode::UNAUTHORIZED, "Unauthorized", None, true, now);
+            return None;
+        }
+        Some(Authed { key, username, quota_name })
+    }
+
+    /// The allocation of this 5-tuple for a request after Allocate: 437 without one, 441 for another user.
+    fn own_allocation(&mut self, now: Instant, rx: &Received, reply: Reply, auth: &Authed<'_>) -> Option<usize> {
+        let Some(&slot) = self.by_client.get(&(rx.transport, rx.source, rx.local)) else {
+            self.other_error(reply, ErrorCode::ALLOCATION_MISMATCH, "Allocation Mismatch", Some(&auth.key), now);
+            return None;
+        };
+        if self.alloc(slot).is_some_and(|a| &*a.username != auth.username) {
+            self.stats.auth_failures += 1;
+            self.error(reply, ErrorCode::WRONG_CREDENTIALS, "Wrong Credentials", Some(&auth.key), false, now);
+            return None;
+        }
+        Some(slot)
+    }
+
+    fn lifetime(&self, requested: Option<u32>) -> Duration {
+        match requested {
+            Some(s) if Duration::from_secs(s.into()) > self.config.default_lifetime => {
+                Duration::from_secs(s.into()).min(self.config.max_lifetime)
+            }
+            _ => self.config.default_lifetime,
+        }
+    }
+
+    fn requested_lifetime(msg: &Message<'_>) -> Option<u32> {
+        match msg.get(attr::LIFETIME) {
+            Ok(Some(Attribute::Lifetime(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn on_allocate(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
+        let reply = Reply::to(&rx, msg);
+        let Some(auth) = self.authenticate(now, reply, msg) else { return };
+        let five = (rx.transport, rx.source, rx.local);
+        if let Some(&slot) = self.by_client.get(&five) {
+            let (same, opened) =
+                self.alloc(slot).map_or((false, false), |a| (a.transaction == reply.transaction, a.relay.is_some()));
+            match (same, opened) {
+                (true, true) => self.allocate_success(now, slot, reply),
+                (true, false) => {} // the answer follows when the relay socket is open
+                _ => {
+                    self.other_error(reply, ErrorCode::ALLOCATION_MISMATCH, "Allocation Mismatch", Some(&auth.key), now)
+                }
+            }
+            return;
+        }
+        match msg.get(attr::REQUESTED_TRANSPORT) {
+            Ok(Some(Attribute::RequestedTransport(UDP_PROTOCOL))) => {}
+            Ok(Some(Attribute::RequestedTransport(_))) => {
+                return self.other_error(
+                    reply,
+                    ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL,
+                    "Unsupported Transport Protocol",
+                    Some(&auth.key),
+                    now,
+                );
+            }
+            _ => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
+        }
+        // Not offered: DF on relayed datagrams (RFC 8656 §7.2 step 4 says to treat it as an unknown
+        // comprehension-required attribute then).
+        if msg.raw(attr::DONT_FRAGMENT).is_some() {
+            self.stats.other_errors += 1;
+            let key = auth.key;
+            self.answer(reply, Class::Error, Some(&key), |w| {
+                w.add(&Attribute::ErrorCode(ErrorCode {
+                    code: ErrorCode::UNKNOWN_ATTRIBUTE,
+                    reason: "Unknown Attribute",
+                }))?;
+                w.add_unknown_attributes(&[attr::DONT_FRAGMENT])
+            });
+            return;
+        }
+        // EVEN-PORT is honoured; its R bit (reserve the next port too) and RESERVATION-TOKEN are not: the
+        // server "cannot satisfy the request", which RFC 8656 §7.2 steps 5-6 answer with 508.
+        let even = match msg.get(attr::EVEN_PORT) {
+            Ok(Some(Attribute::EvenPort(false))) => true,
+            Ok(None) => false,
+            Ok(Some(_)) => {
+                self.stats.capacity_refused += 1;
+                return self.error(
+                    reply,
+                    ErrorCode::INSUFFICIENT_CAPACITY,
+                    "Insufficient Capacity",
+                    Some(&auth.key),
+                    false,
+                    now,
+                );
+            }
+            Err(_) => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
+        };
+        if msg.raw(attr::RESERVATION_TOKEN).is_some() {
+            self.stats.capacity_refused += 1;
+            return self.error(
+                reply,
+                ErrorCode::INSUFFICIENT_CAPACITY,
+                "Insufficient Capacity",
+                Some(&auth.key),
+                false,
+                now,
+            );
+        }
+        let family = match msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            Ok(Some(Attribute::RequestedAddressFamily(f))) => f,
+            Ok(None) => Family::V4,
+            _ => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
+        };
+        if self.config.relay_family.is_some_and(|f| f != family) {
+            return self.other_error(
+                reply,
+                ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
+                "Address Family not Supported",
+                Some(&auth.key),
+                now,
+            );
+        }
+        if self.quotas.get(auth.quota_name).copied().unwrap_or(0) >= self.config.user_quota {
+            self.stats.quota_refused += 1;
+            log::debug!(target: LOG, "{}: allocation quota of {:?} reached", rx.source, auth.quota_name);
+            self.error(
+                reply,
+                ErrorCode::ALLOCATION_QUOTA_REACHED,
+                "Allocation Quota Reached",
+                Some(&auth.key),
+                false,
+                now,
+            );
+            return;
+        }
+        if self.by_client.len() >= self.config.max_allocations {
+            self.stats.capacity_refused += 1;
+            self.error(reply, ErrorCode::INSUFFICIENT_CAPACITY, "Insufficient Capacity", Some(&auth.key), false, now);
+            return;
+        }
+        let lifetime = self.lifetime(Self::requested_lifetime(msg));
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        self.generation = self.generation.wrapping_add(1);
+        let id = (u64::from(self.generation) << 32) | slot as u64;
+        self.slots[slot] = Some(Allocation {
+            id,
+            client: rx.source,
+            server: rx.local,
+            relay: None,
+            transport: rx.transport,
+            username: auth.username.into(),
+            quota_name: auth.quota_name.into(),
+            key: auth.key,
+            expires: now + lifetime,
+            transaction: reply.transaction,
+            fingerprint: reply.fingerprint,
+            permissions: Vec::new(),
+            channels: Vec::new(),
+            bucket: Bucket::new(self.config.bandwidth, now),
+        });
+        self.by_client.insert(five, slot);
+        *self.quotas.entry(auth.quota_name.into()).or_insert(0) += 1;
+        self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
+        self.events.push_back(Event::OpenRelay { id, family, even, client: rx.source });
+    }
+
+    fn on_refresh(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
+        let reply = Reply::to(&rx, msg);
+        let Some(auth) = self.authenticate(now, reply, msg) else { return };
+        let Some(slot) = self.own_allocation(now, &rx, reply, &auth) else { return };
+        let requested = Self::requested_lifetime(msg);
+        let granted = if requested == Some(0) {
+            self.remove(slot, Some(false));
+            0
+        } else {
+            let lifetime = self.lifetime(requested);
+            if let Some(a) = self.slots[slot].as_mut() {
+                a.expires = now + lifetime;
+            }
+            lifetime.as_secs() as u32
+        };
+        self.answer(reply, Class::Success, Some(&auth.key), |w| w.add(&Attribute::Lifetime(granted)));
+    }
+
+    /// The peer of an XOR-PEER-ADDRESS checked for an allocation: 443 for the other family, 403 for a peer
+    /// the policy refuses. Answers the failure.
+    fn check_peer(&mut self, now: Instant, reply: Reply, key: &Key, slot: usize, peer: SocketAddr) -> bool {
+        let relay = self.alloc(slot).and_then(|a| a.relay);
+        if relay.is_some_and(|r| r.is_ipv4() != peer.is_ipv4()) {
+            self.other_error(
+                reply,
+                ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH,
+                "Peer Address Family Mismatch",
+                Some(key),
+                now,
+            );
+            return false;
+        }
+        if let Err(why) = self.config.policy.check(peer) {
+            self.stats.peer_denied += 1;
+            log::debug!(target: LOG, "{}: peer {peer} refused: {why}", reply.dst);
+            self.error(reply, ErrorCode::FORBIDDEN, "Forbidden", Some(key), false, now);
+            return false;
+        }
+        true
+    }
+
+    fn on_create_permission(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
+        let reply = Reply::to(&rx, msg);
+        let Some(auth) = self.authenticate(now, reply, msg) else { return };
+        let Some(slot) = self.own_allocation(now, &rx, reply, &auth) else { return };
+        let key = auth.key;
+        let mut count = 0;
+        for raw in msg.effective_attributes().filter(|a| a.kind == attr::XOR_PEER_ADDRESS) {
+            let Ok(Attribute::XorPeerAddress(peer)) = Attribute::decode(raw, msg.raw_id()) else {
+                return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&key), now);
+            };
+            if !self.check_peer(now, reply, &key, slot, peer) {
+                return;
+            }
+            count += 1;
+        }
+        if count == 0 {
+            return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&key), now);
+        }
+        // All peers passed: install them all (RFC 8656 §9.2: all or none).
+        let until = now + self.config.permission_lifetime;
+        let mut full = false;
+        if let Some(a) = self.slots[slot].as_mut() {
+            for raw in msg.effective_attributes().filter(|a| a.kind == attr::XOR_PEER_ADDRESS) {
+                if let Ok(Attribute::XorPeerAddress(peer)) = Attribute::decode(raw, msg.raw_id()) {
+                    full |= !a.permit(peer.ip(), until);
+                }
+            }
+        }
+        if full {
+            self.stats.capacity_refused += 1;
+            return self.error(
+                reply,
+                ErrorCode::INSUFFICIENT_CAPACITY,
+                "Insufficient Capacity",
+                Some(&key),
+                false,
+                now,
+            );
+        }
+        self.answer(reply, Class::Success, Some(&key), |_| Ok(()));
+    }
+
+    fn on_channel_bind(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
+        let reply = Reply::to(&rx, msg);
+        let Some(auth) = self.authenticate(now, reply, msg) else { return };
+        let Some(slot) = self.own_allocation(now, &rx, reply, &auth) else { return };
+        let key = auth.key;
+        let (number, peer) = match (msg.get(attr::CHANNEL_NUMBER), msg.get(attr::XOR_PEER_ADDRESS)) {
+            (Ok(Some(Attribute::ChannelNumber(n))), Ok(Some(Attribute::XorPeerAddress(p))))
+                if is_bindable_channel(n) =>
+            {
+                (n, p)
+            }
+            _ => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&key), now),
+        };
+        if !self.check_peer(now, reply, &key, slot, peer) {
+            return;
+        }
+        let until = now + self.config.channel_lifetime;
+        let perm_until = now + self.config.permission_lifetime;
+        let Some(a) = self.slots[slot].as_mut() else { return };
+        // RFC 8656 §11.2: the number may not be bound to another peer, nor the peer to another number,
+        // counting bindings still in their quarantine after expiry.
+        let conflict = a.channels.iter().any(|c| (c.number == number) != (c.peer == peer));
+        if conflict {
+            return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&key), now);
+        }
+        let existing = a.channels.iter().position(|c| c.number == number);
+        let ok = match existing {
+            Some(i) => {
+                a.channels[i].expires = until;
+                true
+            }
+            None if a.channels.len() < MAX_CHANNELS => {
+                if a.channels.capacity() == 0 {
+                    a.channels.reserve_exact(4);
+                }
+                a.channels.push(Channel { number, peer, expires: until });
+                true
+            }
+            None => false,
+        } && a.permit(peer.ip(), perm_until);
+        if !ok {
+            self.stats.capacity_refused += 1;
+            return self.error(
+                reply,
+                ErrorCode::INSUFFICIENT_CAPACITY,
+                "Insufficient Capacity",
+                Some(&key),
+                false,
+                now,
+            );
+        }
+        self.answer(reply, Class::Success, Some(&key), |_| Ok(()));
+    }
+
+    // ---- data ----
+
+    /// Client to peer (Send indication or ChannelData): the checks, then `data` out of the relay socket.
+    fn relay_to_peer(&mut self, now: Instant, slot: usize, peer: SocketAddr, data: &[u8]) {
+        let Some(a) = self.slots.get_mut(slot).and_then(|a| a.as_mut()) else { return };
+        let Some(relay) = a.relay else { return };
+        if !a.has_permission(peer.ip(), now) {
+            self.stats.dropped_no_permission += 1;
+            return;
+        }
+        if !a.bucket.take(now, data.len()) {
+            self.stats.dropped_bandwidth += 1;
+            return;
+        }
+        let Some(mut buf) = self.buffer() else { return };
+        buf[..data.len()].copy_from_slice(data);
+        self.push(relay, peer, buf, data.len());
+        self.stats.to_peer_packets += 1;
+        self.stats.to_peer_bytes += data.len() as u64;
+    }
+
+    fn on_send(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
+        let Some(&slot) = self.by_client.get(&(rx.transport, rx.source, rx.local)) else {
+            self.stats.dropped_no_permission += 1;
+            return;
+        };
+        match (msg.get(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA)) {
+            (Ok(Some(Attribute::XorPeerAddress(peer))), Ok(Some(Attribute::Data(data)))) => {
+                self.relay_to_peer(now, slot, peer, data)
+            }
+            _ => self.stats.dropped_malformed += 1,
+        }
+    }
+
+    fn on_channel_data(&mut self, now: Instant, rx: Received, data: &[u8]) {
+        let Ok(cd) = ChannelData::parse(data) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        let peer = self
+            .by_client
+            .get(&(rx.transport, rx.source, rx.local))
+            .and_then(|&slot| Some((slot, self.alloc(slot)?.channel_peer(cd.channel, now)?)));
+        match peer {
+            Some((slot, peer)) => self.relay_to_peer(now, slot, peer, cd.data),
+            None => self.stats.dropped_no_permission += 1,
+        }
+    }
+
+    /// Peer to client: ChannelData when a channel is bound to the peer, else a Data indication (§10.3).
+    fn relay_to_client(&mut self, now: Instant, slot: usize, peer: SocketAddr, data: &[u8]) {
+        let Some(a) = self.slots.get_mut(slot).and_then(|a| a.as_mut()) else { return };
+        if !a.has_permission(peer.ip(), now) {
+            self.stats.dropped_no_permission += 1;
+            return;
+        }
+        if data.len() > MAX_PEER_DATA {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        if !a.bucket.take(now, data.len()) {
+            self.stats.dropped_bandwidth += 1;
+            return;
+        }
+        let (client, server, channel, pad) =
+            (a.client, a.server, a.channel_to(peer, now), a.transport == Transport::Tcp);
+        let Some(mut buf) = self.buffer() else { return };
+        let written = match channel {
+            Some(number) => {
+                buf[CHANNEL_DATA_HEADER_LEN..CHANNEL_DATA_HEADER_LEN + data.len()].copy_from_slice(data);
+                ChannelData::write_header(number, data.len(), pad, &mut buf)
+            }
+            None => {
+                let id = self.indication_id();
+                MessageWriter::new(&mut buf, MessageType::new(Method::DATA, Class::Indication), &id).and_then(
+                    |mut w| {
+                        w.add(&Attribute::XorPeerAddress(peer))?;
+                        w.add(&Attribute::Data(data))?;
+                        Ok(w.finish())
+                    },
+                )
+            }
+        };
+        match written {
+            Ok(n) => {
+                self.push(server, client, buf, n);
+                self.stats.to_client_packets += 1;
+                self.stats.to_client_bytes += data.len() as u64;
+            }
+            Err(_) => {
+                self.stats.dropped_malformed += 1;
+                self.spare.push(buf);
+            }
+        }
+    }
+
+    /// A transaction id for a Data indication. An indication is never answered, so the id only has to
+    /// differ between indications (RFC 8489 §6 asks randomness of requests' ids, against forged answers).
+    fn indication_id(&mut self) -> [u8; 12] {
+        self.indications = self.indications.wrapping_add(1);
+        let mut id = [0x5a; 12];
+        id[4..].copy_from_slice(&self.indications.to_be_bytes());
+        id
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        for slot in 0..self.slots.len() {
+            let expired = self.slots[slot].as_mut().is_some_and(|a| a.sweep(now));
+            if expired {
+                self.remove(slot, Some(true));
+            }
+        }
+        self.next_sweep = (!self.by_client.is_empty()).then(|| now + SWEEP_INTERVAL);
+    }
+}
+
+/// Whether a datagram is TURN's: ChannelData, or a STUN message of a TURN method (RFC 8656 §17). The
+/// drivers use it to route datagrams before the Binding responder.
+pub fn is_turn_message(data: &[u8]) -> bool {
+    if crate::stun::looks_like_channel_data(data) {
+        return true;
+    }
+    if !crate::stun::looks_like_stun(data) {
+        return false;
+    }
+    let method = MessageType::from_u16(u16::from_be_bytes([data[0], data[1]])).method;
+    matches!(
+        method,
+        Method::ALLOCATE | Method::REFRESH | Method::SEND | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
+    )
+}
+
+impl Engine for RelayServer {
+    type Event = Event;
+
+    fn handle_input(&mut self, now: Instant, rx: Received, data: &[u8]) -> bool {
+        if let Some(&slot) = self.by_relay.get(&rx.local) {
+            self.relay_to_client(now, slot, rx.source, data);
+            return true;
+        }
+        if !is_turn_message(data) {
+            return false;
+        }
+        if data.len() > MAX_DATAGRAM {
+            self.stats.dropped_malformed += 1;
+            return true;
+        }
+        if crate::stun::looks_like_channel_data(data) {
+            self.on_channel_data(now, rx, data);
+            return true;
+        }
+        let Ok(msg) = Message::parse(data) else {
+            self.stats.dropped_malformed += 1;
+            return true;
+        };
+        if msg.is_rfc3489() || msg.check_fingerprint() == Ok(false) {
+            self.stats.dropped_malformed += 1;
+            return true;
+        }
+        if msg.class() == Class::Indication {
+            if msg.method() == Method::SEND {
+                self.on_send(now, rx, &msg);
+            }
+            return true;
+        }
+        if msg.class() != Class::Request {
+            return true;
+        }
+        if let Some(l) = self.limiter.as_mut() {
+            if !l.allow(now, rx.source.ip()) {
+                self.stats.rate_limited += 1;
+                return true;
+            }
+        }
+        self.stats.requests += 1;
+        let unknown: Vec<u16> = msg.unknown_comprehension_required().take(16).collect();
+        if !unknown.is_empty() {
+            self.stats.other_errors += 1;
+            self.answer(Reply::to(&rx, &msg), Class::Error, None, |w| {
+                w.add(&Attribute::ErrorCode(ErrorCode {
+                    code: ErrorCode::UNKNOWN_ATTRIBUTE,
+                    reason: "Unknown Attribute",
+                }))?;
+                w.add_unknown_attributes(&unknown)
+            });
+            return true;
+        }
+        match msg.method() {
+            Method::ALLOCATE => self.on_allocate(now, rx, &msg),
+            Method::REFRESH => self.on_refresh(now, rx, &msg),
+            Method::CREATE_PERMISSION => self.on_create_permission(now, rx, &msg),
+            Method::CHANNEL_BIND => self.on_channel_bind(now, rx, &msg),
+            _ => {
+                let reply = Reply::to(&rx, &msg);
+                self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", None, now);
+            }
+        }
+        true
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            self.sweep(now);
+        }
+    }
+
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some((t, data)) = self.queue.pop_front() {
+            let fits = data.len() <= buf.len();
+            if fits {
+                buf[..data.len()].copy_from_slice(&data);
+            } else {
+                self.stats.dropped_queue_full += 1;
+            }
+            self.spare.push(data);
+            if fits {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
