@@ -147,6 +147,7 @@ pub struct DataPath {
     device: Arc<SyncDevice>,
     /// The device was opened with offloads (Linux IFF_VNET_HDR): every read and write goes through the
     /// batched path (offload.rs).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux has offloads
     offload: bool,
     #[cfg(target_os = "linux")]
     rx: std::sync::Mutex<offload::RxBatch>,
@@ -257,6 +258,8 @@ impl DataPath {
 
 impl Intercept for DataPath {
     /// WireGuard messages (docs/architecture.md, "One socket, demultiplexed"); everything else is the node's.
+    // `socket` is for the batched path, which only Linux has.
+    #[cfg_attr(not(target_os = "linux"), allow(clippy::only_used_in_recursion))]
     fn intercept(&self, socket: &UdpSocket, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
         // Relayed WireGuard: ChannelData from our TURN server (relayed checks go on to the node).
         if let Some((relayed, peer, payload)) = self.sockets.relay.unwrap(from, data) {
