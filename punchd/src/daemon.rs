@@ -77,6 +77,12 @@ fn bind(settings: &Settings, server: SocketAddr) -> Result<UdpSocket> {
     let local = SocketAddr::new(ip, settings.port);
     UdpSocket::bind(local).map_err(|e| match e.kind() {
         ErrorKind::AddrInUse => anyhow!("UDP {local} is in use (another punchd? choose --port)"),
+        // Windows has no privileged ports; there, WSAEACCES is a port in a range Hyper-V, WSL or Docker reserved,
+        // or one another program holds exclusively (docs/windows.md).
+        ErrorKind::PermissionDenied if cfg!(windows) => anyhow!(
+            "not allowed to bind UDP {local} (a reserved port range? `netsh int ipv4 show excludedportrange \
+             protocol=udp`; choose --port)"
+        ),
         ErrorKind::PermissionDenied => anyhow!("not allowed to bind UDP {local} (ports below 1024 need privileges)"),
         _ => anyhow!("cannot bind UDP {local}: {e}"),
     })
