@@ -1,6 +1,8 @@
 //! Arbitrary bytes into the TURN server engine (src/relay/): as a client's datagram on the listening address
 //! and as a peer's datagram on a relay socket, with an allocation, a permission and a channel in place, and
-//! into the ChannelData parser. Any panic is a bug.
+//! into the ChannelData parser. The bytes also go in as the attributes of a well-framed TURN message (the
+//! first byte picks method and class, the header's length is made to fit), so the fuzzer reaches the request
+//! handlers instead of stopping at the framing checks. Any panic is a bug.
 #![no_main]
 
 use holepunch::net::{Engine, Received};
@@ -65,6 +67,19 @@ fuzz_target!(|data: &[u8]| {
 
     s.handle_input(now, rx, data);
     s.handle_input(now, Received::udp(relay, peer), data);
+    if let Some((&sel, rest)) = data.split_first() {
+        let methods = [Method::ALLOCATE, Method::REFRESH, Method::SEND, Method::CREATE_PERMISSION, Method::CHANNEL_BIND];
+        let class = if sel & 0x80 != 0 { Class::Indication } else { Class::Request };
+        let ty = MessageType::new(methods[usize::from(sel & 0x7F) % methods.len()], class);
+        let body = &rest[..(rest.len() & !3).min(1024)];
+        let mut framed = Vec::with_capacity(20 + body.len());
+        framed.extend_from_slice(&ty.to_u16().to_be_bytes());
+        framed.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+        framed.extend_from_slice(&[sel; 12]);
+        framed.extend_from_slice(body);
+        s.handle_input(now, rx, &framed);
+    }
     s.handle_timeout(now);
     while s.poll_transmit(&mut out).is_some() {}
     while s.poll_event().is_some() {}

@@ -120,3 +120,57 @@ fn through_the_relay(w: &World, relay: &str, relayed_prefix: &str) {
     let s = Peer::status_cli_at(&w.control("alice")).unwrap();
     assert!(s["relayed"].as_str().is_some_and(|r| r.starts_with(relayed_prefix)), "{s}");
 }
+
+/// A direct path that is cut (site b's router starts dropping everything between the two public addresses):
+/// the pair moves to the relay, and an iperf3 TCP stream through the tunnel carries on across the move.
+#[test]
+fn a_cut_direct_path_falls_back_to_the_relay_without_breaking_a_tcp_stream() {
+    holepunch_lab::require_lab!();
+    let lab = Lab::builder().server().site("a", Preset::FullCone).site("b", Preset::PortRestricted).build().expect("lab");
+    let dir = common::Scratch::new("turn-secret-cut");
+    let secret = dir.private("turn.secret", TURN_SECRET);
+    let stund_extra =
+        format!("--auth-secret-file {} --allowed-peer-ip 198.51.100.0/24 --relay-bandwidth 0", secret.display());
+    let w = World::new(lab, "relay-cut", &stund_extra);
+    let relay = format!("--tun-name hp0 --relay turn:{} --relay-secret-file {}", w.server, secret.display());
+    let (ka, kb) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+    let mut bob = w.punchd("b1", "bob", &kb, 6666, ("alice", &ka.public()), &relay).proc;
+    let mut alice = w.punchd("a1", "alice", &ka, 6666, ("bob", &kb.public()), &format!("{relay} --connect bob")).proc;
+    let opened = alice.wait_for_line(Duration::from_secs(20), |l| l.starts_with("path to bob opened: direct"));
+    opened.unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut [&mut alice, &mut bob])));
+    let ib = derived_address(&kb.public(), DEFAULT_OVERLAY).unwrap();
+    let mut server = w.lab.host("b1").spawn(&["iperf3", "-s", "-1", "-B", &ib.to_string()]).expect("iperf3 -s");
+    let _ = server.wait_for_line(Duration::from_secs(5), |l| l.contains("Server listening"));
+    let mut client = w
+        .lab
+        .host("a1")
+        .spawn(&["iperf3", "-c", &ib.to_string(), "-t", "20", "-i", "1", "-J", "--connect-timeout", "3000"])
+        .expect("iperf3 -c");
+    std::thread::sleep(Duration::from_secs(3));
+    // Cut: b's router drops everything to and from a's public address (the relay stays reachable).
+    let a_public = w.lab.public_ip("a").to_string();
+    let router = w.lab.router("b");
+    router
+        .run(&["nft", "add table inet hp_cut"])
+        .and_then(|_| router.run(&["nft", "add chain inet hp_cut cutfwd { type filter hook forward priority -10 ; }"]))
+        .and_then(|_| router.run(&["nft", &format!("add rule inet hp_cut cutfwd ip saddr {a_public} drop")]))
+        .and_then(|_| router.run(&["nft", &format!("add rule inet hp_cut cutfwd ip daddr {a_public} drop")]))
+        .and_then(|_| router.run(&["nft", "add chain inet hp_cut cutpre { type filter hook prerouting priority -400 ; }"]))
+        .and_then(|_| router.run(&["nft", &format!("add rule inet hp_cut cutpre ip saddr {a_public} drop")]))
+        .expect("cut the direct path");
+    let moved = alice.wait_for_line(Duration::from_secs(20), |l| l.contains("path to bob opened: relay") || l.contains("path to bob changed: relay"));
+    let line = moved.unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut [&mut alice, &mut bob])));
+    eprintln!("{line}");
+    let out = client.lines_until_eof(Duration::from_secs(40)).join("\n");
+    server.kill();
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("iperf3 output ({e}): {out}\n{}", logs(&mut [&mut alice, &mut bob])));
+    assert!(v.get("error").is_none(), "the stream broke: {v}\n{}", logs(&mut [&mut alice, &mut bob]));
+    let mbits: Vec<f64> = v["intervals"]
+        .as_array()
+        .map(|a| a.iter().map(|i| i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6).collect())
+        .unwrap_or_default();
+    eprintln!("per-second Mbit/s, direct path cut at 3 s: {mbits:.0?}");
+    assert!(mbits.len() >= 19, "{v}");
+    assert!(mbits[mbits.len() - 3..].iter().all(|&m| m > 1.0), "no data over the relay: {mbits:?}");
+}

@@ -64,6 +64,9 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Failed attempts in a row after which the agent stops until a new introduction or reflexive change.
     pub repunch_limit: u32,
+    /// How long a verified relay pair waits for a direct pair to answer before it carries traffic (unless
+    /// the prediction says a relay is needed, or every direct check has ended).
+    pub relay_deadline: Duration,
     /// The largest datagram the path must carry (the tunnel's MTU + 32), probed once per new path with a
     /// padded check; `None`: not probed (docs/tunnel.md, "MTU").
     pub mtu_probe: Option<u16>,
@@ -98,6 +101,7 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(120),
             repunch_limit: 8,
             mtu_probe: None,
+            relay_deadline: Duration::from_secs(3),
         }
     }
 }
@@ -366,6 +370,8 @@ impl Agent {
             return;
         };
         let prediction = self.prediction_for(&intro);
+        self.peers[idx].punch_started = Some(now);
+        self.peers[idx].relay_ready = None;
         // Birthday probing runs once per introduction (or reflexive change): a repeat has the same odds, and
         // a hostile rendezvous must not be able to turn us into a port scanner of its choice more than once
         // per introduction (docs/punchd.md, "Symmetric NATs").
@@ -677,7 +683,39 @@ impl Agent {
             }
             Some(cur) if peer.stale => self.switch(idx, cur, pair_id, SwitchReason::PeerMoved),
             Some(cur) => self.maybe_switch(idx, cur, pair_id),
-            None => self.open_path(now, idx, pair_id),
+            None => {
+                if self.hold_relay(now, idx, pair_id) {
+                    self.peers[idx].relay_ready = Some(pair_id);
+                } else {
+                    self.open_path(now, idx, pair_id);
+                }
+            }
+        }
+    }
+
+    /// A verified relay pair waits while direct pairs may still answer, up to the relay deadline, unless
+    /// the prediction already says that only a relay will do.
+    fn hold_relay(&self, now: Instant, idx: usize, pair_id: u32) -> bool {
+        let peer = &self.peers[idx];
+        let Some(pair) = peer.pair(pair_id) else { return false };
+        if peer.path_kind_of(pair) != PathKind::Relay || peer.prediction == Some(Prediction::NeedsRelay) {
+            return false;
+        }
+        let waited = peer.punch_started.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        peer.direct_pending(now) && waited < self.config.relay_deadline
+    }
+
+    /// The held relay pair carries traffic once nothing direct can answer any more, or at the deadline.
+    fn release_relay(&mut self, now: Instant, idx: usize) {
+        let peer = &self.peers[idx];
+        let Some(pair_id) = peer.relay_ready else { return };
+        if peer.path.is_some() {
+            self.peers[idx].relay_ready = None;
+            return;
+        }
+        if !self.hold_relay(now, idx, pair_id) {
+            self.peers[idx].relay_ready = None;
+            self.open_path(now, idx, pair_id);
         }
     }
 
@@ -879,6 +917,7 @@ impl Agent {
                 self.start_punch(now, idx);
             }
         }
+        self.release_relay(now, idx);
         let phase = self.peers[idx].phase;
         if !matches!(phase, Phase::Punching | Phase::Connected) {
             return;

@@ -67,6 +67,10 @@ pub(crate) struct Peer {
     pub extra: Vec<SocketAddr>,
     /// Our relayed address (a TURN allocation), when we hold one: pairs from it are relay paths.
     pub relayed: Option<SocketAddr>,
+    /// A verified relay pair held back while direct pairs may still answer (direct beats relay).
+    pub relay_ready: Option<u32>,
+    /// When the current attempt started.
+    pub punch_started: Option<Instant>,
 }
 
 impl Peer {
@@ -91,6 +95,8 @@ impl Peer {
             birthday: None,
             extra: Vec::new(),
             relayed: None,
+            relay_ready: None,
+            punch_started: None,
         }
     }
 
@@ -113,6 +119,13 @@ impl Peer {
     /// The next pair to check: the best waiting one (pairs are kept in check order).
     pub fn next_waiting(&self) -> Option<u32> {
         self.pairs.iter().find(|p| p.state == PairState::Waiting).map(|p| p.id)
+    }
+
+    /// True while a direct (not relayed) pair of this attempt may still answer.
+    pub fn direct_pending(&self, now: Instant) -> bool {
+        self.pairs.iter().any(|p| {
+            matches!(p.state, PairState::Waiting | PairState::InProgress) && self.path_kind_of(p) != PathKind::Relay
+        }) || self.birthday.as_ref().is_some_and(|b| b.active(now))
     }
 
     /// True while some check of this attempt may still answer.

@@ -1,7 +1,8 @@
 //! TURN relay (RFC 8656), server and client: a sans-IO engine on the library's engine contract (docs/architecture.md,
 //! "Relay"), over the STUN codec's TURN methods and attributes and its ChannelData framing.
 //!
-//! - [`server`]: the engine — allocations, permissions, channels, relayed data, lifetimes.
+//! - [`server`]: the engine — allocations, permissions, channels, relayed data, lifetimes (its request
+//!   handlers in `server/requests.rs`, the data path in `server/data.rs`).
 //! - [`client`]: the client side — one allocation from the caller's socket, permissions, channels, framing.
 //! - [`allocation`]: one allocation's state and its memory bound.
 //! - [`auth`]: long-term credentials (static users and TURN REST shared-secret credentials), nonces.

@@ -10,17 +10,16 @@
 //! (`--allowed-peer-ip`) and narrow it with denied ranges (`--denied-peer-ip`); a denied range wins over
 //! everything.
 
+use crate::net::{IpPrefix, PrefixError};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use thiserror::Error;
 
-/// An address range in CIDR form (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+/// An address range in CIDR form (`10.0.0.0/8`, `2001:db8::/32`, or one address): the library's
+/// [`IpPrefix`] with IPv4-mapped IPv6 addresses taken as IPv4, on both sides of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IpRange {
-    net: IpAddr,
-    prefix: u8,
-}
+pub struct IpRange(IpPrefix);
 
 /// Why a range did not parse.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -33,26 +32,19 @@ pub enum RangeError {
 
 impl IpRange {
     pub fn new(net: IpAddr, prefix: u8) -> Result<IpRange, RangeError> {
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(RangeError::Prefix(prefix));
-        }
-        Ok(IpRange { net: canonical(net), prefix })
+        let p = IpPrefix::new(net, prefix).map_err(|_| RangeError::Prefix(prefix))?;
+        // A mapped address's /N (N >= 96) is the IPv4 address's /(N - 96).
+        Ok(match canonical(net) {
+            IpAddr::V4(v4) if net.is_ipv6() => {
+                IpRange(IpPrefix::new(IpAddr::V4(v4), prefix.saturating_sub(96)).unwrap_or(p))
+            }
+            _ => IpRange(p),
+        })
     }
 
     /// Whether `ip` (IPv4-mapped IPv6 taken as IPv4) is inside.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, canonical(ip)) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(canonical(ip))
     }
 }
 
@@ -61,23 +53,17 @@ impl FromStr for IpRange {
 
     fn from_str(s: &str) -> Result<IpRange, RangeError> {
         let syntax = || RangeError::Syntax(s.to_string());
-        match s.split_once('/') {
-            Some((ip, prefix)) => {
-                let ip: IpAddr = ip.parse().map_err(|_| syntax())?;
-                let prefix: u8 = prefix.parse().map_err(|_| syntax())?;
-                IpRange::new(ip, prefix)
-            }
-            None => {
-                let ip: IpAddr = s.parse().map_err(|_| syntax())?;
-                IpRange::new(ip, if ip.is_ipv4() { 32 } else { 128 })
-            }
-        }
+        let p: IpPrefix = s.parse().map_err(|e| match e {
+            PrefixError::Length { len, .. } => RangeError::Prefix(u8::try_from(len).unwrap_or(u8::MAX)),
+            _ => syntax(),
+        })?;
+        IpRange::new(p.addr(), p.len())
     }
 }
 
 impl fmt::Display for IpRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.net, self.prefix)
+        write!(f, "{}/{}", self.0.network(), self.0.len())
     }
 }
 

@@ -12,11 +12,14 @@
 //! recycled after each `poll_transmit`. State is bounded: no state for unauthenticated requests (nonces are
 //! stateless), at most `max_allocations` allocations, each bounded by `Allocation::MAX_BYTES`.
 
+mod data;
+mod requests;
+
 use super::allocation::{Allocation, Bucket, Channel, MAX_CHANNELS};
 use super::auth::{Credentials, Key, NonceCheck, NonceMint, Rejected};
 use super::policy::PeerPolicy;
 use crate::net::{Engine, Received, Seed, Transmit, Transport};
-use crate::server::{RateLimitConfig, RateLimitError, RateLimiter};
+use crate::server::{RateLimitConfig, RateLimitError, RateLimiter, AMPLIFICATION_FACTOR};
 use crate::stun::attr::{self, Attribute, ErrorCode, Family};
 use crate::stun::channel::{is_bindable_channel, ChannelData, CHANNEL_DATA_HEADER_LEN};
 use crate::stun::{Class, Message, MessageType, MessageWriter, Method};
@@ -38,6 +41,8 @@ pub const MAX_PEER_DATA: usize = MAX_DATAGRAM - DATA_INDICATION_OVERHEAD;
 pub const MAX_QUEUED: usize = 256;
 /// How often lifetimes are checked: expiry is exact to this.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// RFC 8656 §7.2 (EVEN-PORT): a reserved port is kept for about 30 seconds.
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// The IP protocol number of UDP, the only REQUESTED-TRANSPORT relayed (RFC 8656 §7.2 step 3).
 pub const UDP_PROTOCOL: u8 = 17;
 
@@ -98,9 +103,11 @@ impl RelayConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Open a UDP relay socket of `family` (in the relay port range, on an even port when `even`) and report
-    /// it with [`RelayServer::relay_opened`].
-    OpenRelay { id: u64, family: Family, even: bool, client: SocketAddr },
-    /// The allocation ended: close the relay socket bound to `relay`.
+    /// it with [`RelayServer::relay_opened`]. With `reserve_next` (EVEN-PORT's R bit, RFC 8656 §7.2), also
+    /// bind the next port and report both with [`RelayServer::relay_opened_with_reservation`].
+    OpenRelay { id: u64, family: Family, even: bool, reserve_next: bool, client: SocketAddr },
+    /// The allocation ended (or a reservation expired unused, then `id` is 0): close the relay socket bound
+    /// to `relay`.
     CloseRelay { id: u64, relay: SocketAddr },
 }
 
@@ -138,6 +145,8 @@ pub struct Stats {
     pub dropped_malformed: u64,
     /// Dropped because the transmit queue was full.
     pub dropped_queue_full: u64,
+    /// Unauthenticated answers not sent because they would exceed the amplification bound.
+    pub dropped_amplification: u64,
 }
 
 /// The fields of a request an answer needs.
@@ -148,6 +157,8 @@ struct Reply {
     method: Method,
     transaction: [u8; 12],
     fingerprint: bool,
+    /// The request's size, for the amplification bound of unauthenticated answers.
+    request_len: usize,
 }
 
 impl Reply {
@@ -158,6 +169,7 @@ impl Reply {
             method: msg.method(),
             transaction: *msg.transaction_id(),
             fingerprint: msg.raw(attr::FINGERPRINT).is_some(),
+            request_len: msg.as_bytes().len(),
         }
     }
 }
@@ -190,6 +202,12 @@ pub struct RelayServer {
     unix_anchor: (Instant, u64),
     stats: Stats,
     indications: u64,
+    /// RESERVATION-TOKEN -> the reserved relay socket's address and when it lapses. At most one per
+    /// allocation made, so bounded like them.
+    reservations: HashMap<u64, (SocketAddr, Instant)>,
+    /// Allocations whose OpenRelay asked for a reservation (by id).
+    reserving: Vec<u64>,
+    rng: crate::net::Rng,
 }
 
 impl RelayServer {
@@ -218,6 +236,9 @@ impl RelayServer {
             unix_anchor: (now, unix_now),
             stats: Stats::default(),
             indications: 0,
+            reservations: HashMap::new(),
+            reserving: Vec::new(),
+            rng,
         })
     }
 
@@ -255,10 +276,30 @@ impl RelayServer {
     }
 
     /// The driver's answer to [`Event::OpenRelay`]: the local address the relay socket is bound to, or None
-    /// when no socket could be opened (then the client gets 508, or 440 for a family the host lacks).
-    /// Returns false when the allocation is gone (the driver closes the socket again).
+    /// when no socket could be opened (then the client gets 508). Returns false when the allocation is gone
+    /// or refused: the driver closes the socket again.
     pub fn relay_opened(&mut self, now: Instant, id: u64, bound: Option<SocketAddr>) -> bool {
+        self.relay_opened_with_reservation(now, id, bound, None)
+    }
+
+    /// [`Self::relay_opened`] for an OpenRelay with `reserve_next`: `reserved` is the next port's socket,
+    /// kept for a later Allocate with the RESERVATION-TOKEN this answer carries. Without it the client gets
+    /// 508. Returns false when the driver must close every socket it passed.
+    pub fn relay_opened_with_reservation(
+        &mut self,
+        now: Instant,
+        id: u64,
+        bound: Option<SocketAddr>,
+        reserved: Option<SocketAddr>,
+    ) -> bool {
         let slot = (id & 0xFFFF_FFFF) as usize;
+        let wanted = match self.reserving.iter().position(|&r| r == id) {
+            Some(i) => {
+                self.reserving.swap_remove(i);
+                true
+            }
+            None => false,
+        };
         let Some(a) = self.slots.get_mut(slot).and_then(|a| a.as_mut()).filter(|a| a.id == id && a.relay.is_none())
         else {
             return false;
@@ -269,18 +310,27 @@ impl RelayServer {
             method: Method::ALLOCATE,
             transaction: a.transaction,
             fingerprint: a.fingerprint,
+            request_len: usize::MAX,
         };
         let key = a.key;
         match bound {
-            Some(relay) => {
+            Some(relay) if !wanted || reserved.is_some() => {
                 a.relay = Some(relay);
                 self.by_relay.insert(relay, slot);
                 self.stats.allocations_created += 1;
                 log::info!(target: LOG, "allocation for {} ({}): relay {relay}", a.client, a.username);
-                self.allocate_success(now, slot, reply);
+                let token = match reserved.filter(|_| wanted) {
+                    Some(r) => {
+                        let token = self.rng.next_u64();
+                        self.reservations.insert(token, (r, now + RESERVATION_LIFETIME));
+                        Some(token)
+                    }
+                    None => None,
+                };
+                self.allocate_success(now, slot, reply, token);
                 true
             }
-            None => {
+            _ => {
                 self.remove(slot, None);
                 self.stats.capacity_refused += 1;
                 self.error(reply, ErrorCode::INSUFFICIENT_CAPACITY, "Insufficient Capacity", Some(&key), false, now);
@@ -289,7 +339,7 @@ impl RelayServer {
         }
     }
 
-    fn allocate_success(&mut self, now: Instant, slot: usize, reply: Reply) {
+    fn allocate_success(&mut self, now: Instant, slot: usize, reply: Reply, token: Option<u64>) {
         let Some(a) = self.alloc(slot) else { return };
         let Some(relay) = a.relay else { return };
         let advertised = SocketAddr::new(self.config.public_ip.unwrap_or(relay.ip()), relay.port());
@@ -298,6 +348,9 @@ impl RelayServer {
         self.answer(reply, Class::Success, Some(&key), |w| {
             w.add(&Attribute::XorRelayedAddress(advertised))?;
             w.add(&Attribute::Lifetime(lifetime))?;
+            if let Some(t) = token {
+                w.add(&Attribute::ReservationToken(t))?;
+            }
             w.add(&Attribute::XorMappedAddress(client))
         });
     }
@@ -363,6 +416,14 @@ impl RelayServer {
             Ok::<usize, crate::stun::Error>(w.finish())
         })();
         match written {
+            // An answer without MESSAGE-INTEGRITY goes to a source that has proved nothing, maybe a spoofed
+            // one: it may not be more than AMPLIFICATION_FACTOR times the request (docs/stund.md,
+            // "Amplification bound"). A real first Allocate (with REQUESTED-TRANSPORT) gets its 401 within
+            // that unless the realm is long.
+            Ok(n) if key.is_none() && n > AMPLIFICATION_FACTOR.saturating_mul(reply.request_len) => {
+                self.stats.dropped_amplification += 1;
+                self.spare.push(buf);
+            }
             Ok(n) => self.push(reply.local, reply.dst, buf, n),
             Err(e) => {
                 log::debug!(target: LOG, "cannot write an answer to {}: {e}", reply.dst);
@@ -392,449 +453,6 @@ impl RelayServer {
         self.error(reply, code, reason, key, false, now);
     }
 
-    // ---- requests ----
-
-    /// RFC 8489 §9.2.4: the checks of a request under long-term credentials, answering the failures.
-    fn authenticate<'m>(&mut self, now: Instant, reply: Reply, msg: &Message<'m>) -> Option<Authed<'m>> {
-        if msg.raw(attr::MESSAGE_INTEGRITY).is_none() {
-            self.stats.challenges += 1;
-            self.error(reply, ErrorCode::UNAUTHORIZED, "Unauthorized", None, true, now);
-            return None;
-        }
-        let (username, realm, nonce) = match (msg.get(attr::USERNAME), msg.get(attr::REALM), msg.get(attr::NONCE)) {
-            (Ok(Some(Attribute::Username(u))), Ok(Some(Attribute::Realm(r))), Ok(Some(Attribute::Nonce(n)))) => {
-                (u, r, n)
-            }
-            _ => {
-                self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", None, now);
-                return None;
-            }
-        };
-        if self.nonces.check(now, reply.dst, nonce) != NonceCheck::Valid {
-            self.stats.stale_nonces += 1;
-            self.error(reply, ErrorCode::STALE_NONCE, "Stale Nonce", None, true, now);
-            return None;
-        }
-        if realm != self.config.realm {
-            self.stats.auth_failures += 1;
-            self.error(reply, ErrorCode::UNAUTHORIZED, "Unauthorized", None, true, now);
-            return None;
-        }
-        let (key, quota_name) = match self.config.credentials.key(username, realm, self.unix_now(now)) {
-            Ok(k) => k,
-            Err(why) => {
-                self.stats.auth_failures += 1;
-                let what = if why == Rejected::Expired { "expired" } else { "unknown" };
-                log::debug!(target: LOG, "{}: {what} user {username:?}", reply.dst);
-                self.error(reply, ErrorCode::UNAUTHORIZED, "Unauthorized", None, true, now);
-                return None;
-            }
-        };
-        if msg.check_integrity(&key).is_err() {
-            self.stats.auth_failures += 1;
-            log::debug!(target: LOG, "{}: wrong MESSAGE-INTEGRITY for {username:?}", reply.dst);
-            self.error(reply, ErrorCode::UNAUTHORIZED, "Unauthorized", None, true, now);
-            return None;
-        }
-        Some(Authed { key, username, quota_name })
-    }
-
-    /// The allocation of this 5-tuple for a request after Allocate: 437 without one, 441 for another user.
-    fn own_allocation(&mut self, now: Instant, rx: &Received, reply: Reply, auth: &Authed<'_>) -> Option<usize> {
-        let Some(&slot) = self.by_client.get(&(rx.transport, rx.source, rx.local)) else {
-            self.other_error(reply, ErrorCode::ALLOCATION_MISMATCH, "Allocation Mismatch", Some(&auth.key), now);
-            return None;
-        };
-        if self.alloc(slot).is_some_and(|a| &*a.username != auth.username) {
-            self.stats.auth_failures += 1;
-            self.error(reply, ErrorCode::WRONG_CREDENTIALS, "Wrong Credentials", Some(&auth.key), false, now);
-            return None;
-        }
-        Some(slot)
-    }
-
-    fn lifetime(&self, requested: Option<u32>) -> Duration {
-        match requested {
-            Some(s) if Duration::from_secs(s.into()) > self.config.default_lifetime => {
-                Duration::from_secs(s.into()).min(self.config.max_lifetime)
-            }
-            _ => self.config.default_lifetime,
-        }
-    }
-
-    fn requested_lifetime(msg: &Message<'_>) -> Option<u32> {
-        match msg.get(attr::LIFETIME) {
-            Ok(Some(Attribute::Lifetime(s))) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn on_allocate(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
-        let reply = Reply::to(&rx, msg);
-        let Some(auth) = self.authenticate(now, reply, msg) else { return };
-        let five = (rx.transport, rx.source, rx.local);
-        if let Some(&slot) = self.by_client.get(&five) {
-            let (same, opened) =
-                self.alloc(slot).map_or((false, false), |a| (a.transaction == reply.transaction, a.relay.is_some()));
-            match (same, opened) {
-                (true, true) => self.allocate_success(now, slot, reply),
-                (true, false) => {} // the answer follows when the relay socket is open
-                _ => {
-                    self.other_error(reply, ErrorCode::ALLOCATION_MISMATCH, "Allocation Mismatch", Some(&auth.key), now)
-                }
-            }
-            return;
-        }
-        match msg.get(attr::REQUESTED_TRANSPORT) {
-            Ok(Some(Attribute::RequestedTransport(UDP_PROTOCOL))) => {}
-            Ok(Some(Attribute::RequestedTransport(_))) => {
-                return self.other_error(
-                    reply,
-                    ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL,
-                    "Unsupported Transport Protocol",
-                    Some(&auth.key),
-                    now,
-                );
-            }
-            _ => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
-        }
-        // Not offered: DF on relayed datagrams (RFC 8656 §7.2 step 4 says to treat it as an unknown
-        // comprehension-required attribute then).
-        if msg.raw(attr::DONT_FRAGMENT).is_some() {
-            self.stats.other_errors += 1;
-            let key = auth.key;
-            self.answer(reply, Class::Error, Some(&key), |w| {
-                w.add(&Attribute::ErrorCode(ErrorCode {
-                    code: ErrorCode::UNKNOWN_ATTRIBUTE,
-                    reason: "Unknown Attribute",
-                }))?;
-                w.add_unknown_attributes(&[attr::DONT_FRAGMENT])
-            });
-            return;
-        }
-        // EVEN-PORT is honoured; its R bit (reserve the next port too) and RESERVATION-TOKEN are not: the
-        // server "cannot satisfy the request", which RFC 8656 §7.2 steps 5-6 answer with 508.
-        let even = match msg.get(attr::EVEN_PORT) {
-            Ok(Some(Attribute::EvenPort(false))) => true,
-            Ok(None) => false,
-            Ok(Some(_)) => {
-                self.stats.capacity_refused += 1;
-                return self.error(
-                    reply,
-                    ErrorCode::INSUFFICIENT_CAPACITY,
-                    "Insufficient Capacity",
-                    Some(&auth.key),
-                    false,
-                    now,
-                );
-            }
-            Err(_) => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
-        };
-        if msg.raw(attr::RESERVATION_TOKEN).is_some() {
-            self.stats.capacity_refused += 1;
-            return self.error(
-                reply,
-                ErrorCode::INSUFFICIENT_CAPACITY,
-                "Insufficient Capacity",
-                Some(&auth.key),
-                false,
-                now,
-            );
-        }
-        let family = match msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
-            Ok(Some(Attribute::RequestedAddressFamily(f))) => f,
-            Ok(None) => Family::V4,
-            _ => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&auth.key), now),
-        };
-        if self.config.relay_family.is_some_and(|f| f != family) {
-            return self.other_error(
-                reply,
-                ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
-                "Address Family not Supported",
-                Some(&auth.key),
-                now,
-            );
-        }
-        if self.quotas.get(auth.quota_name).copied().unwrap_or(0) >= self.config.user_quota {
-            self.stats.quota_refused += 1;
-            log::debug!(target: LOG, "{}: allocation quota of {:?} reached", rx.source, auth.quota_name);
-            self.error(
-                reply,
-                ErrorCode::ALLOCATION_QUOTA_REACHED,
-                "Allocation Quota Reached",
-                Some(&auth.key),
-                false,
-                now,
-            );
-            return;
-        }
-        if self.by_client.len() >= self.config.max_allocations {
-            self.stats.capacity_refused += 1;
-            self.error(reply, ErrorCode::INSUFFICIENT_CAPACITY, "Insufficient Capacity", Some(&auth.key), false, now);
-            return;
-        }
-        let lifetime = self.lifetime(Self::requested_lifetime(msg));
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(None);
-            self.slots.len() - 1
-        });
-        self.generation = self.generation.wrapping_add(1);
-        let id = (u64::from(self.generation) << 32) | slot as u64;
-        self.slots[slot] = Some(Allocation {
-            id,
-            client: rx.source,
-            server: rx.local,
-            relay: None,
-            transport: rx.transport,
-            username: auth.username.into(),
-            quota_name: auth.quota_name.into(),
-            key: auth.key,
-            expires: now + lifetime,
-            transaction: reply.transaction,
-            fingerprint: reply.fingerprint,
-            permissions: Vec::new(),
-            channels: Vec::new(),
-            bucket: Bucket::new(self.config.bandwidth, now),
-        });
-        self.by_client.insert(five, slot);
-        *self.quotas.entry(auth.quota_name.into()).or_insert(0) += 1;
-        self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
-        self.events.push_back(Event::OpenRelay { id, family, even, client: rx.source });
-    }
-
-    fn on_refresh(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
-        let reply = Reply::to(&rx, msg);
-        let Some(auth) = self.authenticate(now, reply, msg) else { return };
-        let Some(slot) = self.own_allocation(now, &rx, reply, &auth) else { return };
-        let requested = Self::requested_lifetime(msg);
-        let granted = if requested == Some(0) {
-            self.remove(slot, Some(false));
-            0
-        } else {
-            let lifetime = self.lifetime(requested);
-            if let Some(a) = self.slots[slot].as_mut() {
-                a.expires = now + lifetime;
-            }
-            lifetime.as_secs() as u32
-        };
-        self.answer(reply, Class::Success, Some(&auth.key), |w| w.add(&Attribute::Lifetime(granted)));
-    }
-
-    /// The peer of an XOR-PEER-ADDRESS checked for an allocation: 443 for the other family, 403 for a peer
-    /// the policy refuses. Answers the failure.
-    fn check_peer(&mut self, now: Instant, reply: Reply, key: &Key, slot: usize, peer: SocketAddr) -> bool {
-        let relay = self.alloc(slot).and_then(|a| a.relay);
-        if relay.is_some_and(|r| r.is_ipv4() != peer.is_ipv4()) {
-            self.other_error(
-                reply,
-                ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH,
-                "Peer Address Family Mismatch",
-                Some(key),
-                now,
-            );
-            return false;
-        }
-        if let Err(why) = self.config.policy.check(peer) {
-            self.stats.peer_denied += 1;
-            log::debug!(target: LOG, "{}: peer {peer} refused: {why}", reply.dst);
-            self.error(reply, ErrorCode::FORBIDDEN, "Forbidden", Some(key), false, now);
-            return false;
-        }
-        true
-    }
-
-    fn on_create_permission(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
-        let reply = Reply::to(&rx, msg);
-        let Some(auth) = self.authenticate(now, reply, msg) else { return };
-        let Some(slot) = self.own_allocation(now, &rx, reply, &auth) else { return };
-        let key = auth.key;
-        let mut count = 0;
-        for raw in msg.effective_attributes().filter(|a| a.kind == attr::XOR_PEER_ADDRESS) {
-            let Ok(Attribute::XorPeerAddress(peer)) = Attribute::decode(raw, msg.raw_id()) else {
-                return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&key), now);
-            };
-            if !self.check_peer(now, reply, &key, slot, peer) {
-                return;
-            }
-            count += 1;
-        }
-        if count == 0 {
-            return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&key), now);
-        }
-        // All peers passed: install them all (RFC 8656 §9.2: all or none).
-        let until = now + self.config.permission_lifetime;
-        let mut full = false;
-        if let Some(a) = self.slots[slot].as_mut() {
-            for raw in msg.effective_attributes().filter(|a| a.kind == attr::XOR_PEER_ADDRESS) {
-                if let Ok(Attribute::XorPeerAddress(peer)) = Attribute::decode(raw, msg.raw_id()) {
-                    full |= !a.permit(peer.ip(), until);
-                }
-            }
-        }
-        if full {
-            self.stats.capacity_refused += 1;
-            return self.error(
-                reply,
-                ErrorCode::INSUFFICIENT_CAPACITY,
-                "Insufficient Capacity",
-                Some(&key),
-                false,
-                now,
-            );
-        }
-        self.answer(reply, Class::Success, Some(&key), |_| Ok(()));
-    }
-
-    fn on_channel_bind(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
-        let reply = Reply::to(&rx, msg);
-        let Some(auth) = self.authenticate(now, reply, msg) else { return };
-        let Some(slot) = self.own_allocation(now, &rx, reply, &auth) else { return };
-        let key = auth.key;
-        let (number, peer) = match (msg.get(attr::CHANNEL_NUMBER), msg.get(attr::XOR_PEER_ADDRESS)) {
-            (Ok(Some(Attribute::ChannelNumber(n))), Ok(Some(Attribute::XorPeerAddress(p))))
-                if is_bindable_channel(n) =>
-            {
-                (n, p)
-            }
-            _ => return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&key), now),
-        };
-        if !self.check_peer(now, reply, &key, slot, peer) {
-            return;
-        }
-        let until = now + self.config.channel_lifetime;
-        let perm_until = now + self.config.permission_lifetime;
-        let Some(a) = self.slots[slot].as_mut() else { return };
-        // RFC 8656 §11.2: the number may not be bound to another peer, nor the peer to another number,
-        // counting bindings still in their quarantine after expiry.
-        let conflict = a.channels.iter().any(|c| (c.number == number) != (c.peer == peer));
-        if conflict {
-            return self.other_error(reply, ErrorCode::BAD_REQUEST, "Bad Request", Some(&key), now);
-        }
-        let existing = a.channels.iter().position(|c| c.number == number);
-        let ok = match existing {
-            Some(i) => {
-                a.channels[i].expires = until;
-                true
-            }
-            None if a.channels.len() < MAX_CHANNELS => {
-                if a.channels.capacity() == 0 {
-                    a.channels.reserve_exact(4);
-                }
-                a.channels.push(Channel { number, peer, expires: until });
-                true
-            }
-            None => false,
-        } && a.permit(peer.ip(), perm_until);
-        if !ok {
-            self.stats.capacity_refused += 1;
-            return self.error(
-                reply,
-                ErrorCode::INSUFFICIENT_CAPACITY,
-                "Insufficient Capacity",
-                Some(&key),
-                false,
-                now,
-            );
-        }
-        self.answer(reply, Class::Success, Some(&key), |_| Ok(()));
-    }
-
-    // ---- data ----
-
-    /// Client to peer (Send indication or ChannelData): the checks, then `data` out of the relay socket.
-    fn relay_to_peer(&mut self, now: Instant, slot: usize, peer: SocketAddr, data: &[u8]) {
-        let Some(a) = self.slots.get_mut(slot).and_then(|a| a.as_mut()) else { return };
-        let Some(relay) = a.relay else { return };
-        if !a.has_permission(peer.ip(), now) {
-            self.stats.dropped_no_permission += 1;
-            return;
-        }
-        if !a.bucket.take(now, data.len()) {
-            self.stats.dropped_bandwidth += 1;
-            return;
-        }
-        let Some(mut buf) = self.buffer() else { return };
-        buf[..data.len()].copy_from_slice(data);
-        self.push(relay, peer, buf, data.len());
-        self.stats.to_peer_packets += 1;
-        self.stats.to_peer_bytes += data.len() as u64;
-    }
-
-    fn on_send(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
-        let Some(&slot) = self.by_client.get(&(rx.transport, rx.source, rx.local)) else {
-            self.stats.dropped_no_permission += 1;
-            return;
-        };
-        match (msg.get(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA)) {
-            (Ok(Some(Attribute::XorPeerAddress(peer))), Ok(Some(Attribute::Data(data)))) => {
-                self.relay_to_peer(now, slot, peer, data)
-            }
-            _ => self.stats.dropped_malformed += 1,
-        }
-    }
-
-    fn on_channel_data(&mut self, now: Instant, rx: Received, data: &[u8]) {
-        let Ok(cd) = ChannelData::parse(data) else {
-            self.stats.dropped_malformed += 1;
-            return;
-        };
-        let peer = self
-            .by_client
-            .get(&(rx.transport, rx.source, rx.local))
-            .and_then(|&slot| Some((slot, self.alloc(slot)?.channel_peer(cd.channel, now)?)));
-        match peer {
-            Some((slot, peer)) => self.relay_to_peer(now, slot, peer, cd.data),
-            None => self.stats.dropped_no_permission += 1,
-        }
-    }
-
-    /// Peer to client: ChannelData when a channel is bound to the peer, else a Data indication (§10.3).
-    fn relay_to_client(&mut self, now: Instant, slot: usize, peer: SocketAddr, data: &[u8]) {
-        let Some(a) = self.slots.get_mut(slot).and_then(|a| a.as_mut()) else { return };
-        if !a.has_permission(peer.ip(), now) {
-            self.stats.dropped_no_permission += 1;
-            return;
-        }
-        if data.len() > MAX_PEER_DATA {
-            self.stats.dropped_malformed += 1;
-            return;
-        }
-        if !a.bucket.take(now, data.len()) {
-            self.stats.dropped_bandwidth += 1;
-            return;
-        }
-        let (client, server, channel, pad) =
-            (a.client, a.server, a.channel_to(peer, now), a.transport == Transport::Tcp);
-        let Some(mut buf) = self.buffer() else { return };
-        let written = match channel {
-            Some(number) => {
-                buf[CHANNEL_DATA_HEADER_LEN..CHANNEL_DATA_HEADER_LEN + data.len()].copy_from_slice(data);
-                ChannelData::write_header(number, data.len(), pad, &mut buf)
-            }
-            None => {
-                let id = self.indication_id();
-                MessageWriter::new(&mut buf, MessageType::new(Method::DATA, Class::Indication), &id).and_then(
-                    |mut w| {
-                        w.add(&Attribute::XorPeerAddress(peer))?;
-                        w.add(&Attribute::Data(data))?;
-                        Ok(w.finish())
-                    },
-                )
-            }
-        };
-        match written {
-            Ok(n) => {
-                self.push(server, client, buf, n);
-                self.stats.to_client_packets += 1;
-                self.stats.to_client_bytes += data.len() as u64;
-            }
-            Err(_) => {
-                self.stats.dropped_malformed += 1;
-                self.spare.push(buf);
-            }
-        }
-    }
-
     /// A transaction id for a Data indication. An indication is never answered, so the id only has to
     /// differ between indications (RFC 8489 §6 asks randomness of requests' ids, against forged answers).
     fn indication_id(&mut self) -> [u8; 12] {
@@ -851,7 +469,16 @@ impl RelayServer {
                 self.remove(slot, Some(true));
             }
         }
-        self.next_sweep = (!self.by_client.is_empty()).then(|| now + SWEEP_INTERVAL);
+        let events = &mut self.events;
+        self.reservations.retain(|_, &mut (relay, until)| {
+            let keep = until > now;
+            if !keep {
+                events.push_back(Event::CloseRelay { id: 0, relay });
+            }
+            keep
+        });
+        let busy = !self.by_client.is_empty() || !self.reservations.is_empty();
+        self.next_sweep = busy.then(|| now + SWEEP_INTERVAL);
     }
 }
 

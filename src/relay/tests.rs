@@ -108,10 +108,15 @@ impl Harness {
     /// Runs the driver's side: opens relay sockets (ports counting up) and drains transmits.
     fn drive(&mut self) -> Vec<Vec<u8>> {
         while let Some(e) = self.s.poll_event() {
-            if let Event::OpenRelay { id, .. } = e {
-                let port = self.next_port;
-                self.next_port += 1;
-                self.s.relay_opened(self.now, id, Some(SocketAddr::new(server_addr().ip(), port)));
+            if let Event::OpenRelay { id, even, reserve_next, .. } = e {
+                let mut port = self.next_port;
+                if even && port % 2 == 1 {
+                    port += 1;
+                }
+                self.next_port = port + 2;
+                let at = |p: u16| SocketAddr::new(server_addr().ip(), p);
+                let reserved = reserve_next.then(|| at(port + 1));
+                self.s.relay_opened_with_reservation(self.now, id, Some(at(port)), reserved);
             }
         }
         self.drain().into_iter().map(|(_, d)| d).collect()
@@ -278,18 +283,48 @@ fn allocate_answers_and_retransmission() {
         w.add(&Attribute::RequestedAddressFamily(Family::V6)).unwrap();
     });
     assert_eq!(Harness::error_of(&r), 440);
-    // EVEN-PORT: honoured without R; with R (a reservation) or a RESERVATION-TOKEN: 508.
+    // EVEN-PORT with R: an even port, and a RESERVATION-TOKEN for the next one.
     let r = h.request(c2, Method::ALLOCATE, Some(&creds), |w| {
         w.add(&Attribute::RequestedTransport(17)).unwrap();
         w.add(&Attribute::EvenPort(true)).unwrap();
     });
-    assert_eq!(Harness::error_of(&r), 508);
-    let r = h.request(c2, Method::ALLOCATE, Some(&creds), |w| {
+    let m = Message::parse(&r[0]).unwrap();
+    let relay = match m.get(attr::XOR_RELAYED_ADDRESS).unwrap() {
+        Some(Attribute::XorRelayedAddress(a)) => a,
+        _ => panic!("{:?}", m.error_code()),
+    };
+    assert_eq!(relay.port() % 2, 0);
+    let Ok(Some(Attribute::ReservationToken(token))) = m.get(attr::RESERVATION_TOKEN) else { panic!("no token") };
+    // Another client takes the reserved port with the token; the same token again gets 508.
+    let c3 = sa("203.0.113.5:40003");
+    let with_token = |h: &mut Harness, c: SocketAddr| {
+        h.request(c, Method::ALLOCATE, Some(&creds), |w| {
+            w.add(&Attribute::RequestedTransport(17)).unwrap();
+            w.add(&Attribute::ReservationToken(token)).unwrap();
+        })
+    };
+    let r = with_token(&mut h, c3);
+    let m = Message::parse(&r[0]).unwrap();
+    let next = SocketAddr::new(relay.ip(), relay.port() + 1);
+    assert_eq!(m.get(attr::XOR_RELAYED_ADDRESS).unwrap(), Some(Attribute::XorRelayedAddress(next)));
+    assert_eq!(Harness::error_of(&with_token(&mut h, sa("203.0.113.5:40004"))), 508);
+    // EVEN-PORT and RESERVATION-TOKEN together: 400.
+    let r = h.request(sa("203.0.113.5:40005"), Method::ALLOCATE, Some(&creds), |w| {
         w.add(&Attribute::RequestedTransport(17)).unwrap();
-        w.add(&Attribute::ReservationToken(7)).unwrap();
+        w.add(&Attribute::EvenPort(false)).unwrap();
+        w.add(&Attribute::ReservationToken(token)).unwrap();
     });
-    assert_eq!(Harness::error_of(&r), 508);
-    assert!(h.s.handle_input(h.now, Received::udp(server_addr(), c2), &{
+    assert_eq!(Harness::error_of(&r), 400);
+    // An unused reservation lapses after 30 s and its socket is closed.
+    let r = h.request(sa("203.0.113.5:40006"), Method::ALLOCATE, Some(&creds), |w| {
+        w.add(&Attribute::RequestedTransport(17)).unwrap();
+        w.add(&Attribute::EvenPort(true)).unwrap();
+    });
+    assert_eq!(Harness::error_of(&r), 0);
+    h.advance(Duration::from_secs(31));
+    assert!(matches!(h.s.poll_event(), Some(Event::CloseRelay { id: 0, .. })));
+    // EVEN-PORT without R: the driver is asked for an even port.
+    assert!(h.s.handle_input(h.now, Received::udp(server_addr(), sa("203.0.113.5:40007")), &{
         let mut buf = [0u8; 256];
         let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), &[9; 12]).unwrap();
         w.add(&Attribute::RequestedTransport(17)).unwrap();
@@ -301,7 +336,7 @@ fn allocate_answers_and_retransmission() {
         let n = w.finish();
         buf[..n].to_vec()
     }));
-    assert!(matches!(h.s.poll_event(), Some(Event::OpenRelay { even: true, .. })));
+    assert!(matches!(h.s.poll_event(), Some(Event::OpenRelay { even: true, reserve_next: false, .. })));
 }
 
 #[test]
@@ -663,4 +698,25 @@ fn tcp_allocation_pads_channel_data_and_ends_with_the_connection() {
     assert!(h.s.connection_closed(client, server_addr()));
     assert_eq!(h.s.stats().allocations, 0);
     assert!(matches!(h.s.poll_event(), Some(Event::CloseRelay { .. })));
+}
+
+/// Unauthenticated answers stay within the amplification bound (4x the request): a bare 20-byte Allocate gets
+/// no 401 (it would be 84 bytes), a real first Allocate (28 bytes, with REQUESTED-TRANSPORT) does.
+#[test]
+fn unauthenticated_answers_respect_the_amplification_bound() {
+    let mut h = Harness::new(config());
+    let client = sa("203.0.113.5:40000");
+    let mut buf = [0u8; 64];
+    let w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), &[1; 12]).unwrap();
+    let n = w.finish();
+    assert_eq!(n, 20);
+    assert!(h.input(client, &buf[..n]).is_empty());
+    assert_eq!(h.s.stats().dropped_amplification, 1);
+    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), &[2; 12]).unwrap();
+    w.add(&Attribute::RequestedTransport(17)).unwrap();
+    let n = w.finish();
+    let r = h.input(client, &buf[..n]);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].len() <= 4 * n, "{} > 4 x {n}", r[0].len());
+    assert_eq!(Harness::error_of(&r), 401);
 }

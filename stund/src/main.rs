@@ -51,11 +51,11 @@ fn init_logging(level: Option<&str>) {
 }
 
 /// File descriptors the settings may need: every TCP connection, the metrics endpoint's, the sockets, one
-/// relay socket per TURN allocation, and a margin for the process itself.
+/// relay socket per TURN allocation (and one reserved next to it, EVEN-PORT), and a margin for the process.
 fn fds_needed(s: &Settings) -> u64 {
     let sockets = s.server.local_sockets().len() as u64;
     let tcp = if s.tcp { s.tcp_max_connections as u64 + sockets } else { 0 };
-    let relay = s.turn.as_ref().map_or(0, |t| t.max_allocations as u64 + 2);
+    let relay = s.turn.as_ref().map_or(0, |t| 2 * t.max_allocations as u64 + 2);
     tcp + relay + metrics::MAX_CONNECTIONS as u64 + 1 + sockets * s.threads as u64 + 64
 }
 

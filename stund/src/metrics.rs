@@ -268,13 +268,15 @@ impl Stats {
         family(
             "stund_turn_dropped_total",
             "counter",
-            "TURN datagrams dropped, by reason (queue_full: the relay thread's queue; rate_limited: requests per source).",
+            "TURN datagrams dropped, by reason (queue_full: the relay thread's queue; rate_limited: requests per \
+             source; amplification: an unauthenticated answer would exceed 4x the request).",
             &[
                 ("{reason=\"no_permission\"}", st.dropped_no_permission),
                 ("{reason=\"bandwidth\"}", st.dropped_bandwidth),
                 ("{reason=\"malformed\"}", st.dropped_malformed),
                 ("{reason=\"rate_limited\"}", st.rate_limited),
                 ("{reason=\"queue_full\"}", load(&t.queue_full) + st.dropped_queue_full),
+                ("{reason=\"amplification\"}", st.dropped_amplification),
             ],
         );
         family(

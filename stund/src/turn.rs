@@ -339,14 +339,14 @@ impl RelayThread {
     fn flush(&mut self, now: Instant, out: &mut [u8]) {
         while let Some(e) = self.engine.poll_event() {
             match e {
-                Event::OpenRelay { id, family, even, client } => {
-                    let bound = self.open_relay(family, even);
+                Event::OpenRelay { id, family, even, reserve_next, client } => {
+                    let (bound, reserved) = self.open_relay(family, even, reserve_next);
                     if bound.is_none() {
                         self.shared.open_failures.fetch_add(1, Ordering::Relaxed);
                         log::warn!(target: LOG, "no relay socket for {client} (ports {}-{} in use?)", self.ports.0, self.ports.1);
                     }
-                    if !self.engine.relay_opened(now, id, bound) {
-                        if let Some(addr) = bound {
+                    if !self.engine.relay_opened_with_reservation(now, id, bound, reserved) {
+                        for addr in [bound, reserved].into_iter().flatten() {
                             self.close_relay(addr);
                         }
                     }
@@ -379,12 +379,17 @@ impl RelayThread {
         }
     }
 
-    /// Binds a relay socket in the port range (an even port when `even`, RFC 8656 §14.6), starting after the
-    /// last port handed out.
-    fn open_relay(&mut self, family: Family, even: bool) -> Option<SocketAddr> {
+    /// Binds a relay socket in the port range (an even port when `even`, and with `reserve_next` the port
+    /// after it too, RFC 8656 §7.2), starting after the last port handed out.
+    fn open_relay(
+        &mut self,
+        family: Family,
+        even: bool,
+        reserve_next: bool,
+    ) -> (Option<SocketAddr>, Option<SocketAddr>) {
         let fits = matches!((family, self.relay_ip), (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_)));
         if !fits {
-            return None;
+            return (None, None);
         }
         let span = u32::from(self.ports.1 - self.ports.0) + 1;
         for _ in 0..BIND_TRIES.min(span as usize) {
@@ -393,24 +398,34 @@ impl RelayThread {
             if even && port % 2 == 1 {
                 continue;
             }
-            let addr = SocketAddr::new(self.relay_ip, port as u16);
-            let Ok(sock) = UdpSocket::bind(addr) else { continue };
-            if sock.set_nonblocking(true).is_err() {
-                continue;
+            let Some(first) = self.bind_relay(port as u16) else { continue };
+            if !reserve_next {
+                return (Some(first), None);
             }
-            let slot = self.free.pop().unwrap_or_else(|| {
-                self.relays.push(None);
-                self.relays.len() - 1
-            });
-            if self.watch(sock.as_raw_fd(), slot as u64).is_err() {
-                self.free.push(slot);
-                return None;
+            match (port < u32::from(self.ports.1)).then(|| self.bind_relay(port as u16 + 1)).flatten() {
+                Some(second) => return (Some(first), Some(second)),
+                None => self.close_relay(first),
             }
-            self.relays[slot] = Some((sock, addr));
-            self.by_addr.insert(addr, slot);
-            return Some(addr);
         }
-        None
+        (None, None)
+    }
+
+    /// One non-blocking relay socket on `port`, watched by epoll.
+    fn bind_relay(&mut self, port: u16) -> Option<SocketAddr> {
+        let addr = SocketAddr::new(self.relay_ip, port);
+        let sock = UdpSocket::bind(addr).ok()?;
+        sock.set_nonblocking(true).ok()?;
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.relays.push(None);
+            self.relays.len() - 1
+        });
+        if self.watch(sock.as_raw_fd(), slot as u64).is_err() {
+            self.free.push(slot);
+            return None;
+        }
+        self.relays[slot] = Some((sock, addr));
+        self.by_addr.insert(addr, slot);
+        Some(addr)
     }
 
     fn close_relay(&mut self, addr: SocketAddr) {
