@@ -126,7 +126,8 @@ fn through_the_relay(w: &World, relay: &str, relayed_prefix: &str) {
 #[test]
 fn a_cut_direct_path_falls_back_to_the_relay_without_breaking_a_tcp_stream() {
     holepunch_lab::require_lab!();
-    let lab = Lab::builder().server().site("a", Preset::FullCone).site("b", Preset::PortRestricted).build().expect("lab");
+    let lab =
+        Lab::builder().server().site("a", Preset::FullCone).site("b", Preset::PortRestricted).build().expect("lab");
     let dir = common::Scratch::new("turn-secret-cut");
     let secret = dir.private("turn.secret", TURN_SECRET);
     let stund_extra =
@@ -155,10 +156,14 @@ fn a_cut_direct_path_falls_back_to_the_relay_without_breaking_a_tcp_stream() {
         .and_then(|_| router.run(&["nft", "add chain inet hp_cut cutfwd { type filter hook forward priority -10 ; }"]))
         .and_then(|_| router.run(&["nft", &format!("add rule inet hp_cut cutfwd ip saddr {a_public} drop")]))
         .and_then(|_| router.run(&["nft", &format!("add rule inet hp_cut cutfwd ip daddr {a_public} drop")]))
-        .and_then(|_| router.run(&["nft", "add chain inet hp_cut cutpre { type filter hook prerouting priority -400 ; }"]))
+        .and_then(|_| {
+            router.run(&["nft", "add chain inet hp_cut cutpre { type filter hook prerouting priority -400 ; }"])
+        })
         .and_then(|_| router.run(&["nft", &format!("add rule inet hp_cut cutpre ip saddr {a_public} drop")]))
         .expect("cut the direct path");
-    let moved = alice.wait_for_line(Duration::from_secs(20), |l| l.contains("path to bob opened: relay") || l.contains("path to bob changed: relay"));
+    let moved = alice.wait_for_line(Duration::from_secs(20), |l| {
+        l.contains("path to bob opened: relay") || l.contains("path to bob changed: relay")
+    });
     let line = moved.unwrap_or_else(|e| panic!("{e}\n{}", logs(&mut [&mut alice, &mut bob])));
     eprintln!("{line}");
     let out = client.lines_until_eof(Duration::from_secs(40)).join("\n");
