@@ -128,6 +128,19 @@ impl Drop for Wine {
         let _ = Command::new(WINESERVER).arg("-k").env("WINEPREFIX", &self.prefix).status();
         // wineserver -k returns before the server has gone; -w waits for it.
         let _ = Command::new(WINESERVER).arg("-w").env("WINEPREFIX", &self.prefix).status();
+        // The server's directory (its socket and lock), named after the prefix's device and inode, outlives it
+        // in a /tmp/wine-XXXXXX of its own: remove ours.
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(&self.prefix) else { return };
+        let ours = format!("server-{:x}-{:x}", meta.dev(), meta.ino());
+        let Ok(entries) = std::fs::read_dir("/tmp") else { return };
+        for dir in entries.flatten().map(|e| e.path()) {
+            let named = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("wine-"));
+            if named && dir.join(&ours).is_dir() {
+                let _ = std::fs::remove_dir_all(dir.join(&ours));
+                let _ = std::fs::remove_dir(&dir); // only when nothing else is in it
+            }
+        }
     }
 }
 
