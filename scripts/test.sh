@@ -23,6 +23,8 @@ echo "== layering check (docs/architecture.md, \"Layering\")"
 scripts/check-layering.sh
 echo "== Windows type-check (x86_64-pc-windows-gnu)"
 scripts/check-windows.sh
+echo "== punchd's unit tests for Windows, under Wine (docs/windows.md)"
+scripts/wine-unit-tests.sh
 echo "== cargo test"
 cargo build --workspace --locked --bins
 cargo test --workspace --locked --no-fail-fast

@@ -459,3 +459,44 @@ impl Drop for Security {
         unsafe { F::LocalFree(self.descriptor) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::serve::MAX_CONNECTIONS;
+    use super::super::Response;
+    use super::*;
+    use crate::status::Status;
+    use std::io::{BufRead, BufReader, Write};
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    fn read_line(s: &PipeStream) -> Response {
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Clients beyond the bound get one error line; those within it are served; a second server of the name
+    /// is refused; the name is free again after the server is dropped (run under Wine: docs/windows.md).
+    #[test]
+    fn connections_are_bounded_and_the_name_is_ours() {
+        let name = PathBuf::from(format!("punchd-unit-{}", std::process::id()));
+        let snap: Snapshot = Arc::new(Mutex::new(Status::default()));
+        let (tx, _rx) = mpsc::channel();
+        let server = ControlServer::start(&name, Arc::clone(&snap), tx.clone()).unwrap();
+        let e = ControlServer::start(&name, snap, tx).err().unwrap().to_string();
+        assert!(e.starts_with("another punchd is running on control pipe"), "{e}");
+        let limit = Duration::from_secs(5);
+        let idle: Vec<PipeStream> = (0..MAX_CONNECTIONS).map(|_| connect(&name, limit).unwrap()).collect();
+        // The accept loop takes connections in order: the idle ones are counted before this one.
+        let extra = connect(&name, limit).unwrap();
+        assert_eq!(read_line(&extra).error.as_deref(), Some("too many control connections; try again"));
+        let mut first = &idle[0];
+        first.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        assert!(read_line(first).ok);
+        drop(idle);
+        drop(server);
+        let e = connect(&name, limit).err().unwrap().to_string();
+        assert!(e.starts_with("no punchd is running with control pipe"), "{e}");
+    }
+}
