@@ -106,6 +106,9 @@ pub struct DaemonArgs {
     /// path opens, turn:HOST[:PORT] (default port 3478).
     #[arg(long, value_name = "turn:HOST[:PORT]")]
     pub relay: Option<String>,
+    /// Peer mode: do not use the TURN credentials the rendezvous server grants when it relays too.
+    #[arg(long)]
+    pub no_relay: bool,
     /// Peer mode: the TURN user of long-term credentials (with --relay-password-file), or of the REST
     /// scheme (with --relay-secret-file; default: the peer id).
     #[arg(long, value_name = "NAME")]
@@ -249,6 +252,8 @@ pub struct Settings {
     pub tun: Option<TunSettings>,
     /// Peer mode's TURN relay, with `--relay`.
     pub relay: Option<RelaySettings>,
+    /// Without `--relay`: use the relay the rendezvous server offers (`--no-relay` clears it).
+    pub relay_from_server: bool,
 }
 
 /// The TURN server and our credentials on it.
@@ -399,6 +404,7 @@ impl Settings {
             control: args.control.or(file.control),
             tun: None,
             relay: None,
+            relay_from_server: !args.no_relay,
         };
 
         let mut peers = Vec::new();

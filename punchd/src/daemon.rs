@@ -333,6 +333,7 @@ fn run_peer(settings: Settings) -> Result<i32> {
     config.agent.mtu_probe = settings.tun.as_ref().map(|t| t.mtu + holepunch::tunnel::packet::DATA_OVERHEAD as u16);
     config.host_candidates = hosts;
     config.profile = profile;
+    config.relay_from_server = settings.relay_from_server;
     if let Some(relay) = &settings.relay {
         let server = resolve_relay(&relay.server, local, settings.retransmit.give_up_after())?;
         log::info!("TURN relay {server} (used when no direct path opens)");

@@ -64,6 +64,8 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Failed attempts in a row after which the agent stops until a new introduction or reflexive change.
     pub repunch_limit: u32,
+    /// On a relay path, how often the direct pairs are checked again.
+    pub relay_upgrade: Duration,
     /// How long a verified relay pair waits for a direct pair to answer before it carries traffic (unless
     /// the prediction says a relay is needed, or every direct check has ended).
     pub relay_deadline: Duration,
@@ -102,6 +104,7 @@ impl AgentConfig {
             repunch_limit: 8,
             mtu_probe: None,
             relay_deadline: Duration::from_secs(3),
+            relay_upgrade: Duration::from_secs(10),
         }
     }
 }
@@ -947,6 +950,38 @@ impl Agent {
                     self.start_check(now, idx, id, Purpose::Keepalive(id), false);
                 }
             }
+            self.try_upgrade(now, idx);
+        }
+    }
+
+    /// On a relay path, the direct pairs are checked again every `relay_upgrade` (a NAT or firewall may
+    /// have changed): one that answers takes the path over (direct beats relay).
+    fn try_upgrade(&mut self, now: Instant, idx: usize) {
+        let every = self.config.relay_upgrade;
+        let peer = &mut self.peers[idx];
+        let on_relay = peer.path_pair().is_some_and(|p| peer.path_kind_of(p) == PathKind::Relay);
+        if !on_relay {
+            peer.next_upgrade = None;
+            return;
+        }
+        let due = *peer.next_upgrade.get_or_insert(now + every);
+        if now < due {
+            return;
+        }
+        peer.next_upgrade = Some(now + every);
+        let mut again = 0;
+        let relayed = peer.relayed;
+        let intro = peer.intro.clone();
+        for p in &mut peer.pairs {
+            let direct = p.path_kind(intro.as_ref(), relayed) != PathKind::Relay;
+            if direct && p.state == PairState::Failed && p.tx.is_none() {
+                p.state = PairState::Waiting;
+                again += 1;
+            }
+        }
+        if again > 0 {
+            debug!(target: LOG, "{}: checking {again} direct pairs again (on a relay path)", peer.name);
+            peer.next_check = Some(now);
         }
     }
 

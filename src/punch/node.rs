@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// A TURN server to hold an allocation on (docs/relay.md, "Client"): its relayed address becomes a
     /// candidate, and a pair through it carries traffic when nothing direct answers.
     pub relay: Option<TurnClientConfig>,
+    /// Without `relay`: use the TURN credentials the rendezvous server grants (when it relays too) on that
+    /// server (default on).
+    pub relay_from_server: bool,
 }
 
 impl NodeConfig {
@@ -80,6 +83,7 @@ impl NodeConfig {
             host_candidates: Vec::new(),
             profile: NatProfile::UNKNOWN,
             relay: None,
+            relay_from_server: true,
         }
     }
 
@@ -165,6 +169,11 @@ pub struct Node {
     reflexive: Option<SocketAddr>,
     relay: Option<TurnClient>,
     relay_config: Option<TurnClientConfig>,
+    /// The rendezvous server's grant may start the relay (no `relay` configured).
+    relay_from_server: bool,
+    /// The punching socket and the rendezvous server, for a relay on the server's grant.
+    local: SocketAddr,
+    server: SocketAddr,
     /// Our relayed address while the allocation lives.
     relayed: Option<SocketAddr>,
     /// When to allocate again after a failure, and the wait that led there (doubles per failure).
@@ -190,6 +199,7 @@ impl Node {
         for (name, key) in &config.peers {
             agent.add_peer(name.clone(), *key)?;
         }
+        let (local, server) = (config.client.local, config.client.server);
         let mut client = Client::new(config.client, rng.fork(), now);
         let host_candidates: Vec<Candidate> = config
             .host_candidates
@@ -203,6 +213,9 @@ impl Node {
         agent.set_local_profile(config.profile);
         let relay = config.relay.clone().map(|c| TurnClient::new(c, rng.fork(), now));
         Ok(Node {
+            relay_from_server: config.relay_from_server && config.relay.is_none(),
+            local,
+            server,
             relay,
             relay_config: config.relay,
             relayed: None,
@@ -490,6 +503,20 @@ impl Node {
             ClientEvent::ServerLost => self.events.push_back(Event::ServerLost),
             ClientEvent::Refused(r) => self.events.push_back(Event::Refused(r)),
             ClientEvent::Introduced(i) => self.on_introduced(now, i),
+            ClientEvent::TurnCredentials { username, password } => {
+                if !self.relay_from_server {
+                    return;
+                }
+                let credentials = crate::relay::TurnCredentials { username, password };
+                let config = TurnClientConfig::new(self.local, self.server, credentials);
+                // A running allocation keeps the credentials it was made with (a TURN server refuses another
+                // username for it); renewed ones serve the next allocation.
+                if self.relay.is_none() {
+                    info!(target: LOG, "the rendezvous server relays too: allocating with its TURN credentials");
+                    self.relay = Some(TurnClient::new(config.clone(), self.rng.fork(), now));
+                }
+                self.relay_config = Some(config);
+            }
             ClientEvent::ConnectFailed { peer, reason } => {
                 let retry_in = self.schedule(now, &peer, None);
                 self.events.push_back(match reason {

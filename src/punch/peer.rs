@@ -71,6 +71,8 @@ pub(crate) struct Peer {
     pub relay_ready: Option<u32>,
     /// When the current attempt started.
     pub punch_started: Option<Instant>,
+    /// On a relay path: when the direct pairs are checked again.
+    pub next_upgrade: Option<Instant>,
 }
 
 impl Peer {
@@ -97,6 +99,7 @@ impl Peer {
             relayed: None,
             relay_ready: None,
             punch_started: None,
+            next_upgrade: None,
         }
     }
 

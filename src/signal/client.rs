@@ -133,6 +133,11 @@ pub enum Event {
     Refused(RefuseReason),
     /// The server introduced a peer: punch towards it now.
     Introduced(Introduction),
+    /// The server relays too and granted us TURN credentials (new or renewed).
+    TurnCredentials {
+        username: String,
+        password: String,
+    },
     ConnectFailed {
         peer: PeerName,
         reason: ConnectFailure,
@@ -151,6 +156,8 @@ pub struct Client {
     tx: Transactions<Option<SocketAddr>>,
     requests: Vec<(TxKey, Request)>,
     nonce: Option<Vec<u8>>,
+    /// The TURN credentials the server last granted (username, password).
+    turn: Option<(String, String)>,
     candidates: Vec<Candidate>,
     profile: NatProfile,
     reflexive: Option<SocketAddr>,
@@ -176,6 +183,7 @@ impl Client {
             config,
             requests: Vec::new(),
             nonce: None,
+            turn: None,
             candidates: Vec::new(),
             profile: NatProfile::UNKNOWN,
             reflexive: None,
@@ -405,6 +413,14 @@ impl Client {
             return;
         }
         self.last_heard = now;
+        if m.method() == REGISTER && m.class() == Class::Success {
+            if let Some((user, password)) = wire::turn_credentials(m) {
+                if self.turn.as_ref().is_none_or(|(u, p)| u != user || p != password) {
+                    self.turn = Some((user.to_string(), password.to_string()));
+                    self.event(Event::TurnCredentials { username: user.to_string(), password: password.to_string() });
+                }
+            }
+        }
         if code == Some(codes::STALE_NONCE) {
             if let Some(n) = wire::nonce(m).filter(|n| !n.is_empty() && n.len() <= 128) {
                 self.nonce = Some(n.to_vec());

@@ -22,6 +22,6 @@ mod tests;
 pub use auth::{NetworkSecret, NonceMint, PeerAuthKey};
 pub use client::{Client, ClientConfig, ConnectFailure, Event as ClientEvent, RefuseReason};
 pub use registry::{MemoryRegistry, RegisterOutcome, Registration, Registry, RegistryError};
-pub use server::{Event as ServerEvent, Refusal, Server, ServerConfig, Stats};
+pub use server::{Event as ServerEvent, Refusal, Server, ServerConfig, Stats, TurnGrant};
 pub use types::{Candidate, CandidateKind, Introduction, NameError, NatProfile, PeerName, MAX_CANDIDATES};
 pub use wire::is_signal_message;

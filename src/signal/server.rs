@@ -48,6 +48,65 @@ pub struct ServerConfig {
     pub rate_limit: RateLimitConfig,
     /// How often expired registrations and introductions are swept.
     pub sweep_interval: Duration,
+    /// When this server also relays (TURN with a REST shared secret): registered peers get time-limited TURN
+    /// credentials in every REGISTER answer (docs/relay.md, "Credentials from the rendezvous").
+    pub turn_grant: Option<TurnGrant>,
+}
+
+/// Time-limited TURN credentials for registered peers (the TURN REST scheme), the user part the peer's name.
+#[derive(Clone)]
+pub struct TurnGrant {
+    pub secret: Vec<u8>,
+    /// How long a granted username stays valid.
+    pub validity: Duration,
+    /// Unix seconds at `epoch` (engines take no wall clock: the driver gives one reading at start).
+    pub unix_at_epoch: u64,
+    pub epoch: Instant,
+}
+
+impl std::fmt::Debug for TurnGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TurnGrant(validity {:?}, secret hidden)", self.validity)
+    }
+}
+
+#[cfg(test)]
+mod grant_tests {
+    use super::*;
+
+    #[test]
+    fn granted_credentials_are_rest_credentials_the_relay_accepts() {
+        let epoch = Instant::now();
+        let g = TurnGrant {
+            secret: b"turn".to_vec(),
+            validity: Duration::from_secs(3600),
+            unix_at_epoch: 1_800_000_100,
+            epoch,
+        };
+        let (user, pass) = g.credentials(epoch, "alice");
+        assert_eq!(user, "1800007200:alice", "expiry rounded up to the hour, the peer's name as the user");
+        // Stable between keepalives, renewed as time goes on.
+        assert_eq!(g.credentials(epoch + Duration::from_secs(3), "alice").0, user);
+        assert_ne!(g.credentials(epoch + Duration::from_secs(7200), "alice").0, user);
+        let mut creds = crate::relay::Credentials::default();
+        creds.set_secret(b"turn".to_vec());
+        let (key, name) = creds.key(&user, "realm", 1_800_000_100).unwrap();
+        assert_eq!(name, "alice");
+        assert_eq!(key, crate::stun::integrity::long_term_key_md5(&user, "realm", &pass));
+        assert!(!format!("{g:?}").contains("turn\""), "the secret is not printed");
+    }
+}
+
+impl TurnGrant {
+    /// The username and password for `name` at `now`, valid for `validity`, rounded up to a whole hour so
+    /// the credentials stay the same from one keepalive to the next.
+    pub fn credentials(&self, now: Instant, name: &str) -> (String, String) {
+        let unix = self.unix_at_epoch + now.saturating_duration_since(self.epoch).as_secs();
+        let expiry = (unix + self.validity.as_secs()).div_ceil(3600) * 3600;
+        let username = format!("{expiry}:{name}");
+        let password = crate::relay::rest_password(&self.secret, &username);
+        (username, password)
+    }
 }
 
 impl ServerConfig {
@@ -61,6 +120,7 @@ impl ServerConfig {
             push_retransmit: Retransmit { rc: 5, rm: 16, ..Retransmit::rfc8489() },
             rate_limit: RateLimitConfig { rate_per_sec: 20, burst: 40, slots: 16384 },
             sweep_interval: Duration::from_secs(1),
+            turn_grant: None,
         }
     }
 
@@ -364,9 +424,15 @@ impl<R: Registry> Server<R> {
             Err(RegistryError::Full) => self.refuse(input, m, &name, &k, codes::INSUFFICIENT_CAPACITY, Refusal::Full),
             Ok(outcome) => {
                 let lifetime = self.config.lifetime.as_secs().min(u64::from(u32::MAX)) as u32;
+                let turn = self.config.turn_grant.as_ref().map(|g| g.credentials(now, name.as_str()));
                 self.answer(input, m, Class::Success, Some(&k), None, |w| {
                     w.add(&Attribute::XorMappedAddress(input.source))?;
-                    w.add(&Attribute::Lifetime(lifetime))
+                    w.add(&Attribute::Lifetime(lifetime))?;
+                    if let Some((user, password)) = &turn {
+                        w.add_raw(wire::TURN_USERNAME, user.as_bytes())?;
+                        w.add_raw(wire::TURN_PASSWORD, password.as_bytes())?;
+                    }
+                    Ok(())
                 });
                 let moved_from = match outcome {
                     RegisterOutcome::Refreshed => {

@@ -41,6 +41,12 @@ pub const NAT_PROFILE: u16 = 0xCA05;
 /// NAT-PROFILE's signed sequential-allocation step (comprehension-optional, only with a sequential allocation).
 pub const NAT_DELTA: u16 = 0xCA06;
 
+/// TURN-USERNAME (comprehension-optional, in a REGISTER answer): a TURN REST username for the relay on this
+/// server (docs/relay.md, "Credentials from the rendezvous"), UTF-8 text of at most 128 bytes.
+pub const TURN_USERNAME: u16 = 0xCA07;
+/// TURN-PASSWORD (comprehension-optional, with TURN-USERNAME): its password, at most 128 bytes.
+pub const TURN_PASSWORD: u16 = 0xCA08;
+
 /// Our own comprehension-required attribute types (a receiver answers 420 for any other unknown one).
 pub const OWN_REQUIRED: [u16; 4] = [PEER_NAME, PEER_KEY, CANDIDATE, SESSION];
 
@@ -311,6 +317,15 @@ pub fn candidates(m: &Message<'_>, max: usize) -> Result<Vec<Candidate>, WireErr
 }
 
 /// The NONCE attribute's bytes (read raw: our nonces are ASCII, and a malformed one simply fails to verify).
+/// The TURN credentials a REGISTER answer carries, when it carries both and they are short text.
+pub fn turn_credentials<'a>(m: &Message<'a>) -> Option<(&'a str, &'a str)> {
+    let text = |kind| {
+        let v = m.raw(kind)?.value;
+        (v.len() <= 128).then(|| std::str::from_utf8(v).ok()).flatten()
+    };
+    Some((text(TURN_USERNAME)?, text(TURN_PASSWORD)?))
+}
+
 pub fn nonce<'a>(m: &Message<'a>) -> Option<&'a [u8]> {
     m.raw(stun::attr::NONCE).map(|a| a.value)
 }

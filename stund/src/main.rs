@@ -172,6 +172,16 @@ fn run(s: Settings) -> Result<()> {
         }
         sets.push(Arc::new(set));
     }
+    // The TURN REST secret: the relay checks credentials with it, and the rendezvous grants registered peers
+    // credentials from it (docs/relay.md, "Credentials from the rendezvous").
+    let turn_secret = match &s.turn {
+        Some(t) => match (&t.auth_secret, &t.auth_secret_file) {
+            (Some(text), _) => Some(text.as_bytes().to_vec()),
+            (None, Some(path)) => Some(turn::read_secret(path)?),
+            (None, None) => None,
+        },
+        None => None,
+    };
     let rendezvous_counters = Arc::new(rendezvous::Counters::default());
     let rendezvous = match (&s.rendezvous, secret) {
         (Some(r), Some(secret)) => {
@@ -185,6 +195,7 @@ fn run(s: Settings) -> Result<()> {
                 rendezvous_counters.clone(),
                 keys.bytes(),
                 start,
+                turn_secret.clone(),
             )?;
             let rv = Arc::new(rv);
             let (timer, stop) = (rv.clone(), stop.clone());
@@ -199,12 +210,7 @@ fn run(s: Settings) -> Result<()> {
     };
     let turn = match &s.turn {
         Some(t) => {
-            let secret = match (&t.auth_secret, &t.auth_secret_file) {
-                (Some(text), _) => Some(text.as_bytes().to_vec()),
-                (None, Some(path)) => Some(turn::read_secret(path)?),
-                (None, None) => None,
-            };
-            let relay = turn::relay_config(t, secret, cfg, s.rate_limit);
+            let relay = turn::relay_config(t, turn_secret.clone(), cfg, s.rate_limit);
             let (thread, shared) = turn::RelayThread::new(t, relay, cfg.clone(), sets[0].clone(), keys.bytes(), start)?;
             let stop = stop.clone();
             let h = std::thread::Builder::new()

@@ -15,6 +15,7 @@ use holepunch::net::{Engine, Received, Seed};
 use holepunch::server::{LocalSocket, ServerConfig};
 use holepunch::signal::{
     MemoryRegistry, NetworkSecret, Refusal, Registry, Server, ServerConfig as SignalConfig, ServerEvent, Stats,
+    TurnGrant,
 };
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +23,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const LOG: &str = "stund::rendezvous";
+
+/// How long the TURN credentials granted to a registered peer stay valid (renewed in every answer; an
+/// allocation made with them is refused once they expire, and the peer allocates again with fresh ones).
+const TURN_GRANT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
 /// Longest the timer thread sleeps before it looks at the stop flag.
 const TIMER_WAKE: Duration = Duration::from_millis(200);
@@ -81,6 +86,7 @@ pub struct Rendezvous {
 }
 
 impl Rendezvous {
+    #[allow(clippy::too_many_arguments)] // the settings, the sockets, the clock and the secrets it is built from
     pub fn new(
         r: &crate::config::Rendezvous,
         secret: NetworkSecret,
@@ -89,11 +95,20 @@ impl Rendezvous {
         counters: Arc<Counters>,
         seed: Seed,
         now: Instant,
+        turn_secret: Option<Vec<u8>>,
     ) -> anyhow::Result<Rendezvous> {
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let turn_grant = turn_secret.map(|secret| TurnGrant {
+            secret,
+            validity: TURN_GRANT_VALIDITY,
+            unix_at_epoch: unix,
+            epoch: now,
+        });
         let sc = SignalConfig {
             lifetime: r.lifetime,
             capacity: r.capacity,
             rate_limit: r.rate_limit,
+            turn_grant,
             ..SignalConfig::new(secret)
         };
         let registry = MemoryRegistry::new(r.capacity, now);
