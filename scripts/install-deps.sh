@@ -7,6 +7,7 @@ PKGS=(
   iproute2 nftables conntrack iputils-ping iperf3 tcpdump procps psmisc util-linux
   coturn stun-client stun-server miniupnpd-nftables
   wireguard-go wireguard-tools
+  wine64 gcc-mingw-w64-x86-64
 )
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null; then exec sudo -E "$0" "$@"; fi

@@ -185,12 +185,14 @@ impl FileConfig {
             anyhow!("{}: {msg}", path.display())
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        // On Windows `control` is a pipe name, not a file: it stays as written.
+        let control = cfg.control.as_mut().filter(|_| !cfg!(windows));
         let paths = [
-            &mut cfg.key,
-            &mut cfg.secret_file,
-            &mut cfg.control,
-            &mut cfg.relay_password_file,
-            &mut cfg.relay_secret_file,
+            cfg.key.as_mut(),
+            cfg.secret_file.as_mut(),
+            control,
+            cfg.relay_password_file.as_mut(),
+            cfg.relay_secret_file.as_mut(),
         ];
         for p in paths.into_iter().flatten() {
             if p.is_relative() {

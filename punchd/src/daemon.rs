@@ -77,6 +77,12 @@ fn bind(settings: &Settings, server: SocketAddr) -> Result<UdpSocket> {
     let local = SocketAddr::new(ip, settings.port);
     UdpSocket::bind(local).map_err(|e| match e.kind() {
         ErrorKind::AddrInUse => anyhow!("UDP {local} is in use (another punchd? choose --port)"),
+        // Windows has no privileged ports; there, WSAEACCES is a port in a range Hyper-V, WSL or Docker reserved,
+        // or one another program holds exclusively (docs/windows.md).
+        ErrorKind::PermissionDenied if cfg!(windows) => anyhow!(
+            "not allowed to bind UDP {local} (a reserved port range? `netsh int ipv4 show excludedportrange \
+             protocol=udp`; choose --port)"
+        ),
         ErrorKind::PermissionDenied => anyhow!("not allowed to bind UDP {local} (ports below 1024 need privileges)"),
         _ => anyhow!("cannot bind UDP {local}: {e}"),
     })
@@ -120,42 +126,18 @@ fn control_path(settings: &Settings) -> Option<PathBuf> {
     settings.control.clone().or_else(|| settings.identity.as_ref().map(|id| control::path::default_path(&id.name)))
 }
 
-#[cfg(unix)]
 type Control = control::ControlServer;
 
-/// Windows has no control socket yet (control/mod.rs): an explicit `--control` is refused with one line, the
-/// default is skipped with a log line.
-#[cfg(not(unix))]
-#[allow(dead_code)] // never made: there is no control socket on Windows yet
-struct Control;
-
-#[cfg(unix)]
 fn open_control(settings: &Settings, snapshot: &Snapshot) -> Result<Option<(Control, mpsc::Receiver<Command>)>> {
     let (tx, rx) = mpsc::channel();
     Ok(open_control_with(settings, snapshot, tx)?.map(|server| (server, rx)))
 }
 
-/// The control socket feeding `tx` (peer mode: the channel also carries the daemon's own commands).
-#[cfg(unix)]
+/// The control socket (Windows: named pipe) feeding `tx` (peer mode: the channel also carries the daemon's
+/// own commands).
 fn open_control_with(settings: &Settings, snapshot: &Snapshot, tx: mpsc::Sender<Command>) -> Result<Option<Control>> {
     let Some(path) = control_path(settings) else { return Ok(None) };
     Ok(Some(control::ControlServer::start(&path, Arc::clone(snapshot), tx)?))
-}
-
-#[cfg(not(unix))]
-fn open_control_with(settings: &Settings, snapshot: &Snapshot, _tx: mpsc::Sender<Command>) -> Result<Option<Control>> {
-    open_control(settings, snapshot).map(|_| None)
-}
-
-#[cfg(not(unix))]
-fn open_control(settings: &Settings, _snapshot: &Snapshot) -> Result<Option<(Control, mpsc::Receiver<Command>)>> {
-    if settings.control.is_some() {
-        bail!("--control: the control socket is Unix-only for now (a named pipe on Windows is not built yet)");
-    }
-    if control_path(settings).is_some() {
-        log::info!("no control socket: Unix-only for now, `punchd status` is not available on Windows");
-    }
-    Ok(None)
 }
 
 /// The keeper under the control socket: it knows the public endpoint; it cannot connect to peers (the
@@ -255,12 +237,19 @@ pub fn run(settings: Settings) -> Result<i32> {
     }
     log::info!("shutting down");
     // The control socket is removed here, before the process exits.
-    #[cfg(unix)]
     drop(_control);
     Ok(EXIT_OK)
 }
 
+/// Windows: Ctrl-C, Ctrl-Break and the console's close, logoff and shutdown events set the returned flag
+/// (crate::console).
+#[cfg(windows)]
+fn shutdown_flag() -> Result<Arc<AtomicBool>> {
+    crate::console::shutdown_flag().context("installing the console control handler")
+}
+
 /// SIGINT and SIGTERM set the returned flag.
+#[cfg(unix)]
 fn shutdown_flag() -> Result<Arc<AtomicBool>> {
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -440,7 +429,6 @@ fn run_peer(settings: Settings) -> Result<i32> {
     if let Some(m) = mapper {
         let _ = m.join();
     }
-    #[cfg(unix)]
     drop(_control);
     match exit {
         Exit::Done(refusal) => bail!("{refusal}"),

@@ -12,6 +12,8 @@
 
 mod birthday;
 mod config;
+#[cfg(windows)]
+mod console;
 mod control;
 mod controlled;
 mod daemon;
@@ -84,7 +86,7 @@ struct StatusArgs {
     /// The daemon's peer id (finds its default control socket).
     #[arg(long, value_name = "NAME")]
     peer_id: Option<String>,
-    /// The daemon's control socket (overrides --peer-id).
+    /// The daemon's control socket (Windows: pipe name; overrides --peer-id).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
     /// The daemon's config file (its `peer_id` and `control`).
@@ -96,7 +98,6 @@ struct StatusArgs {
 }
 
 /// How long `punchd status` waits for the daemon.
-#[cfg(unix)]
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An error with the exit code it ends the process with.
@@ -110,7 +111,6 @@ fn runtime(e: anyhow::Error) -> Failure {
     Failure(EXIT_RUNTIME, e)
 }
 
-#[cfg(unix)]
 fn status(args: StatusArgs) -> Result<i32, Failure> {
     use config::FileConfig;
     use holepunch::signal::PeerName;
@@ -131,21 +131,17 @@ fn status(args: StatusArgs) -> Result<i32, Failure> {
         let why = response.error.unwrap_or_else(|| "no status in the answer".into());
         return Err(runtime(anyhow::anyhow!("the daemon answered: {}", escape_controls(&why))));
     };
+    // A reader that stops early (`| head`) is not an error: write errors are ignored, not a panic.
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string(&status).map_err(|e| runtime(e.into()))?);
+        let _ = writeln!(out, "{}", serde_json::to_string(&status).map_err(|e| runtime(e.into()))?);
     } else {
         for line in status.render().lines() {
-            println!("{}", escape_controls(line));
+            let _ = writeln!(out, "{}", escape_controls(line));
         }
     }
     Ok(EXIT_OK)
-}
-
-#[cfg(not(unix))]
-fn status(_args: StatusArgs) -> Result<i32, Failure> {
-    Err(runtime(anyhow::anyhow!(
-        "punchd status: the control socket is Unix-only for now (a named pipe on Windows is not built yet)"
-    )))
 }
 
 fn daemon(args: DaemonArgs) -> Result<i32, Failure> {

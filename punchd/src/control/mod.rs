@@ -1,8 +1,8 @@
 //! The control socket: how `punchd status` (and later other local tools) talk to a running daemon
 //! (docs/punchd.md, "Control socket and status").
 //!
-//! A Unix domain socket only the daemon's user can use (mode 0600), one request per line and one JSON object
-//! per answer line:
+//! A Unix domain socket (or on Windows a named pipe) only the daemon's user can use, one request per line and
+//! one JSON object per answer line:
 //!
 //! ```text
 //! -> {"cmd":"status"}
@@ -11,26 +11,28 @@
 //! <- {"ok":true}                       or  {"ok":false,"error":"..."}
 //! ```
 //!
-//! - [`path`]: the default path per peer id.
-//! - `server`: the listener thread; it answers `status` from the shared snapshot and hands `connect` to the
-//!   daemon loop through a channel ([`Command`]).
-//! - `client`: one request, one answer (`punchd status`).
+//! - [`path`]: the default socket path (Unix) or pipe name (Windows) per peer id.
+//! - `serve`: the listener thread's loop, shared by both platforms; it answers `status` from the shared
+//!   snapshot and hands `connect` to the daemon loop through a channel ([`Command`]).
+//! - `client`: one request, one answer (`punchd status`), shared by both platforms.
+//! - `unix`: the Unix domain socket (mode 0600, peer credentials); `pipe`: the Windows named pipe (a DACL
+//!   for the daemon's user only, first-instance creation, docs/windows.md).
 //!
-//! Windows: the design is a named pipe restricted to the current user; it is not built yet, so on Windows the
-//! control socket is refused with one line.
-// On Windows the protocol has no server or client yet (above).
-#![cfg_attr(not(unix), allow(dead_code))]
+//! Only connecting and accepting differ per platform; the line protocol and its bounds are one code.
 
-#[cfg(unix)]
 mod client;
 pub mod path;
+#[cfg(windows)]
+mod pipe;
+mod serve;
 #[cfg(unix)]
-mod server;
+mod unix;
 
-#[cfg(unix)]
 pub use client::request;
+#[cfg(windows)]
+pub use pipe::ControlServer;
 #[cfg(unix)]
-pub use server::ControlServer;
+pub use unix::ControlServer;
 
 use crate::status::Status;
 use holepunch::signal::PeerName;

@@ -6,16 +6,27 @@
 //! 2. `/run/punchd/NAME.sock` for root;
 //! 3. `/tmp/punchd-UID-NAME.sock` otherwise (the socket itself is mode 0600, and `punchd status` refuses a
 //!    socket another user owns, so a planted file in /tmp cannot answer in the daemon's place).
+//!
+//! On Windows it is the named pipe `\\.\pipe\punchd-NAME` (pipe names are one machine-wide namespace; the
+//! pipe's DACL and first-instance creation keep it the daemon user's, control/pipe.rs).
 
 use holepunch::signal::PeerName;
 use std::path::PathBuf;
 
+/// The default control pipe of peer `name` (Windows).
+#[cfg(windows)]
+pub fn default_path(name: &PeerName) -> PathBuf {
+    PathBuf::from(format!(r"\\.\pipe\punchd-{name}"))
+}
+
 /// The default control socket of peer `name`.
+#[cfg(not(windows))]
 pub fn default_path(name: &PeerName) -> PathBuf {
     let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute());
     choose(name, xdg, uid())
 }
 
+#[cfg_attr(windows, allow(dead_code))]
 fn choose(name: &PeerName, xdg: Option<PathBuf>, uid: Option<u32>) -> PathBuf {
     match (xdg, uid) {
         (Some(dir), _) => dir.join(format!("punchd-{name}.sock")),
@@ -31,7 +42,7 @@ fn uid() -> Option<u32> {
     Some(unsafe { libc::geteuid() })
 }
 
-#[cfg(not(unix))]
+#[cfg(all(not(unix), not(windows)))]
 fn uid() -> Option<u32> {
     None
 }

@@ -419,6 +419,23 @@ pub fn grow_socket_buffers(socket: &UdpSocket) {
 }
 
 fn device_error(name: &str, e: std::io::Error) -> anyhow::Error {
+    // Windows: Wintun's DLL is loaded when the device is made, and making an adapter needs elevation
+    // (docs/windows.md); the Linux advice below would mislead.
+    #[cfg(windows)]
+    {
+        if e.to_string().contains("LoadLibrary") {
+            return anyhow!(
+                "creating the tunnel device {name}: wintun.dll cannot be loaded: put the amd64 wintun.dll next to \
+                 punchd.exe, or run without the tunnel (--no-tun)"
+            );
+        }
+        if e.kind() == ErrorKind::PermissionDenied {
+            return anyhow!(
+                "creating the tunnel device {name} needs administrator rights: run punchd elevated (or as a \
+                 service), or run without the tunnel (--no-tun)"
+            );
+        }
+    }
     match e.kind() {
         ErrorKind::PermissionDenied => anyhow!(
             "creating the tunnel device {name} needs CAP_NET_ADMIN: run punchd as root, grant it \

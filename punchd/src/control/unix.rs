@@ -1,31 +1,19 @@
-//! The control socket's listener (Unix): a thread that accepts at most [`MAX_CONNECTIONS`] clients at a time,
-//! reads bounded lines with timeouts, answers `status` from the shared snapshot and passes `connect` to the
-//! daemon loop.
+//! The control channel on Unix: a Unix domain socket of mode 0600 in a 0700 directory, each client's user
+//! checked (Linux SO_PEERCRED); the client refuses a socket another user owns. Serving is shared
+//! (`serve.rs`).
 
-use super::{Command, Request, Response, MAX_LINE};
+use super::serve::{self, ACCEPT_POLL, READ_TIMEOUT, WRITE_TIMEOUT};
+use super::{Command, Response};
 use crate::status::Snapshot;
-use anyhow::{bail, Context, Result};
-use holepunch::signal::PeerName;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
-
-/// Most clients served at once; more get one error line and are closed.
-pub const MAX_CONNECTIONS: usize = 4;
-/// Most requests on one connection.
-const MAX_REQUESTS: usize = 64;
-/// A client silent this long is closed.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a `connect` waits for the daemon loop's answer.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the accept loop looks at the stop flag.
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
+use std::time::Duration;
 
 /// A running control socket. Dropping it stops the thread and removes the socket file (if it is still ours).
 pub struct ControlServer {
@@ -47,7 +35,7 @@ impl ControlServer {
         let flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(listener, snapshot, commands, flag))
+            .spawn(move || serve::accept_loop(move || accept(&listener), snapshot, commands, flag))
             .context("starting the control thread")?;
         log::info!("control socket {}", path.display());
         Ok(ControlServer { path: path.to_path_buf(), id: (meta.dev(), meta.ino()), stop, thread: Some(thread) })
@@ -67,6 +55,29 @@ impl Drop for ControlServer {
             }
         }
     }
+}
+
+/// The next client of our own user, blocking with timeouts; `None` when none is waiting.
+fn accept(listener: &UnixListener) -> std::io::Result<Option<UnixStream>> {
+    let mut stream = match listener.accept() {
+        Ok((s, _)) => s,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            thread::sleep(ACCEPT_POLL);
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let me = euid();
+    if let Some(uid) = peer_uid(&stream).filter(|&uid| uid != me && uid != 0) {
+        // Mode 0600 already keeps other users out; this holds even if someone loosens the mode.
+        log::warn!("control socket: refused a client of uid {uid}");
+        let _ = serve::write_line(&mut stream, &Response::error("not this daemon's user"));
+        return Ok(None);
+    }
+    Ok(Some(stream))
 }
 
 /// The listening socket at `path`, created with mode 0600.
@@ -109,9 +120,34 @@ fn claim(path: &Path) -> Result<UnixListener> {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     bound.map_err(|e| match e.kind() {
-        ErrorKind::AddrInUse => anyhow::anyhow!("control socket {shown} is in use (another punchd?)"),
-        _ => anyhow::anyhow!("cannot create control socket {shown}: {e}"),
+        ErrorKind::AddrInUse => anyhow!("control socket {shown} is in use (another punchd?)"),
+        _ => anyhow!("cannot create control socket {shown}: {e}"),
     })
+}
+
+/// The client's connection to the daemon on `path`, with `timeout` on reads and writes. Refuses a socket
+/// another user owns: in a shared directory such as /tmp it could be planted to answer in the daemon's place.
+pub fn connect(path: &Path, timeout: Duration) -> Result<UnixStream> {
+    let shown = path.display();
+    let meta = std::fs::symlink_metadata(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => anyhow!("no punchd is running with control socket {shown} (no such socket)"),
+        _ => anyhow!("control socket {shown}: {e}"),
+    })?;
+    if !meta.file_type().is_socket() {
+        bail!("{shown} is not a socket");
+    }
+    let me = euid();
+    if meta.uid() != me && me != 0 {
+        bail!("control socket {shown} belongs to uid {}, not to you; refusing to trust it", meta.uid());
+    }
+    let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+        ErrorKind::ConnectionRefused => anyhow!("no punchd is running with control socket {shown} (stale socket)"),
+        ErrorKind::PermissionDenied => anyhow!("not allowed to use control socket {shown} (another user's daemon?)"),
+        _ => anyhow!("cannot connect to control socket {shown}: {e}"),
+    })?;
+    stream.set_read_timeout(Some(timeout)).context("control socket")?;
+    stream.set_write_timeout(Some(timeout)).context("control socket")?;
+    Ok(stream)
 }
 
 fn euid() -> u32 {
@@ -144,106 +180,12 @@ fn peer_uid(_stream: &UnixStream) -> Option<u32> {
     None
 }
 
-fn accept_loop(listener: UnixListener, snapshot: Snapshot, commands: mpsc::Sender<Command>, stop: Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                let me = euid();
-                if let Some(uid) = peer_uid(&stream).filter(|&uid| uid != me && uid != 0) {
-                    // Mode 0600 already keeps other users out; this holds even if someone loosens the mode.
-                    log::warn!("control socket: refused a client of uid {uid}");
-                    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-                    let _ = write_line(&mut stream, &Response::error("not this daemon's user"));
-                    continue;
-                }
-                if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-                    let _ = write_line(&mut stream, &Response::error("too many control connections; try again"));
-                    continue;
-                }
-                active.fetch_add(1, Ordering::Relaxed);
-                let (snap, cmds, count) = (Arc::clone(&snapshot), commands.clone(), Arc::clone(&active));
-                let spawned = thread::Builder::new().name("control-client".into()).spawn(move || {
-                    if let Err(e) = serve(stream, &snap, &cmds) {
-                        log::debug!("control client: {e}");
-                    }
-                    count.fetch_sub(1, Ordering::Relaxed);
-                });
-                if spawned.is_err() {
-                    active.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
-            Err(e) => {
-                log::warn!("control socket: {e}");
-                thread::sleep(ACCEPT_POLL);
-            }
-        }
-    }
-}
-
-/// One client: up to [`MAX_REQUESTS`] lines, each answered with one line.
-fn serve(stream: UnixStream, snapshot: &Snapshot, commands: &mpsc::Sender<Command>) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    for _ in 0..MAX_REQUESTS {
-        let mut line = Vec::new();
-        let n = (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line)?;
-        if n == 0 {
-            return Ok(());
-        }
-        if !line.ends_with(b"\n") && line.len() >= MAX_LINE {
-            return write_line(&mut writer, &Response::error(format!("request longer than {MAX_LINE} bytes")));
-        }
-        write_line(&mut writer, &answer(&line, snapshot, commands))?;
-    }
-    Ok(())
-}
-
-fn write_line(w: &mut impl Write, response: &Response) -> std::io::Result<()> {
-    let mut text = serde_json::to_string(response).map_err(std::io::Error::other)?;
-    text.push('\n');
-    w.write_all(text.as_bytes())
-}
-
-/// The answer to one request line.
-pub(super) fn answer(line: &[u8], snapshot: &Snapshot, commands: &mpsc::Sender<Command>) -> Response {
-    let request: Request = match serde_json::from_slice(line.trim_ascii()) {
-        Ok(r) => r,
-        Err(e) => return Response::error(format!("bad request: {e}")),
-    };
-    let status = || snapshot.lock().unwrap_or_else(|p| p.into_inner()).at(Instant::now());
-    match request {
-        Request::Status => Response::status(status()),
-        Request::Connect { peer } => {
-            let peer = match PeerName::new(&peer) {
-                Ok(p) => p,
-                Err(e) => return Response::error(format!("bad peer name: {e}")),
-            };
-            if !status().peers.iter().any(|p| p.name == peer.as_str()) {
-                return Response::error(format!("{peer} is not a configured peer"));
-            }
-            let (reply, answer) = mpsc::sync_channel(1);
-            if commands.send(Command::Connect { peer, reply }).is_err() {
-                return Response::error("the daemon is not taking commands");
-            }
-            match answer.recv_timeout(COMMAND_TIMEOUT) {
-                Ok(Ok(())) => Response::ok(),
-                Ok(Err(text)) => Response::error(text),
-                Err(_) => Response::error(format!("the daemon did not answer within {COMMAND_TIMEOUT:?}")),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::serve::MAX_CONNECTIONS;
     use super::*;
-    use crate::status::{PeerStatus, Status};
+    use crate::status::Status;
+    use std::io::{BufRead, BufReader, Write};
     use std::sync::Mutex;
 
     #[cfg(target_os = "linux")]
@@ -282,27 +224,5 @@ mod tests {
         drop(server);
         assert!(std::fs::symlink_metadata(&path).is_err());
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn answers() {
-        let snap: Snapshot = Arc::new(Mutex::new(Status {
-            name: Some("alice".into()),
-            peers: vec![PeerStatus::configured("bob".into(), "K".into())],
-            ..Status::default()
-        }));
-        let (tx, rx) = mpsc::channel();
-        let r = answer(b"{\"cmd\":\"status\"}\n", &snap, &tx);
-        assert_eq!(r.status.unwrap().name.as_deref(), Some("alice"));
-        assert!(answer(b"{\"cmd\":\"reboot\"}", &snap, &tx).error.unwrap().starts_with("bad request"));
-        let e = answer(b"{\"cmd\":\"connect\",\"peer\":\"carol\"}", &snap, &tx).error.unwrap();
-        assert_eq!(e, "carol is not a configured peer");
-        let loop_side = thread::spawn(move || match rx.recv().unwrap() {
-            Command::Connect { peer, reply } => reply.send(Err(format!("no route to {peer}"))).unwrap(),
-            other => panic!("{other:?}"),
-        });
-        let e = answer(b"{\"cmd\":\"connect\",\"peer\":\"bob\"}", &snap, &tx).error.unwrap();
-        assert_eq!(e, "no route to bob");
-        loop_side.join().unwrap();
     }
 }
