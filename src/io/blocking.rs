@@ -514,30 +514,39 @@ fn receive(
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-            // With IP_RECVERR a queued ICMP error surfaces as a receive error; the details are in the error
-            // queue. Without the queue (other systems, or IP_RECVERR refused) a connected socket reports the
-            // error as refused (Unix) or reset (Windows), and it can only be about the peer; an unconnected
-            // socket's reset on Windows does not say for which destination: nothing to tell the engine.
             Err(e) => {
-                log::debug!(target: "holepunch::io", "socket {i}: receive error: {e}");
-                take_unreachable(i, sock, &mut unreachable);
-                if unreachable.is_empty()
-                    && matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset)
-                {
-                    unreachable.extend(peer.map(|p| (i, p)));
-                }
-                if unreachable.is_empty() && e.kind() != ErrorKind::ConnectionReset {
-                    // Not an ICMP report: do not spin on a persistent error.
-                    thread::sleep(RECV_WAKE / 5);
-                }
-                for (socket, dst) in unreachable.drain(..) {
-                    if tx.send(Input::Unreachable { socket, dst }).is_err() {
-                        return;
-                    }
+                if !receive_error(i, sock, peer, &e, tx, &mut unreachable) {
+                    return;
                 }
             }
         }
     }
+}
+
+/// A receive error of socket `i`: the ICMP reports it stands for go to the loop; false when the loop is gone.
+///
+/// With IP_RECVERR a queued ICMP error surfaces as a receive error; the details are in the error queue.
+/// Without the queue (other systems, or IP_RECVERR refused) a connected socket reports the error as refused
+/// (Unix) or reset (Windows), and it can only be about the peer; an unconnected socket's reset on Windows
+/// does not say for which destination: nothing to tell the engine.
+fn receive_error(
+    i: usize,
+    sock: &UdpSocket,
+    peer: Option<SocketAddr>,
+    e: &io::Error,
+    tx: &mpsc::Sender<Input>,
+    unreachable: &mut Vec<(usize, SocketAddr)>,
+) -> bool {
+    log::debug!(target: "holepunch::io", "socket {i}: receive error: {e}");
+    take_unreachable(i, sock, unreachable);
+    if unreachable.is_empty() && matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset) {
+        unreachable.extend(peer.map(|p| (i, p)));
+    }
+    if unreachable.is_empty() && e.kind() != ErrorKind::ConnectionReset {
+        // Not an ICMP report: do not spin on a persistent error.
+        thread::sleep(RECV_WAKE / 5);
+    }
+    unreachable.drain(..).all(|(socket, dst)| tx.send(Input::Unreachable { socket, dst }).is_ok())
 }
 
 /// Datagrams per recvmmsg(2) in [`receive_batched`].
@@ -579,20 +588,9 @@ fn receive_batched(
                 intercept.flush();
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-            // As in `receive`: an ICMP error from the error queue, or a persistent error not to spin on.
             Err(e) => {
-                log::debug!(target: "holepunch::io", "socket {i}: receive error: {e}");
-                take_unreachable(i, sock, &mut unreachable);
-                if unreachable.is_empty() && e.kind() == ErrorKind::ConnectionRefused {
-                    unreachable.extend(peer.map(|p| (i, p)));
-                }
-                if unreachable.is_empty() && e.kind() != ErrorKind::ConnectionRefused {
-                    thread::sleep(RECV_WAKE / 5);
-                }
-                for (socket, dst) in unreachable.drain(..) {
-                    if tx.send(Input::Unreachable { socket, dst }).is_err() {
-                        return;
-                    }
+                if !receive_error(i, sock, peer, &e, tx, &mut unreachable) {
+                    return;
                 }
             }
         }

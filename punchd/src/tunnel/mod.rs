@@ -205,16 +205,8 @@ impl DataPath {
         while !stop.load(Ordering::Relaxed) {
             let n = match self.device.recv(&mut packet) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => continue,
-                Err(e) => {
-                    self.counters.device_errors.fetch_add(1, Ordering::Relaxed);
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    log::warn!("tunnel: reading the TUN device failed: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
+                Err(e) if self.read_failed(&e, stop) => continue,
+                Err(_) => return,
             };
             match self.tunnel.encapsulate(&packet[..n], &mut out) {
                 Encapsulated::Send(t, _) => self.send(t, &out),
@@ -228,6 +220,21 @@ impl DataPath {
                 Encapsulated::Dropped(why) => log::debug!("tunnel: packet from the device dropped: {why}"),
             }
         }
+    }
+
+    /// A failed read of the device: true to read on (after a pause for a real error), false when the daemon
+    /// is stopping.
+    fn read_failed(&self, e: &std::io::Error, stop: &AtomicBool) -> bool {
+        if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) {
+            return true;
+        }
+        self.counters.device_errors.fetch_add(1, Ordering::Relaxed);
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        log::warn!("tunnel: reading the TUN device failed: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+        true
     }
 
     /// WireGuard's timers every [`TIMER_TICK`], the handshake rate limiter every second.

@@ -12,10 +12,8 @@
 use super::DataPath;
 use holepunch::io::batch::SendBatch;
 use holepunch::tunnel::{packet, Decapsulated, Drop, Encapsulated};
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 /// Room for one packet or datagram in a batch slot.
@@ -48,16 +46,8 @@ impl DataPath {
         while !stop.load(Ordering::Relaxed) {
             let n = match self.device.recv_multiple(&mut original, &mut bufs, &mut sizes, 0) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => continue,
-                Err(e) => {
-                    self.counters.device_errors.fetch_add(1, Ordering::Relaxed);
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    log::warn!("tunnel: reading the TUN device failed: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
+                Err(e) if self.read_failed(&e, stop) => continue,
+                Err(_) => return,
             };
             for (buf, &size) in bufs.iter().zip(&sizes).take(n) {
                 let Some(slot) = batch.next_slot() else { break };
