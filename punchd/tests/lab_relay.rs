@@ -121,6 +121,19 @@ fn through_the_relay(w: &World, relay: &str, relayed_prefix: &str) {
     assert!(answered.contains(" 0% packet loss"), "{answered}\n{}", logs(&mut [&mut alice, &mut bob]));
     let s = Peer::status_cli_at(&w.control("alice")).unwrap();
     assert!(s["relayed"].as_str().is_some_and(|r| r.starts_with(relayed_prefix)), "{s}");
+    // Two seconds of iperf3 TCP through the tunnel over the relay.
+    let mut server = w.lab.host("b1").spawn(&["iperf3", "-s", "-1", "-B", &ib.to_string()]).expect("iperf3 -s");
+    let _ = server.wait_for_line(Duration::from_secs(5), |l| l.contains("Server listening"));
+    let out = w
+        .lab
+        .host("a1")
+        .output(&["iperf3", "-c", &ib.to_string(), "-t", "2", "-J", "--connect-timeout", "3000"])
+        .unwrap();
+    server.kill();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+    eprintln!("iperf3 through the tunnel over the relay: {:.0} Mbit/s", bps / 1e6);
+    assert!(bps > 1e6, "{v}\n{}", logs(&mut [&mut alice, &mut bob]));
 }
 
 /// A direct path that is cut (site b's router starts dropping everything between the two public addresses):
