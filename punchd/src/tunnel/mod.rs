@@ -139,6 +139,8 @@ pub struct Counters {
     pub no_route: AtomicU64,
     pub refused: AtomicU64,
     pub device_errors: AtomicU64,
+    /// TCP segments dropped while the receive queue stood (offload.rs).
+    pub aqm_drops: AtomicU64,
 }
 
 /// The device, the tunnel and the sockets, shared by the data-path threads.
@@ -380,10 +382,11 @@ pub fn open_device(settings: &TunSettings) -> Result<Device> {
 /// The punching socket's send buffer with the tunnel on: room for a whole batch of encrypted segments.
 #[cfg(target_os = "linux")]
 const SNDBUF: libc::c_int = 7 << 20;
-/// Its receive buffer: 0 keeps the system's default. A deep receive queue lets TCP through the tunnel fill it
-/// without loss, which buys throughput with latency under load (docs/performance.md, "Tunnel throughput").
+/// Its receive buffer: deep, to absorb bursts the decrypting thread cannot take at once; the queue management
+/// in offload.rs keeps it from standing, so the depth costs no latency under load (docs/performance.md,
+/// "Tunnel throughput").
 #[cfg(target_os = "linux")]
-const RCVBUF: libc::c_int = 0;
+const RCVBUF: libc::c_int = 7 << 20;
 
 /// Larger socket buffers for the tunnel's bursts (wireguard-go asks for 7 MB); as root past the system's
 /// limit (SO_RCVBUFFORCE), else up to it. Best effort.

@@ -14,17 +14,33 @@ use holepunch::io::batch::SendBatch;
 use holepunch::tunnel::{packet, Decapsulated, Drop, Encapsulated};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(test)]
+use std::time::Duration;
 use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 /// Room for one packet or datagram in a batch slot.
 const SLOT: usize = super::BUF + packet::DATA_OVERHEAD;
 
-/// Decrypted packets waiting to be written to the device (the receive side's batch).
+/// Decrypted packets waiting to be written to the device (the receive side's batch), and the state of the
+/// queue management in front of it.
 pub struct RxBatch {
     bufs: Vec<Vec<u8>>,
     count: usize,
     gro: GROTable,
+    /// The socket's receive queue held more than [`STANDING_QUEUE`] after the last batch.
+    congested: bool,
+    /// TCP segments seen while congested, for dropping one in [`DROP_ONE_IN`].
+    seen: u32,
 }
+
+/// Receive-queue memory (the kernel's accounting, about twice the payload) above which the queue stands
+/// instead of absorbing a burst: 128 KiB is about half a millisecond of data at 1 Gbit/s (measured against
+/// 256 and 512 KiB: docs/performance.md, "Tunnel throughput").
+const STANDING_QUEUE: u32 = 128 << 10;
+/// While the queue stands, one TCP data segment in this many is dropped, so TCP senders through the tunnel
+/// slow down before the queue adds latency for everything else on it (queue management in the spirit of
+/// RFC 7567; docs/tunnel.md, "Data path").
+const DROP_ONE_IN: u32 = 16;
 
 impl RxBatch {
     pub fn new() -> RxBatch {
@@ -32,6 +48,8 @@ impl RxBatch {
             bufs: vec![vec![0u8; VIRTIO_NET_HDR_LEN + SLOT]; IDEAL_BATCH_SIZE],
             count: 0,
             gro: GROTable::default(),
+            congested: false,
+            seen: 0,
         }
     }
 }
@@ -102,6 +120,14 @@ impl DataPath {
                     buf.copy_within(start..start + len, VIRTIO_NET_HDR_LEN);
                 }
                 buf.truncate(VIRTIO_NET_HDR_LEN + len);
+                let tcp_data = is_tcp_data(&buf[VIRTIO_NET_HDR_LEN..]);
+                if rx.congested && tcp_data {
+                    rx.seen = rx.seen.wrapping_add(1);
+                    if rx.seen % DROP_ONE_IN == 0 {
+                        self.counters.aqm_drops.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
                 rx.count += 1;
                 None
             }
@@ -126,14 +152,75 @@ impl DataPath {
         if rx.count > 0 {
             self.write_batch(&mut rx);
         }
+        rx.congested = receive_queue(&self.sockets.main.1) > STANDING_QUEUE;
     }
 
     fn write_batch(&self, rx: &mut RxBatch) {
-        let RxBatch { bufs, count, gro } = rx;
+        let RxBatch { bufs, count, gro, .. } = rx;
         if let Err(e) = self.device.send_multiple(gro, &mut bufs[..*count], VIRTIO_NET_HDR_LEN) {
             self.counters.device_errors.fetch_add(1, Ordering::Relaxed);
             log::debug!("tunnel: writing to the TUN device failed: {e}");
         }
         *count = 0;
+    }
+}
+
+/// A TCP segment carrying data (not a bare ACK or a handshake): what the queue management may drop.
+fn is_tcp_data(packet: &[u8]) -> bool {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => packet.get(9) == Some(&6) && packet.len() > 200,
+        Some(6) => packet.get(6) == Some(&6) && packet.len() > 200,
+        _ => false,
+    }
+}
+
+/// Bytes of memory the socket's receive queue holds now (SO_MEMINFO); 0 when the kernel does not say.
+fn receive_queue(socket: &std::net::UdpSocket) -> u32 {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, which is that large.
+    let r = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_MEMINFO, info.as_mut_ptr().cast(), &mut len)
+    };
+    if r == 0 {
+        info[libc::SK_MEMINFO_RMEM_ALLOC as usize]
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tcp_data_is_dropped_by_the_queue_management() {
+        let mut v4 = vec![0u8; 1400];
+        v4[0] = 0x45;
+        v4[9] = 6;
+        assert!(is_tcp_data(&v4));
+        assert!(!is_tcp_data(&v4[..60]), "a bare ACK stays");
+        v4[9] = 1;
+        assert!(!is_tcp_data(&v4), "ICMP (ping) stays");
+        let mut v6 = vec![0u8; 1400];
+        v6[0] = 0x60;
+        v6[6] = 6;
+        assert!(is_tcp_data(&v6));
+        v6[6] = 17;
+        assert!(!is_tcp_data(&v6), "UDP stays");
+        assert!(!is_tcp_data(&[]));
+    }
+
+    #[test]
+    fn the_receive_queue_is_measured() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(receive_queue(&a), 0);
+        for _ in 0..10 {
+            b.send_to(&[0u8; 1000], a.local_addr().unwrap()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(receive_queue(&a) >= 10_000, "{}", receive_queue(&a));
     }
 }
