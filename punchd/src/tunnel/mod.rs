@@ -139,7 +139,8 @@ pub struct Counters {
     pub no_route: AtomicU64,
     pub refused: AtomicU64,
     pub device_errors: AtomicU64,
-    /// TCP segments dropped while the receive queue stood (offload.rs).
+    /// TCP segments dropped while the receive queue stood (offload.rs; Linux only).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub aqm_drops: AtomicU64,
 }
 
