@@ -224,8 +224,16 @@ fn windows_builds_diagnose_punch_and_report_under_wine() {
     .collect();
     assert_eq!(args[4..6], ["--port".to_string(), "6666".into()]);
     let mut alice = a1.spawn_command(wine.command(a1, "punchd.exe", &args)).expect("start punchd.exe");
-    let started = Instant::now();
-    let opened = alice.wait_for_line(Duration::from_secs(40), |l| l.starts_with("path to bob opened"));
+    let mut started = Instant::now();
+    let mut opened = alice.wait_for_line(Duration::from_secs(40), |l| l.starts_with("path to bob opened"));
+    if opened.is_err() && !alice.is_running() && alice.drain_lines().is_empty() {
+        // Seen once in a cold CI run: right after the prefix was made, Wine ended the process before it
+        // printed anything (no punchd line at all, not even an error). Wine's, not punchd's: started again once.
+        eprintln!("punchd.exe ended without a line under a fresh Wine prefix; starting it again");
+        alice = a1.spawn_command(wine.command(a1, "punchd.exe", &args)).expect("start punchd.exe");
+        started = Instant::now();
+        opened = alice.wait_for_line(Duration::from_secs(40), |l| l.starts_with("path to bob opened"));
+    }
     let line = opened.unwrap_or_else(|e| panic!("{e}\nalice (Wine):\n{}\nbob:\n{}", logs(&mut alice), bob.logs()));
     eprintln!("punchd.exe: {line} ({:?} after start)", started.elapsed());
     assert!(line.contains(&format!("direct {}:", w.lab.public_ip("b"))), "{line}");
