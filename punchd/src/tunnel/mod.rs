@@ -214,14 +214,21 @@ impl DataPath {
             match self.tunnel.encapsulate(&packet[..n], &mut out) {
                 Encapsulated::Send(t, _) => self.send(t, &out),
                 Encapsulated::Queued(_) => {}
-                Encapsulated::Dropped(Drop::NoPath(_)) => {
-                    self.counters.no_path.fetch_add(1, Ordering::Relaxed);
-                }
-                Encapsulated::Dropped(Drop::NoRoute(_) | Drop::NotIp) => {
-                    self.counters.no_route.fetch_add(1, Ordering::Relaxed);
-                }
-                Encapsulated::Dropped(why) => log::debug!("tunnel: packet from the device dropped: {why}"),
+                Encapsulated::Dropped(why) => self.device_packet_dropped(why),
             }
+        }
+    }
+
+    /// A packet from the device the tunnel did not send: counted (no path, no route) or logged.
+    fn device_packet_dropped(&self, why: Drop) {
+        match why {
+            Drop::NoPath(_) => {
+                self.counters.no_path.fetch_add(1, Ordering::Relaxed);
+            }
+            Drop::NoRoute(_) | Drop::NotIp => {
+                self.counters.no_route.fetch_add(1, Ordering::Relaxed);
+            }
+            why => log::debug!("tunnel: packet from the device dropped: {why}"),
         }
     }
 

@@ -11,7 +11,7 @@
 
 use super::DataPath;
 use holepunch::io::batch::SendBatch;
-use holepunch::tunnel::{packet, Decapsulated, Drop, Encapsulated};
+use holepunch::tunnel::{packet, Decapsulated, Encapsulated};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 #[cfg(test)]
@@ -79,13 +79,7 @@ impl DataPath {
                         self.send(t, &data);
                     }
                     Encapsulated::Queued(_) => {}
-                    Encapsulated::Dropped(Drop::NoPath(_)) => {
-                        self.counters.no_path.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Encapsulated::Dropped(Drop::NoRoute(_) | Drop::NotIp) => {
-                        self.counters.no_route.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Encapsulated::Dropped(why) => log::debug!("tunnel: packet from the device dropped: {why}"),
+                    Encapsulated::Dropped(why) => self.device_packet_dropped(why),
                 }
             }
             if !batch.is_empty() {
