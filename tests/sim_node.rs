@@ -10,7 +10,7 @@ use holepunch::net::{Engine, Received, Transmit};
 use holepunch::punch::{AgentEvent, Node, NodeConfig, NodeEvent, PathKind, Prediction};
 use holepunch::server::{Responder, ServerConfig as StunConfig};
 use holepunch::signal::{is_signal_message, MemoryRegistry, NatProfile, NetworkSecret, PeerName, Server, ServerConfig};
-use holepunch::sim::{EngineId, Link, NatConfig, NatId, Sim};
+use holepunch::sim::{EngineId, Fate, Link, NatConfig, NatId, Sim};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -80,14 +80,30 @@ fn world(seed: u8, a: NatConfig, b: NatConfig, bob_key_seen: Option<SecretKey>) 
 }
 
 fn world_on(seed: u8, a: NatConfig, b: NatConfig, bob_key_seen: Option<SecretKey>, uplink: Link) -> World {
+    world_with_servers(seed, a, b, bob_key_seen, uplink, &[SERVER])
+}
+
+/// As [`world_on`], with a stund (its own registry) at each of `servers`; the peers know them all, in order.
+fn world_with_servers(
+    seed: u8,
+    a: NatConfig,
+    b: NatConfig,
+    bob_key_seen: Option<SecretKey>,
+    uplink: Link,
+    servers: &[&str],
+) -> World {
     let mut sim = Sim::new([seed; 32]);
     let secret = NetworkSecret::new(&b"simulated network secret"[..]);
     let now = sim.now();
-    let signal =
-        Server::new(ServerConfig::new(secret.clone()), MemoryRegistry::new(1000, now), sim.fork_seed(), now).unwrap();
-    let binding = Responder::new(StunConfig::plain(ip("192.0.2.1"), 3478), None, 7, now).unwrap();
-    let host = sim.add_host(Sim::INTERNET, &[ip("192.0.2.1")], Link::new(Duration::from_millis(5))).unwrap();
-    sim.add_engine(host, &[sa(SERVER)], Stund { signal, binding }).unwrap();
+    for server in servers {
+        let server = sa(server);
+        let signal =
+            Server::new(ServerConfig::new(secret.clone()), MemoryRegistry::new(1000, now), sim.fork_seed(), now)
+                .unwrap();
+        let binding = Responder::new(StunConfig::plain(server.ip(), server.port()), None, 7, now).unwrap();
+        let host = sim.add_host(Sim::INTERNET, &[server.ip()], Link::new(Duration::from_millis(5))).unwrap();
+        sim.add_engine(host, &[server], Stund { signal, binding }).unwrap();
+    }
 
     let (alice_nat, alice_lan) = sim.add_nat(Sim::INTERNET, ip("203.0.113.1"), a, uplink).unwrap();
     let (_bob_nat, bob_lan) = sim.add_nat(Sim::INTERNET, ip("198.51.100.1"), b, uplink).unwrap();
@@ -98,13 +114,14 @@ fn world_on(seed: u8, a: NatConfig, b: NatConfig, bob_key_seen: Option<SecretKey
         let local = SocketAddr::new(ip(host_ip), 6666);
         let mut config = NodeConfig::new(
             local,
-            sa(SERVER),
+            sa(servers[0]),
             name(me),
             SecretKey::from_seed([seed; 32]),
             &secret,
             vec![(name(peer.0), peer.1)],
         )
         .with_keepalive(KEEPALIVE);
+        config.fallback_servers = servers[1..].iter().map(|s| sa(s)).collect();
         config.host_candidates = vec![local];
         // What the diagnosis at start would have found.
         config.profile = NatProfile {
@@ -268,6 +285,44 @@ fn a_flushed_nat_gets_its_path_back_within_two_keepalives_and_a_round_trip() {
     eprintln!("back after {took:?} (bound {bound:?}): {events:?}");
     assert_ne!(after, bob_saw, "bob now sends to alice's new mapping");
     assert!(took <= bound, "back after {took:?}, bound {bound:?} (rtt {rtt:?}); before {before:?}");
+}
+
+#[test]
+fn a_silent_server_is_replaced_by_the_next_without_touching_the_path() {
+    const SECOND: &str = "192.0.2.2:3478";
+    let nat = cone(Filtering::AddressAndPortDependent);
+    let mut w = world_with_servers(8, nat, nat, None, Link::new(Duration::from_millis(20)), &[SERVER, SECOND]);
+    connect(&mut w);
+    let (alice, bob) = (w.alice, w.bob);
+    let direct = |s: &Sim| path_kind(s, alice) == PathKind::Direct && path_kind(s, bob) == PathKind::Direct;
+    w.sim.run_until(Duration::from_secs(10), |s| direct(s)).unwrap();
+    assert_eq!(w.sim.engine(alice).server(), sa(SERVER));
+    w.sim.events(alice);
+    // The first server goes dark: nothing reaches it any more.
+    let dead = sa(SERVER).ip();
+    w.sim.set_fault(Box::new(move |o| if o.dst.ip() == dead { Fate::Drop } else { Fate::Deliver }));
+    let died = w.sim.now();
+    let mut path_held = true;
+    let took = w
+        .sim
+        .run_until(Duration::from_secs(30), |s| {
+            path_held &= direct(s);
+            [alice, bob].iter().all(|&n| s.engine(n).server() == sa(SECOND) && s.engine(n).is_registered())
+        })
+        .unwrap();
+    assert!(path_held, "the direct path stayed up while the rendezvous moved");
+    // Three keepalives of silence, then a registration round trip.
+    assert!(took <= KEEPALIVE * 4, "registered at the second server {took:?} after the first went dark");
+    let events = w.sim.events(alice);
+    assert!(events.iter().any(|e| *e == NodeEvent::ServerChanged { from: sa(SERVER), to: sa(SECOND) }), "{events:?}");
+    assert!(!events.iter().any(|e| matches!(e, NodeEvent::Punch(AgentEvent::PathDied { .. }, _))), "{events:?}");
+    // The second server introduces them: a fresh connect is served there.
+    let before = w.sim.engine(bob).stats().introductions;
+    let now = w.sim.now();
+    w.sim.engine_mut(alice).connect(now, &name("bob")).unwrap();
+    w.sim.run_until(Duration::from_secs(5), |s| s.engine(bob).stats().introductions > before).unwrap();
+    assert!(direct(&w.sim));
+    eprintln!("failed over {took:?} after {died:?}");
 }
 
 #[test]

@@ -35,9 +35,10 @@ const MAX_CONFIG_LEN: u64 = 1 << 20;
 #[derive(Args, Debug, Default, Clone)]
 pub struct DaemonArgs {
     /// STUN / rendezvous server (our stund or any RFC 5389 server), HOST[:PORT], default port 3478 (port 0 is
-    /// refused). Required, here or in the config file.
+    /// refused). Required, here or in the config file. Repeat it (or give a name with several addresses) for
+    /// a cluster: a peer registers at the first and moves to the next when it stops answering.
     #[arg(long)]
-    pub server: Option<String>,
+    pub server: Vec<String>,
     /// Local UDP port of the punching socket [default: 6666].
     #[arg(long)]
     pub port: Option<u16>,
@@ -130,7 +131,8 @@ pub struct DaemonArgs {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    pub server: Option<String>,
+    /// One server, or a list (`server = ["a.example", "b.example"]`).
+    pub server: Option<OneOrMany>,
     pub port: Option<u16>,
     pub bind: Option<IpAddr>,
     pub keepalive: Option<String>,
@@ -230,10 +232,28 @@ pub struct Identity {
     pub connect: Vec<PeerName>,
 }
 
+/// A config-file value that may be one string or a list of them.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 /// Everything the daemon needs, merged and checked.
 #[derive(Debug)]
 pub struct Settings {
-    pub server: String,
+    /// The rendezvous servers, in the order tried (never empty; keeper mode uses the first).
+    pub servers: Vec<String>,
     pub port: u16,
     pub bind: Option<IpAddr>,
     pub keepalive: Duration,
@@ -372,7 +392,8 @@ impl Settings {
     fn merge(args: DaemonArgs, file: FileConfig) -> Result<Plan> {
         let tun = tun_plan(&args.tun_ip, &args.overlay, args.mtu, &args.tun_name, args.no_tun, &file)?;
         let relay = relay_plan(&args, &file)?;
-        let Some(server) = args.server.or(file.server) else {
+        let servers = if args.server.is_empty() { file.server.map(OneOrMany::into_vec) } else { Some(args.server) };
+        let Some(servers) = servers.filter(|s| !s.is_empty()) else {
             // clap's wording, from when the flag was required on the command line (scripts may match it).
             bail!("the following required arguments were not provided: --server <SERVER>");
         };
@@ -391,7 +412,7 @@ impl Settings {
             bail!("retries {retries} in the config file is not in 1..={}", Retransmit::MAX_RC);
         }
         let settings = Settings {
-            server,
+            servers,
             port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
             bind: args.bind.or(file.bind),
             keepalive,
@@ -661,6 +682,18 @@ mod tests {
     }
 
     #[test]
+    fn several_servers_from_flags_or_the_file() {
+        let p = Settings::merge(args(&["--server", "a.example", "--server", "b.example:7000"]), FileConfig::default());
+        assert_eq!(p.unwrap().settings.servers, ["a.example", "b.example:7000"]);
+        let file: FileConfig = toml::from_str("server = [\"c.example\", \"d.example\"]").unwrap();
+        assert_eq!(Settings::merge(args(&[]), file).unwrap().settings.servers, ["c.example", "d.example"]);
+        let file: FileConfig = toml::from_str("server = \"c.example\"").unwrap();
+        let p = Settings::merge(args(&["--server", "x.example"]), file).unwrap();
+        assert_eq!(p.settings.servers, ["x.example"], "the flags replace the file's list");
+        assert!(merge_err(&[], "server = []").contains("--server <SERVER>"));
+    }
+
+    #[test]
     fn flag_beats_file_beats_default() {
         let file: FileConfig = toml::from_str(&format!(
             "server = \"a.example\"\nport = 7000\nkeepalive = \"5s\"\npeer_id = \"alice\"\nkey = \"k\"\n\
@@ -670,7 +703,7 @@ mod tests {
         .unwrap();
         let p =
             Settings::merge(args(&["--server", "b.example", "--peer", &format!("carol={}", key(3))]), file).unwrap();
-        assert_eq!(p.settings.server, "b.example");
+        assert_eq!(p.settings.servers, ["b.example"]);
         assert_eq!(p.settings.port, 7000);
         assert_eq!(p.settings.keepalive, Duration::from_secs(5));
         let PeerPlan { name, peers, connect, .. } = p.peer.unwrap();

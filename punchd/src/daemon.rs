@@ -49,6 +49,29 @@ pub fn resolve(server: &str, family_of: Option<IpAddr>, limit: Duration) -> Resu
     addrs.first().copied().with_context(|| format!("--server {server:?} resolved to no address"))
 }
 
+/// Every rendezvous server of `--server` (repeated, or a name with several addresses), in order: the first
+/// as [`resolve`] picks it, then every address of each name of that family. A later name that does not
+/// resolve is left out with a warning (it may come back; the first one is needed to start).
+pub fn resolve_servers(servers: &[String], family_of: Option<IpAddr>, limit: Duration) -> Result<Vec<SocketAddr>> {
+    let Some(first) = servers.first() else { bail!("no --server") };
+    let primary = resolve(first, family_of, limit)?;
+    let family = Family::of(primary.ip());
+    let mut all = vec![primary];
+    for (i, server) in servers.iter().enumerate() {
+        let addrs = match io::parse_host_port(server) {
+            Ok((host, port)) => io::resolve(&host, port, family, limit).map_err(|e| anyhow!("{e}")),
+            Err(e) => Err(anyhow!("{e}")),
+        };
+        match addrs {
+            Ok(addrs) => all.extend(addrs.into_iter().filter(|a| !all.contains(a)).collect::<Vec<_>>()),
+            // The first resolved above (a second lookup may fail on its own: a flaky resolver).
+            Err(_) if i == 0 => {}
+            Err(e) => log::warn!("--server {server:?}: {e}; left out"),
+        }
+    }
+    Ok(all)
+}
+
 /// The TURN server of `--relay`, of the punching socket's family (the allocation is made from it).
 fn resolve_relay(server: &str, local: SocketAddr, limit: Duration) -> Result<SocketAddr> {
     let (host, port) = io::parse_host_port(server).map_err(|e| anyhow!("--relay: {e}"))?;
@@ -168,7 +191,8 @@ pub fn run(settings: Settings) -> Result<i32> {
     let snapshot: Snapshot = Arc::new(Mutex::new(initial_status(&settings)));
     // Before any other thread starts (the control socket is bound under a process-wide umask).
     let control = if settings.once { None } else { open_control(&settings, &snapshot)? };
-    let server = resolve(&settings.server, settings.bind, retransmit.give_up_after())?;
+    // The public endpoint only: the first server is enough.
+    let server = resolve(&settings.servers[0], settings.bind, retransmit.give_up_after())?;
     let socket = bind(&settings, server)?;
     let local = socket.local_addr().context("local address of the socket")?;
     log::info!("punching socket bound on {local}; tracking public endpoint via {server}");
@@ -271,7 +295,8 @@ fn run_peer(settings: Settings) -> Result<i32> {
     let (engine_tx, commands) = mpsc::channel();
     // Before any other thread starts (the control socket is bound under a process-wide umask).
     let control = open_control_with(&settings, &snapshot, commands_tx.clone())?;
-    let server = resolve(&settings.server, settings.bind, settings.retransmit.give_up_after())?;
+    let servers = resolve_servers(&settings.servers, settings.bind, settings.retransmit.give_up_after())?;
+    let server = servers[0];
     let socket = bind(&settings, server)?;
     let local = socket.local_addr().context("local address of the socket")?;
     // Before anything is sent: a tunnel that cannot be created is a one-line error at start.
@@ -295,10 +320,11 @@ fn run_peer(settings: Settings) -> Result<i32> {
         hosts.retain(|h| !tun.overlay.contains(h.ip()));
     }
     log::info!(
-        "peer {} (key {}), {} peer(s) configured; punching socket {local}, rendezvous {server}, host candidates {}",
+        "peer {} (key {}), {} peer(s) configured; punching socket {local}, rendezvous {}, host candidates {}",
         id.name,
         id.key.public().short(),
         id.peers.len(),
+        servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(" then "),
         hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
     );
     {
@@ -334,6 +360,7 @@ fn run_peer(settings: Settings) -> Result<i32> {
     config.host_candidates = hosts;
     config.profile = profile;
     config.relay_from_server = settings.relay_from_server;
+    config.fallback_servers = servers[1..].to_vec();
     if let Some(relay) = &settings.relay {
         let server = resolve_relay(&relay.server, local, settings.retransmit.give_up_after())?;
         log::info!("TURN relay {server} (used when no direct path opens)");
@@ -451,6 +478,19 @@ mod tests {
         assert_eq!(v4, "127.0.0.1:9".parse().unwrap());
         let e = resolve("::1", Some("127.0.0.1".parse().unwrap()), LIMIT).unwrap_err();
         assert_eq!(e.to_string(), "--server \"::1\" has no address of the family of --bind 127.0.0.1");
+    }
+
+    #[test]
+    fn several_servers_in_order_of_the_first_ones_family() {
+        let list = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = resolve_servers(&list(&["127.0.0.1", "127.0.0.2:7", "127.0.0.1", "::1"]), None, LIMIT);
+        // The IPv6 server is of another family than the punching socket: it cannot be registered at.
+        let want: Vec<SocketAddr> = vec!["127.0.0.1:3478".parse().unwrap(), "127.0.0.2:7".parse().unwrap()];
+        assert_eq!(all.unwrap(), want);
+        let all = resolve_servers(&list(&["127.0.0.1", "localhost:9"]), None, LIMIT).unwrap();
+        assert_eq!(all[1], "127.0.0.1:9".parse().unwrap(), "a name gives every address of the family");
+        let e = resolve_servers(&list(&["127.0.0.1:0", "127.0.0.1"]), None, LIMIT).unwrap_err();
+        assert!(e.to_string().starts_with("--server: port 0"), "the first server is needed: {e}");
     }
 
     #[test]

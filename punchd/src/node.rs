@@ -141,6 +141,7 @@ impl Controllable for Node {
     fn fill_status(&self, _now: Instant, status: &mut Status) {
         status.reflexive = self.reflexive();
         status.registered = self.is_registered();
+        status.server = Some(self.server());
         status.port_mapped = self.port_mapping();
         for p in self.status() {
             if let Some(s) = status.peers.iter_mut().find(|s| s.name == p.name.as_str()) {
@@ -204,6 +205,10 @@ pub fn line(event: &NodeEvent, local: SocketAddr, json: bool) -> String {
         NodeEvent::ServerLost => (
             "server does not answer (still trying; open paths keep working)".to_string(),
             json!({"event": "server-lost"}),
+        ),
+        NodeEvent::ServerChanged { from, to } => (
+            format!("rendezvous server {from} does not answer: registering at {to} (open paths keep working)"),
+            json!({"event": "server-changed", "from": from.to_string(), "server": to.to_string()}),
         ),
         NodeEvent::Refused(r) => (r.to_string(), json!({"event": "refused", "reason": r.to_string()})),
         NodeEvent::PeerNotRegistered { peer, retry_in } => (

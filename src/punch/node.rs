@@ -41,6 +41,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 const RELAY_SETTLE: Duration = Duration::from_secs(2);
 /// Longest wait between attempts to allocate on the TURN server.
 const RELAY_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Keepalive periods without an answer from the rendezvous server before the next one is tried.
+const FAILOVER_KEEPALIVES: u32 = 3;
 /// Client and agent events handled per call, a bound against two engines feeding each other forever.
 const MAX_SETTLE_ROUNDS: usize = 64;
 
@@ -63,6 +65,11 @@ pub struct NodeConfig {
     /// Without `relay`: use the TURN credentials the rendezvous server grants (when it relays too) on that
     /// server (default on).
     pub relay_from_server: bool,
+    /// More rendezvous servers after `client.server`, tried in turn when the current one falls silent
+    /// (docs/punchd.md, "Several servers").
+    pub fallback_servers: Vec<SocketAddr>,
+    /// Silence from the current server after which the next one is tried (default three keepalives).
+    pub failover_after: Duration,
 }
 
 impl NodeConfig {
@@ -84,13 +91,16 @@ impl NodeConfig {
             profile: NatProfile::UNKNOWN,
             relay: None,
             relay_from_server: true,
+            fallback_servers: Vec::new(),
+            failover_after: FAILOVER_KEEPALIVES * Duration::from_secs(3),
         }
     }
 
-    /// Keepalive interval of both the registration and the path checks.
+    /// Keepalive interval of both the registration and the path checks (and the failover's wait).
     pub fn with_keepalive(mut self, keepalive: Duration) -> NodeConfig {
         self.client.keepalive = keepalive;
         self.agent.keepalive = keepalive;
+        self.failover_after = keepalive * FAILOVER_KEEPALIVES;
         self
     }
 }
@@ -104,6 +114,9 @@ pub enum Event {
     ReflexiveChanged { old: SocketAddr, new: SocketAddr },
     /// The server has not answered for a registration lifetime (we keep trying).
     ServerLost,
+    /// The rendezvous server `from` fell silent: registering at `to`, the next configured one. Paths and
+    /// tunnels are not touched.
+    ServerChanged { from: SocketAddr, to: SocketAddr },
     /// The server refused our registration; [`RefuseReason::WrongSecret`]'s Display is the one-line error.
     Refused(RefuseReason),
     /// The server does not know `peer` (yet): the connect is retried at `retry_in`.
@@ -171,9 +184,15 @@ pub struct Node {
     relay_config: Option<TurnClientConfig>,
     /// The rendezvous server's grant may start the relay (no `relay` configured).
     relay_from_server: bool,
-    /// The punching socket and the rendezvous server, for a relay on the server's grant.
+    /// The punching socket and the current rendezvous server, for a relay on the server's grant.
     local: SocketAddr,
     server: SocketAddr,
+    /// Every rendezvous server, the current one at `server_at`; and the client's settings, to start a
+    /// client on the next one.
+    servers: Vec<SocketAddr>,
+    server_at: usize,
+    client_config: ClientConfig,
+    failover_after: Duration,
     /// Our relayed address while the allocation lives.
     relayed: Option<SocketAddr>,
     /// When to allocate again after a failure, and the wait that led there (doubles per failure).
@@ -200,6 +219,13 @@ impl Node {
             agent.add_peer(name.clone(), *key)?;
         }
         let (local, server) = (config.client.local, config.client.server);
+        let mut servers = vec![server];
+        for s in config.fallback_servers {
+            if !servers.contains(&s) {
+                servers.push(s);
+            }
+        }
+        let client_config = config.client.clone();
         let mut client = Client::new(config.client, rng.fork(), now);
         let host_candidates: Vec<Candidate> = config
             .host_candidates
@@ -216,6 +242,10 @@ impl Node {
             relay_from_server: config.relay_from_server && config.relay.is_none(),
             local,
             server,
+            servers,
+            server_at: 0,
+            client_config,
+            failover_after: config.failover_after,
             relay,
             relay_config: config.relay,
             relayed: None,
@@ -414,6 +444,38 @@ impl Node {
 
     pub fn is_registered(&self) -> bool {
         self.client.is_registered()
+    }
+
+    /// The rendezvous server in use now.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The current server has not answered for `failover_after`: register at the next one. The agent, its
+    /// paths and the relay stay as they are; peers still without a path are asked for again there.
+    fn fail_over(&mut self, now: Instant) {
+        if self.servers.len() < 2 || now.saturating_duration_since(self.client.last_heard()) < self.failover_after {
+            return;
+        }
+        let from = self.server;
+        self.server_at = (self.server_at + 1) % self.servers.len();
+        let to = self.servers[self.server_at];
+        warn!(target: LOG, "rendezvous server {from} silent for {:?}: registering at {to}", self.failover_after);
+        let config = ClientConfig { server: to, ..self.client_config.clone() };
+        self.client = Client::new(config, self.rng.fork(), now);
+        self.client.set_candidates(now, self.reported_candidates());
+        self.push_profile(now);
+        self.server = to;
+        // Another server may see another public endpoint (a symmetric NAT maps each server apart): that is
+        // no move of ours, and the paths in use keep their own checks.
+        self.reflexive = None;
+        for peer in self.wanted.clone() {
+            if self.agent.path(&peer).is_none() {
+                self.retries.remove(&peer);
+                self.send_connect(now, &peer);
+            }
+        }
+        self.events.push_back(Event::ServerChanged { from, to });
     }
 
     pub fn stats(&self) -> NodeStats {
@@ -668,6 +730,7 @@ impl Engine for Node {
         }
         self.last_call = Some(now);
         self.fire_retries(now);
+        self.fail_over(now);
         self.client.handle_timeout(now);
         self.agent.handle_timeout(now);
         self.relay_timeout(now);
@@ -699,7 +762,11 @@ impl Engine for Node {
         let retry = self.retries.values().map(|r| r.at).min();
         let relay = self.relay.as_ref().and_then(|r| r.poll_timeout());
         let relay_retry = self.relay_retry.map(|(at, _)| at);
-        [self.client.poll_timeout(), self.agent.poll_timeout(), retry, relay, relay_retry].into_iter().flatten().min()
+        let failover = (self.servers.len() > 1).then(|| self.client.last_heard() + self.failover_after);
+        [self.client.poll_timeout(), self.agent.poll_timeout(), retry, relay, relay_retry, failover]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn poll_event(&mut self) -> Option<Event> {

@@ -210,6 +210,11 @@ impl Client {
     }
 
     /// True while the last registration succeeded less than a lifetime ago.
+    /// When the server last answered anything of ours, even a refusal (or when the client started).
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+
     pub fn is_registered(&self) -> bool {
         self.registered && !self.lost
     }
