@@ -6,17 +6,21 @@
 //! a bounded queue (`std::sync::mpsc::sync_channel`, whose slots are allocated once when it is made) and the
 //! relay thread is woken through an eventfd, once per receive batch. The relay thread is the only one that
 //! touches the engine, so it needs no lock: it feeds the engine the queued client datagrams and what its relay
-//! sockets receive from peers, opens and closes relay sockets when the engine asks (`Event::OpenRelay`,
-//! `Event::CloseRelay`), and sends the engine's transmits — towards peers from the relay socket the transmit
-//! names, towards clients from the listening socket of the transmit's local address (with SO_REUSEPORT any
-//! worker's socket on that address is the same to the client). Nothing on this path allocates per packet:
-//! the queue's slots, the thread's buffers and the engine's recycled transmit buffers are reused. A full
+//! sockets receive from peers (one `recvmmsg` per socket and wake), opens and closes relay sockets when the
+//! engine asks (`Event::OpenRelay`, `Event::CloseRelay`), and sends the engine's transmits — towards peers
+//! from the relay socket the transmit names, towards clients from the listening socket of the transmit's
+//! local address (with SO_REUSEPORT any worker's socket on that address is the same to the client). Transmits
+//! are gathered per sending socket ([`Outbox`]) and leave in one `sendmmsg` per socket at the end of each
+//! turn of the loop (or when a batch fills): under load one system call carries many datagrams. Nothing on
+//! this path allocates per packet: the queue's slots, the batches and the engine's recycled transmit buffers
+//! are reused. A full
 //! queue drops the datagram and counts it (`stund_turn_queue_full_total`): TURN traffic can never stall
 //! Binding.
 //!
 //! One thread bounds the relay at one core; that is the design's limit (docs/performance.md).
 
 use crate::config::Turn;
+use holepunch::io::batch::{RecvBatch, SendBatch, Wait};
 use holepunch::net::{Engine, Received, Seed, Transport};
 use holepunch::relay::{Credentials, Event, PeerPolicy, RelayConfig, RelayServer, Stats, MAX_DATAGRAM};
 use holepunch::server::{LocalSocket, RateLimitConfig, ServerConfig};
@@ -36,8 +40,13 @@ const LOG: &str = "stund::turn";
 pub const QUEUE: usize = 1024;
 /// Bytes the queue takes.
 pub const QUEUE_BYTES: usize = QUEUE * std::mem::size_of::<Inbound>();
-/// Datagrams read from one relay socket before the others get their turn.
-const RECV_BURST: usize = 64;
+/// Datagrams read from one relay socket in one `recvmmsg` (the others get their turn after it).
+const RECV_BURST: usize = 32;
+/// Datagrams gathered for one sending socket before they leave in one `sendmmsg`.
+const SEND_BURST: usize = 32;
+/// Sending sockets with a batch open at once (relay sockets and listening sockets); a transmit from a
+/// further one sends every open batch first.
+const SEND_LANES: usize = 8;
 /// Longest the relay thread sleeps before it looks at the stop flag.
 const WAKE: Duration = Duration::from_millis(200);
 /// How often the engine's counters are copied out for the metrics endpoint.
@@ -180,8 +189,40 @@ pub struct RelayThread {
     relay_ip: IpAddr,
     ports: (u16, u16),
     next_port: u32,
+    outbox: Outbox,
+    peer_batch: RecvBatch,
 }
 
+/// A socket the relay thread sends from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendFrom {
+    /// A relay socket, by slot.
+    Relay(usize),
+    /// A listening socket, by `LocalSocket::index`.
+    Listening(usize),
+}
+
+/// Transmits gathered per sending socket, sent with one `sendmmsg` each ([`RelayThread::send_pending`]).
+/// The batches are allocated once, with the thread.
+struct Outbox {
+    lanes: Vec<(Option<SendFrom>, SendBatch)>,
+}
+
+impl Outbox {
+    fn new() -> Outbox {
+        Outbox { lanes: (0..SEND_LANES).map(|_| (None, SendBatch::new(SEND_BURST, MAX_DATAGRAM))).collect() }
+    }
+
+    /// The lane of `from`, or a free one; None when every lane is taken by another socket.
+    fn lane(&mut self, from: SendFrom) -> Option<usize> {
+        if let Some(i) = self.lanes.iter().position(|(s, _)| *s == Some(from)) {
+            return Some(i);
+        }
+        let i = self.lanes.iter().position(|(s, _)| s.is_none())?;
+        self.lanes[i].0 = Some(from);
+        Some(i)
+    }
+}
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -238,6 +279,8 @@ impl RelayThread {
             relay_ip: t.relay_ip,
             ports: t.relay_ports,
             next_port: first_port % span,
+            outbox: Outbox::new(),
+            peer_batch: RecvBatch::new(RECV_BURST, MAX_DATAGRAM),
         };
         thread.watch(thread.shared.wake.as_raw_fd(), WAKE_TOKEN)?;
         Ok((thread, shared))
@@ -252,7 +295,6 @@ impl RelayThread {
     /// Runs until `stop` is set (noticed within [`WAKE`]).
     pub fn run(mut self, stop: &AtomicBool) {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
-        let mut buf = vec![0u8; MAX_DATAGRAM + 64];
         let mut out = vec![0u8; MAX_DATAGRAM + 64];
         let mut last_publish = Instant::now();
         while !stop.load(Ordering::Relaxed) {
@@ -272,7 +314,7 @@ impl RelayThread {
                     // SAFETY: reading 8 bytes into a local from our non-blocking eventfd.
                     unsafe { libc::read(self.shared.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
                 } else {
-                    self.receive_from_peers(now, token as usize, &mut buf, &mut out);
+                    self.receive_from_peers(now, token as usize, &mut out);
                 }
             }
             self.drain_control(now, &mut out);
@@ -281,6 +323,7 @@ impl RelayThread {
                 let Ok(d) = self.queue.try_recv() else { break };
                 if d.transport == Transport::Tcp {
                     // Its connection's Open was sent before the frame: make sure it is known before the answer.
+                    self.send_pending();
                     self.drain_control(now, &mut out);
                 }
                 let rx = Received { local: d.local, source: d.source, transport: d.transport };
@@ -291,6 +334,7 @@ impl RelayThread {
                 self.engine.handle_timeout(now);
                 self.flush(now, &mut out);
             }
+            self.send_pending();
             if now.duration_since(last_publish) >= PUBLISH {
                 self.publish();
                 last_publish = now;
@@ -306,6 +350,7 @@ impl RelayThread {
                     self.tcp.insert((local, peer), frames);
                 }
                 TcpControl::Close { local, peer } => {
+                    self.send_pending();
                     self.tcp.remove(&(local, peer));
                     self.engine.connection_closed(peer, local);
                     self.flush(now, out);
@@ -319,19 +364,64 @@ impl RelayThread {
         self.shared.relay_sockets.store(self.by_addr.len() as u64, Ordering::Relaxed);
     }
 
-    fn receive_from_peers(&mut self, now: Instant, slot: usize, buf: &mut [u8], out: &mut [u8]) {
-        for _ in 0..RECV_BURST {
-            let Some(Some((sock, local))) = self.relays.get(slot) else { return };
-            let local = *local;
-            match sock.recv_from(buf) {
-                Ok((n, from)) => {
-                    self.engine.handle_input(now, Received::udp(local, from), &buf[..n]);
-                    self.flush(now, out);
-                }
-                // WouldBlock: drained. Other errors (ICMP unreachable reported on a UDP socket): go on later.
-                Err(_) => return,
-            }
+    /// One `recvmmsg` on relay socket `slot` (what is left waits for the next turn: epoll is level-triggered).
+    fn receive_from_peers(&mut self, now: Instant, slot: usize, out: &mut [u8]) {
+        let Some(Some((sock, local))) = self.relays.get(slot) else { return };
+        let local = *local;
+        // WouldBlock: nothing there. Other errors (ICMP unreachable reported on a UDP socket): go on later.
+        let Ok(n) = self.peer_batch.recv(sock, RECV_BURST, Wait::Never) else { return };
+        for i in 0..n {
+            let d = self.peer_batch.get(i);
+            let (Some(from), false) = (d.source, d.truncated) else { continue };
+            self.engine.handle_input(now, Received::udp(local, from), d.data);
+            self.flush(now, out);
         }
+    }
+
+    /// Sends every gathered batch, one `sendmmsg` per socket.
+    fn send_pending(&mut self) {
+        for i in 0..self.outbox.lanes.len() {
+            self.send_lane(i);
+        }
+    }
+
+    fn send_lane(&mut self, i: usize) {
+        let (from, batch) = &mut self.outbox.lanes[i];
+        let Some(sender) = from.take() else { return };
+        if batch.is_empty() {
+            return;
+        }
+        let sock = match sender {
+            SendFrom::Relay(slot) => self.relays.get(slot).and_then(|r| r.as_ref()).map(|(s, _)| s),
+            SendFrom::Listening(index) => self.sockets[index].as_ref(),
+        };
+        let failed = match sock {
+            Some(sock) => batch.send_all(sock).failed,
+            None => {
+                let n = batch.len();
+                batch.clear();
+                n
+            }
+        };
+        if failed > 0 {
+            self.shared.send_errors.fetch_add(failed as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Gathers one transmit for `from`'s next `sendmmsg`.
+    fn queue_send(&mut self, from: SendFrom, data: &[u8], dst: SocketAddr) {
+        let lane = match self.outbox.lane(from) {
+            Some(lane) => lane,
+            None => {
+                self.send_pending();
+                self.outbox.lane(from).expect("every lane is free after sending")
+            }
+        };
+        if self.outbox.lanes[lane].1.is_full() {
+            self.send_lane(lane);
+            self.outbox.lanes[lane].0 = Some(from);
+        }
+        self.outbox.lanes[lane].1.push_copy(data, Some(dst));
     }
 
     /// Acts on the engine's events (relay sockets first: an Allocate's answer waits for its socket) and
@@ -365,16 +455,20 @@ impl RelayThread {
                 }
                 continue;
             }
-            let sent = match self.by_addr.get(&t.local).and_then(|&s| self.relays[s].as_ref()) {
-                Some((sock, _)) => sock.send_to(data, t.dst).is_ok(),
-                None => {
-                    let sock =
-                        self.config.local_socket(t.local).and_then(|l: LocalSocket| self.sockets[l.index()].as_ref());
-                    sock.is_some_and(|s| s.send_to(data, t.dst).is_ok())
-                }
+            let from = match self.by_addr.get(&t.local) {
+                Some(&slot) => Some(SendFrom::Relay(slot)),
+                None => self
+                    .config
+                    .local_socket(t.local)
+                    .map(|l: LocalSocket| l.index())
+                    .filter(|&i| self.sockets[i].is_some())
+                    .map(SendFrom::Listening),
             };
-            if !sent {
-                self.shared.send_errors.fetch_add(1, Ordering::Relaxed);
+            match from {
+                Some(from) => self.queue_send(from, &out[..t.len], t.dst),
+                None => {
+                    self.shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -429,7 +523,10 @@ impl RelayThread {
     }
 
     fn close_relay(&mut self, addr: SocketAddr) {
-        let Some(slot) = self.by_addr.remove(&addr) else { return };
+        let Some(&slot) = self.by_addr.get(&addr) else { return };
+        // What it still has to send leaves before the socket closes (its slot may be reused at once).
+        self.send_pending();
+        self.by_addr.remove(&addr);
         if let Some((sock, _)) = self.relays[slot].take() {
             // SAFETY: removing a registered fd from our epoll set; closing it would remove it too.
             unsafe {
