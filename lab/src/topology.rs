@@ -26,6 +26,16 @@ use crate::portmap::{PortMapConfig, PortMapper};
 use crate::preset::{self, Behaviour, Preset, RouterOpts, IMPAIR_TABLE, NAT_TABLE};
 use crate::sweep;
 
+/// The internet bridge's stand-in for the routers between two sites: a datagram whose TTL would run out
+/// there is dropped (others cross unchanged: nft cannot decrement a TTL in the bridge family).
+const INTERNET_HOP_RULES: &str = "table bridge internet_hop {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ip ttl < 2 drop
+  }
+}
+";
+
 /// The server host's two public addresses (RFC 5780 needs two).
 pub const SERVER_IPS: (Ipv4Addr, Ipv4Addr) = (Ipv4Addr::new(203, 0, 113, 10), Ipv4Addr::new(203, 0, 113, 11));
 /// The internet router's address in 203.0.113.0/24.
@@ -696,6 +706,9 @@ impl Lab {
         Self::addr(&ns, &format!("{GATEWAY_203}/24"), "br0")?;
         Self::addr(&ns, &format!("{GATEWAY_198}/24"), "br0")?;
         run_args("ip", &["-n", &ns, "link", "set", "dev", "br0", "up"])?;
+        // The internet is a bridge, but between two real home routers there is always a router: it drops
+        // what arrives with a TTL of 1 (it would reach 0), as a punching primer's does (docs/lab.md).
+        apply_nft(self.host("net"), INTERNET_HOP_RULES)?;
         Ok(())
     }
 

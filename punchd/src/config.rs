@@ -68,6 +68,11 @@ pub struct DaemonArgs {
     /// Peer mode: do not ask the router for a port mapping (NAT-PMP, PCP, UPnP IGD) of the punching port.
     #[arg(long)]
     pub no_portmap: bool,
+    /// Peer mode: IP TTL of the primer sent first on each pair through the peer's NAT, which opens our NAT's
+    /// mapping and dies before the peer's router; 0 sends none [default: 2] (docs/punchd.md, "Permissive
+    /// routers").
+    #[arg(long, value_name = "HOPS")]
+    pub primer_ttl: Option<u8>,
     /// This peer's name at the rendezvous (1-32 of A-Z a-z 0-9 . _ -). Turns on peer mode: needs --key and
     /// --secret-file.
     #[arg(long, value_name = "NAME")]
@@ -141,6 +146,7 @@ pub struct FileConfig {
     pub json: Option<bool>,
     pub diagnose: Option<bool>,
     pub portmap: Option<bool>,
+    pub primer_ttl: Option<u8>,
     pub peer_id: Option<String>,
     pub key: Option<PathBuf>,
     pub secret_file: Option<PathBuf>,
@@ -264,6 +270,8 @@ pub struct Settings {
     pub diagnose: bool,
     /// Peer mode: map the punching port on the router when it offers port mapping (`--no-portmap` clears it).
     pub portmap: bool,
+    /// Peer mode: the primer's TTL (`--primer-ttl`; None: no primers).
+    pub primer_ttl: Option<u8>,
     /// Peer mode; `None` is keeper mode (the public endpoint only).
     pub identity: Option<Identity>,
     /// The control socket's path given by `--control` (peer mode picks a default when absent).
@@ -421,6 +429,10 @@ impl Settings {
             json: args.json || file.json.unwrap_or(false),
             diagnose: args.diagnose || file.diagnose.unwrap_or(false),
             portmap: !args.no_portmap && file.portmap.unwrap_or(true),
+            primer_ttl: match args.primer_ttl.or(file.primer_ttl).unwrap_or(holepunch::punch::DEFAULT_PRIMER_TTL) {
+                0 => None,
+                hops => Some(hops),
+            },
             identity: None,
             control: args.control.or(file.control),
             tun: None,

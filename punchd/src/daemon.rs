@@ -359,6 +359,7 @@ fn run_peer(settings: Settings) -> Result<i32> {
     config.agent.mtu_probe = settings.tun.as_ref().map(|t| t.mtu + holepunch::tunnel::packet::DATA_OVERHEAD as u16);
     config.host_candidates = hosts;
     config.profile = profile;
+    config.agent.primer_ttl = settings.primer_ttl;
     config.relay_from_server = settings.relay_from_server;
     config.fallback_servers = servers[1..].to_vec();
     if let Some(relay) = &settings.relay {

@@ -326,7 +326,11 @@ impl Driver {
                     continue;
                 };
                 let data = &buf[..t.len.min(buf.len())];
-                let send = || if peer == Some(t.dst) { sock.send(data) } else { sock.send_to(data, t.dst) };
+                let send = || match t.ttl {
+                    Some(ttl) => super::send_with_ttl(sock, data, t.dst, ttl),
+                    None if peer == Some(t.dst) => sock.send(data),
+                    None => sock.send_to(data, t.dst),
+                };
                 let mut sent = send();
                 if sent.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused) {
                     // With IP_RECVERR a queued ICMP error (for an earlier datagram, maybe to another address)

@@ -135,7 +135,7 @@ pub(crate) mod testing {
             buf[0] = b'p';
             buf[1] = self.sent;
             self.sent += 1;
-            Some(Transmit { local: self.local, dst: self.peer, len: 2 })
+            Some(Transmit { local: self.local, dst: self.peer, len: 2, ttl: None })
         }
 
         fn poll_timeout(&self) -> Option<Instant> {

@@ -10,6 +10,7 @@
 //!   sockets, sharing [`Notice`] and [`Exit`].
 //! - [`icmp`]: ICMP errors of unconnected UDP sockets (Linux IP_RECVERR).
 //! - `batch` (Linux): recvmmsg/sendmmsg batches without allocation per datagram.
+//! - [`send_with_ttl`]: one datagram with its own IP TTL (a punching primer).
 //! - [`os_seed`]: the OS randomness engines are seeded from.
 //! - [`host_candidates`]: the interface addresses a punching socket reports as host candidates.
 //! - [`keyfile`]: reading a peer's secret key and the network secret, refusing files others can access.
@@ -27,6 +28,8 @@ pub mod resolve;
 mod route;
 #[cfg(target_os = "linux")]
 mod sockaddr;
+mod ttl;
+pub use ttl::send_with_ttl;
 #[cfg(feature = "io-tokio")]
 pub mod tokio;
 

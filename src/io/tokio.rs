@@ -112,6 +112,17 @@ impl Driver {
                     continue;
                 };
                 let data = &out[..t.len.min(out.len())];
+                if let Some(ttl) = t.ttl {
+                    // Rare (a punching primer): the socket's TTL for one send, IPv4 only (see `send_with_ttl`).
+                    let sock = &self.sockets[i];
+                    if let (Ok(old), true) = (sock.ttl(), t.dst.is_ipv4()) {
+                        if sock.set_ttl(u32::from(ttl)).is_ok() {
+                            let _ = sock.send_to(data, t.dst).await;
+                            let _ = sock.set_ttl(old);
+                        }
+                    }
+                    continue;
+                }
                 let mut sent = self.sockets[i].send_to(data, t.dst).await;
                 if sent.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused) {
                     // A queued ICMP error failed this send (see the blocking driver); clear it and retry.

@@ -56,6 +56,9 @@ pub struct Transmit {
     pub local: SocketAddr,
     pub dst: SocketAddr,
     pub len: usize,
+    /// An IP TTL (hop limit) for this datagram only, where it must die on the way (a punching primer,
+    /// docs/punchd.md "Permissive routers"); None: the socket's default.
+    pub ttl: Option<u8>,
 }
 
 /// The sans-IO engine contract (see the module docs).

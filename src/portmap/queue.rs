@@ -152,7 +152,7 @@ impl<Ev: Completion, M: fmt::Display> RequestQueue<Ev, M> {
             match encode(&head.request, buf) {
                 Ok(len) => {
                     head.timer.sent(now);
-                    return Some(Transmit { local: self.local, dst: self.server, len });
+                    return Some(Transmit { local: self.local, dst: self.server, len, ttl: None });
                 }
                 // An unencodable request fails on its own instead of blocking the queue.
                 Err(e) => {

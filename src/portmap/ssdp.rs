@@ -223,7 +223,7 @@ impl Engine for Search {
             self.next_target = 0;
             self.round += 1;
         }
-        Some(Transmit { local: self.local, dst: self.config.destination, len })
+        Some(Transmit { local: self.local, dst: self.config.destination, len, ttl: None })
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

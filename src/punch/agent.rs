@@ -17,7 +17,7 @@ use super::predict::{birthday_role, predict_with, BirthdayParams, BirthdayRole, 
 use crate::identity::{PublicKey, SecretKey};
 use crate::net::{Engine, Received, Retransmit, Rng, RttEstimate, Seed, Transmit};
 use crate::signal::{Candidate, CandidateKind, Introduction, NatProfile, PeerName};
-use crate::stun::{self, Class, Message, Method};
+use crate::stun::{self, Class, Message, MessageType, MessageWriter, Method};
 use crate::transaction::{Handled, Spec, Transactions, TxKey};
 use log::{debug, info, warn};
 use std::collections::{BTreeMap, VecDeque};
@@ -72,7 +72,19 @@ pub struct AgentConfig {
     /// The largest datagram the path must carry (the tunnel's MTU + 32), probed once per new path with a
     /// padded check; `None`: not probed (docs/tunnel.md, "MTU").
     pub mtu_probe: Option<u16>,
+    /// The IP TTL of the primer each punch attempt sends first on every pair through the peer's NAT: it
+    /// opens our NAT's mapping and dies before the peer's router, so a router that keeps state for an
+    /// unsolicited check (a permissive one) finds our mapping in place when the peer's check arrives
+    /// (docs/punchd.md, "Permissive routers"). `None`: no primers.
+    pub primer_ttl: Option<u8>,
+    /// How long the first real check waits after the primers (longer than the gap between the two peers'
+    /// pushes from the rendezvous, so both primers are out before either side's first check arrives).
+    pub primer_lead: Duration,
 }
+
+/// The primer's default TTL: past our home router (and the next hop), short of any router across the
+/// internet.
+pub const DEFAULT_PRIMER_TTL: u8 = 2;
 
 /// The datagram of the smallest tunnel MTU (1280, RFC 8200 §5) plus WireGuard's 32 bytes: probed after a
 /// failed full-size probe, to tell "lower the MTU" from "the path loses large datagrams anyway".
@@ -103,6 +115,8 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(120),
             repunch_limit: 8,
             mtu_probe: None,
+            primer_ttl: Some(DEFAULT_PRIMER_TTL),
+            primer_lead: Duration::from_millis(50),
             relay_deadline: Duration::from_secs(3),
             relay_upgrade: Duration::from_secs(10),
         }
@@ -406,10 +420,11 @@ impl Agent {
             }
         }
         let name = self.peers[idx].name.clone();
+        self.peers[idx].pairs = pairs;
+        let primed = self.send_primers(idx);
         let peer = &mut self.peers[idx];
-        peer.pairs = pairs;
         peer.phase = if peer.path.is_some() { Phase::Connected } else { Phase::Punching };
-        peer.next_check = Some(now);
+        peer.next_check = Some(if primed { now + self.config.primer_lead } else { now });
         peer.judged = peer.path.is_some();
         if peer.prediction != Some(prediction) {
             info!(target: LOG, "{name}: prediction: {prediction}");
@@ -429,6 +444,49 @@ impl Agent {
             }
         }
         debug!(target: LOG, "{name}: punching {} pairs", peer.pairs.len());
+    }
+
+    /// A primer (a check outside any transaction, with [`AgentConfig::primer_ttl`]) on every pair of a peer
+    /// without a path whose remote sits behind the peer's NAT; returns whether any was queued. Host pairs need
+    /// none (no NAT between), relayed ones must reach the TURN server.
+    fn send_primers(&mut self, idx: usize) -> bool {
+        let peer = &self.peers[idx];
+        let Some(ttl) = self.config.primer_ttl.filter(|_| peer.path.is_none()) else { return false };
+        // Behind our own public address (the same NAT): the LAN pairs come first, and a primer would hairpin
+        // to the peer as an early check through the router instead.
+        let ours = self.local_candidates.iter().find(|c| c.kind == CandidateKind::Reflexive).map(|c| c.addr.ip());
+        if ours.is_some() && peer.intro.as_ref().map(|i| i.reflexive.ip()) == ours {
+            return false;
+        }
+        let username = auth::username(&peer.kid, &self.my_id);
+        let key = peer.probe_key;
+        let targets: Vec<(SocketAddr, SocketAddr)> = peer
+            .pairs
+            .iter()
+            .filter(|p| !matches!(p.kind, RemoteKind::Host | RemoteKind::Relayed) && Some(p.local) != peer.relayed)
+            .map(|p| (p.local, p.remote))
+            .collect();
+        let mut queued = false;
+        for (local, remote) in targets {
+            if self.answers.len() >= MAX_ANSWERS {
+                break;
+            }
+            let mut buf = [0u8; 128];
+            let id = self.rng.transaction_id();
+            let written = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), &id)
+                .and_then(|mut w| auth::write_check(&mut w, &username, &key).map(|()| w.finish()));
+            match written {
+                Ok(len) => {
+                    self.answers.push_back((Transmit { local, dst: remote, len, ttl: Some(ttl) }, buf[..len].to_vec()));
+                    queued = true;
+                }
+                Err(e) => warn!(target: LOG, "cannot encode a primer: {e}"),
+            }
+        }
+        if queued {
+            debug!(target: LOG, "{}: primers with TTL {ttl} on the pairs through its NAT", peer.name);
+        }
+        queued
     }
 
     /// Start a check (or keepalive) transaction on a pair now.
@@ -539,9 +597,10 @@ impl Agent {
         if self.answers.len() < MAX_ANSWERS {
             let mut buf = [0u8; 128];
             match auth::write_answer(&mut buf, msg.transaction_id(), input.source, &self.peers[idx].probe_key) {
-                Ok(len) => self
-                    .answers
-                    .push_back((Transmit { local: input.local, dst: input.source, len }, buf[..len].to_vec())),
+                Ok(len) => self.answers.push_back((
+                    Transmit { local: input.local, dst: input.source, len, ttl: None },
+                    buf[..len].to_vec(),
+                )),
                 Err(e) => warn!(target: LOG, "cannot encode an answer: {e}"),
             }
         }

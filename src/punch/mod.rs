@@ -21,7 +21,7 @@ mod reflexive;
 #[cfg(test)]
 mod tests;
 
-pub use agent::{Agent, AgentConfig, PeerError};
+pub use agent::{Agent, AgentConfig, PeerError, DEFAULT_PRIMER_TTL};
 pub use event::{DeathReason, Event as AgentEvent, RelayReason, SwitchReason};
 pub use node::{Event as NodeEvent, Node, NodeConfig, NodeStats};
 pub use pair::{PairState, PairStatus, PathKind, RemoteKind};

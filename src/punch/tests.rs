@@ -131,9 +131,13 @@ impl Wire {
     }
 }
 
+/// An agent on a bare wire: no primers (nothing here is a router for their TTL to die at; see
+/// `primers_go_first_with_their_ttl_on_the_pairs_through_nats`).
 fn agent(me: &str, key: &SecretKey, local: &str) -> Agent {
     let seed = key.public().0;
-    Agent::new(AgentConfig::new(addr(local), name(me), SecretKey::from_base64(&key.to_base64()).unwrap()), seed)
+    let mut config = AgentConfig::new(addr(local), name(me), SecretKey::from_base64(&key.to_base64()).unwrap());
+    config.primer_ttl = None;
+    Agent::new(config, seed)
 }
 
 fn intro(peer: &str, key: PublicKey, reflexive: &str, host: Option<&str>, session: u64) -> Introduction {
@@ -280,6 +284,32 @@ fn hostile_rendezvous_key_swap_and_forged_endpoint_lead_nowhere() {
     assert!(agent.poll_event().is_some_and(|e| matches!(e, AgentEvent::Prediction { .. })));
     assert_eq!(agent.poll_event(), None);
     assert_eq!(agent.status()[0].path, PathKind::None);
+}
+
+#[test]
+fn primers_go_first_with_their_ttl_on_the_pairs_through_nats() {
+    let t0 = Instant::now();
+    let kb = SecretKey::from_seed([2; 32]);
+    let config = AgentConfig::new(addr(A), name("alice"), SecretKey::from_seed([1; 32]));
+    let lead = config.primer_lead;
+    let mut a = Agent::new(config, [5; 32]);
+    a.add_peer(name("bob"), kb.public()).unwrap();
+    a.introduce(t0, intro("bob", kb.public(), B, Some("192.168.7.2:6666"), 1)).unwrap();
+    let mut buf = [0u8; 256];
+    // At once: one primer, to the reflexive candidate only (the host one has no NAT in between).
+    let mut sent = Vec::new();
+    while let Some(t) = a.poll_transmit(&mut buf) {
+        sent.push(t);
+    }
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].dst, sent[0].ttl), (addr(B), Some(DEFAULT_PRIMER_TTL)));
+    let primer = Message::parse(&buf[..sent[0].len]).unwrap();
+    assert!(auth::check_shape(&primer).is_some(), "a primer is a check: useful if it does arrive");
+    // The real checks (default TTL) wait for the lead.
+    assert_eq!(a.poll_timeout(), Some(t0 + lead));
+    a.handle_timeout(t0 + lead);
+    let t = a.poll_transmit(&mut buf).expect("the first check");
+    assert_eq!(t.ttl, None);
 }
 
 #[test]

@@ -281,7 +281,7 @@ impl TurnClient {
     /// when it has a permission; `None` without either (or without an allocation, or when `out` is short).
     pub fn wrap(&self, peer: SocketAddr, payload: &[u8], out: &mut [u8]) -> Option<Transmit> {
         self.relayed()?;
-        let t = |len| Transmit { local: self.config.local, dst: self.config.server, len };
+        let t = |len| Transmit { local: self.config.local, dst: self.config.server, len, ttl: None };
         if let Some(ch) = self.channel(peer) {
             return ChannelData::write(ch, payload, false, out).ok().map(t);
         }

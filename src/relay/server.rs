@@ -393,7 +393,7 @@ impl RelayServer {
 
     fn push(&mut self, local: SocketAddr, dst: SocketAddr, mut buf: Vec<u8>, len: usize) {
         buf.truncate(len);
-        self.queue.push_back((Transmit { local, dst, len }, buf));
+        self.queue.push_back((Transmit { local, dst, len, ttl: None }, buf));
     }
 
     fn answer(

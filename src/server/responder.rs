@@ -419,7 +419,7 @@ impl Responder {
             Ok((len, source, dst)) => {
                 // Same socket: answer from the address the driver gave (it may carry an IPv6 scope).
                 let local = if source == local { input.local } else { self.bind[source.index()] };
-                Ok(Transmit { local, dst, len })
+                Ok(Transmit { local, dst, len, ttl: None })
             }
             Err(dropped) => {
                 match dropped {

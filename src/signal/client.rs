@@ -572,7 +572,7 @@ impl Engine for Client {
         while let Some((dst, bytes)) = self.out.pop_front() {
             let Some(out) = buf.get_mut(..bytes.len()) else { continue };
             out.copy_from_slice(&bytes);
-            return Some(Transmit { local: self.config.local, dst, len: bytes.len() });
+            return Some(Transmit { local: self.config.local, dst, len: bytes.len(), ttl: None });
         }
         self.tx.poll_transmit(buf)
     }

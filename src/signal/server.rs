@@ -617,7 +617,7 @@ impl<R: Registry> Engine for Server<R> {
         while let Some(q) = self.out.pop_front() {
             let Some(dst) = buf.get_mut(..q.bytes.len()) else { continue };
             dst.copy_from_slice(&q.bytes);
-            return Some(Transmit { local: q.local, dst: q.dst, len: q.bytes.len() });
+            return Some(Transmit { local: q.local, dst: q.dst, len: q.bytes.len(), ttl: None });
         }
         self.pushes.poll_transmit(buf)
     }

@@ -49,6 +49,8 @@ pub(crate) const MAX_BURST: usize = 10_000;
 pub const MAX_STEPS: usize = 1_000_000;
 /// Largest datagram an engine may send (the largest UDP payload).
 const MAX_DATAGRAM: usize = 65_535;
+/// The TTL of a datagram sent without one of its own (Linux's default).
+const DEFAULT_TTL: u8 = 64;
 
 /// A network: the internet or the inside of a NAT or firewall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -152,6 +154,9 @@ struct Gateway {
 /// like a reply.
 struct Packet {
     id: u64,
+    /// Hops left: each NAT or firewall forwarding it takes one, and drops it when one is all that is left
+    /// (a router checks the TTL before its NAT sees the packet).
+    ttl: u8,
     src: SocketAddr,
     dst: SocketAddr,
     icmp: bool,
@@ -633,7 +638,8 @@ impl Sim {
             return self.record(id, TraceEvent::Dropped(DropReason::Fault));
         }
         let refuse = fate == Fate::Unreachable;
-        let packet = Packet { id, src, dst: t.dst, icmp: false, refuse, data: data.to_vec() };
+        let ttl = t.ttl.unwrap_or(DEFAULT_TTL);
+        let packet = Packet { id, ttl, src, dst: t.dst, icmp: false, refuse, data: data.to_vec() };
         self.cross(link, Hop::Net(net), packet);
     }
 
@@ -641,7 +647,7 @@ impl Sim {
     fn icmp_for(&mut self, cause: u64, src: SocketAddr, dst: SocketAddr) -> Packet {
         let id = self.packet_id();
         self.record(id, TraceEvent::IcmpSent { cause, src: dst, dst: src });
-        Packet { id, src: dst, dst: src, icmp: true, refuse: false, data: Vec::new() }
+        Packet { id, ttl: DEFAULT_TTL, src: dst, dst: src, icmp: true, refuse: false, data: Vec::new() }
     }
 
     /// Sends `packet` over `link` towards `hop`, unless the link loses it.
@@ -707,8 +713,21 @@ impl Sim {
         self.record(id, TraceEvent::Dropped(reason));
     }
 
+    /// A gateway forwards `packet`: false (and recorded) when its TTL runs out there.
+    fn hop(&mut self, nat: NatId, packet: &mut Packet) -> bool {
+        if packet.ttl <= 1 {
+            self.record(packet.id, TraceEvent::Dropped(DropReason::TtlExpired(nat)));
+            return false;
+        }
+        packet.ttl -= 1;
+        true
+    }
+
     /// Source translation on the way out, then on to the outside network.
     fn outbound(&mut self, nat: NatId, mut packet: Packet) {
+        if !self.hop(nat, &mut packet) {
+            return;
+        }
         let now = self.now;
         let gw = &mut self.gateways[nat.0];
         match gw.mb.outbound(now, packet.src, packet.dst, packet.icmp, &mut self.rng) {
@@ -726,6 +745,9 @@ impl Sim {
 
     /// Filtering and destination translation on the way in, then on to the inside network.
     fn inbound(&mut self, nat: NatId, mut packet: Packet) {
+        if !self.hop(nat, &mut packet) {
+            return;
+        }
         let now = self.now;
         let gw = &mut self.gateways[nat.0];
         match gw.mb.inbound(now, packet.src, packet.dst, packet.icmp, &mut packet.data) {

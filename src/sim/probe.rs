@@ -72,7 +72,7 @@ impl Engine for Probe {
         let (local, dst, data) = self.outbox.pop_front()?;
         let len = data.len().min(buf.len());
         buf[..len].copy_from_slice(&data[..len]);
-        Some(Transmit { local, dst, len })
+        Some(Transmit { local, dst, len, ttl: None })
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

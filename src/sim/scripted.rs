@@ -54,7 +54,7 @@ where
         let r = self.outbox.pop_front()?;
         let len = r.data.len().min(buf.len());
         buf[..len].copy_from_slice(&r.data[..len]);
-        Some(Transmit { local: r.local, dst: r.dst, len })
+        Some(Transmit { local: r.local, dst: r.dst, len, ttl: None })
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -56,4 +56,6 @@ pub enum DropReason {
     BadSource(HostId),
     /// The datagram was bigger than the simulator's buffer (65535 bytes).
     TooBig(HostId),
+    /// Its TTL ran out at this NAT, before it was translated (a punching primer, `Transmit::ttl`).
+    TtlExpired(NatId),
 }

@@ -239,7 +239,7 @@ impl<A> Transactions<A> {
                 continue;
             };
             out.copy_from_slice(&e.request);
-            return Some(Transmit { local: e.spec.local, dst: e.spec.dst, len: e.request.len() });
+            return Some(Transmit { local: e.spec.local, dst: e.spec.dst, len: e.request.len(), ttl: None });
         }
         None
     }

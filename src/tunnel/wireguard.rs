@@ -372,7 +372,7 @@ impl Tunnel {
                 let len = move_to_front(out, ptr, len);
                 peer.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
                 peer.counters.tx_bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
-                Encapsulated::Send(Transmit { local: ep.local, dst: ep.remote, len }, PeerId(i))
+                Encapsulated::Send(Transmit { local: ep.local, dst: ep.remote, len, ttl: None }, PeerId(i))
             }
             Err(e) => {
                 peer.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -431,7 +431,7 @@ impl Tunnel {
             Ok(Some((true, (ptr, len), _))) => {
                 let len = move_to_front(out, ptr, len);
                 // A handshake response or cookie answers the datagram's source, where the peer is now.
-                Decapsulated::Reply(Transmit { local, dst: source, len }, Some(id))
+                Decapsulated::Reply(Transmit { local, dst: source, len, ttl: None }, Some(id))
             }
             Ok(Some((false, (ptr, len), src))) => {
                 let offset = ptr.wrapping_sub(out.as_ptr() as usize);
@@ -462,7 +462,7 @@ impl Tunnel {
         drop(s);
         let len = move_to_front(out, ptr, len);
         p.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
-        Some(Transmit { local: ep.local, dst: ep.remote, len })
+        Some(Transmit { local: ep.local, dst: ep.remote, len, ttl: None })
     }
 
     /// Runs `peer`'s WireGuard timers (handshake retries, rekeys, keepalives): a datagram to send, if any.
@@ -481,7 +481,7 @@ impl Tunnel {
         drop(s);
         let ep = ep?;
         let len = move_to_front(out, ptr, len);
-        Some(Transmit { local: ep.local, dst: ep.remote, len })
+        Some(Transmit { local: ep.local, dst: ep.remote, len, ttl: None })
     }
 
     /// Ages the handshake rate limiter (once a second is what boringtun's device does).
@@ -531,7 +531,7 @@ impl Tunnel {
             Err(TunnResult::WriteToNetwork(c)) => {
                 let len = c.len();
                 out[..len].copy_from_slice(c);
-                return Err(Decapsulated::Reply(Transmit { local: self.local, dst: source, len }, None));
+                return Err(Decapsulated::Reply(Transmit { local: self.local, dst: source, len, ttl: None }, None));
             }
             Err(TunnResult::Err(e)) => return Err(self.unknown_drop(Drop::Rejected(None, e.into()))),
             Err(_) => return Err(self.unknown_drop(Drop::NotWireGuard)),

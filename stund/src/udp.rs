@@ -106,10 +106,10 @@ impl Worker {
                 // Never full: at most BATCH answers to BATCH requests, and the batch is sent below.
                 let Some(out) = tx.next_slot() else { break };
                 match self.responder.handle(now, rxd, d.data, out) {
-                    Ok(Transmit { len, local, dst: to }) if local == self.local_addr => {
+                    Ok(Transmit { len, local, dst: to, .. }) if local == self.local_addr => {
                         tx.push(len, Some(to));
                     }
-                    Ok(Transmit { len, local, dst: to }) => {
+                    Ok(Transmit { len, local, dst: to, .. }) => {
                         let source = self.responder.config().local_socket(local);
                         let sent = match (source.and_then(|s| self.sockets[s.index()].as_ref()), tx.next_slot()) {
                             (Some(other), Some(out)) => other.send_to(&out[..len], to).is_ok(),

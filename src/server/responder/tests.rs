@@ -122,7 +122,7 @@ fn run(r: &mut Responder, rx: Received, req: &[u8]) -> (Action, Vec<u8>) {
 }
 
 fn reply(from: LocalSocket, to: SocketAddr, len: usize) -> Action {
-    Ok(Transmit { local: addr_of(from), dst: to, len })
+    Ok(Transmit { local: addr_of(from), dst: to, len, ttl: None })
 }
 
 #[test]
@@ -164,7 +164,7 @@ fn ipv6_binding() {
     let local = SocketAddr::new(server, 3478);
     let (action, out) = run(&mut r, Received::udp(local, from), &request(&[]));
     assert_eq!(out, msg(0x0101, &id5389(), &[(0x0020, &xaddr(from))], true));
-    assert_eq!(action, Ok(Transmit { local, dst: from, len: out.len() }));
+    assert_eq!(action, Ok(Transmit { local, dst: from, len: out.len(), ttl: None }));
 }
 
 #[test]
@@ -828,7 +828,7 @@ mod prop {
                 source: client(),
             };
             let mut out = vec![0u8; 8192];
-            if let Ok(Transmit { len, local: from, dst: to }) = r.handle(Instant::now(), rx, &req, &mut out) {
+            if let Ok(Transmit { len, local: from, dst: to, .. }) = r.handle(Instant::now(), rx, &req, &mut out) {
                 prop_assert!(len <= MAX_RESPONSE_LEN.max(req.len()), "{} > max({}, {})", len, MAX_RESPONSE_LEN, req.len());
                 let bound = crate::server::AMPLIFICATION_FACTOR * req.len();
                 prop_assert!(len <= bound, "{} > 4 x {}", len, req.len());
