@@ -311,17 +311,15 @@ impl RelayServer {
             }
         }
         if full {
-            self.stats.capacity_refused += 1;
-            return self.error(
-                reply,
-                ErrorCode::INSUFFICIENT_CAPACITY,
-                "Insufficient Capacity",
-                Some(&key),
-                false,
-                now,
-            );
+            return self.refuse_capacity(reply, &key, now);
         }
         self.answer(reply, Class::Success, Some(&key), |_| Ok(()));
+    }
+
+    /// 508 Insufficient Capacity (a permission or channel table is full), counted.
+    fn refuse_capacity(&mut self, reply: Reply, key: &[u8; 16], now: Instant) {
+        self.stats.capacity_refused += 1;
+        self.error(reply, ErrorCode::INSUFFICIENT_CAPACITY, "Insufficient Capacity", Some(key), false, now)
     }
 
     pub(super) fn on_channel_bind(&mut self, now: Instant, rx: Received, msg: &Message<'_>) {
@@ -365,15 +363,7 @@ impl RelayServer {
             None => false,
         } && a.permit(peer.ip(), perm_until);
         if !ok {
-            self.stats.capacity_refused += 1;
-            return self.error(
-                reply,
-                ErrorCode::INSUFFICIENT_CAPACITY,
-                "Insufficient Capacity",
-                Some(&key),
-                false,
-                now,
-            );
+            return self.refuse_capacity(reply, &key, now);
         }
         self.answer(reply, Class::Success, Some(&key), |_| Ok(()));
     }
