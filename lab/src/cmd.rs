@@ -210,3 +210,23 @@ impl std::fmt::Debug for Process {
         f.debug_struct("Process").field("pid", &self.child.id()).field("cmd", &self.name).finish()
     }
 }
+
+/// Waits (bounded) until the file `log` holds a line containing `word` (a process started with its output in a
+/// file); the error names the word and shows the log's last lines.
+pub fn wait_for_log(log: &std::path::Path, word: &str, limit: Duration) -> std::result::Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(log).is_ok_and(|s| s.contains(word)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("no `{word}` within {limit:?}; its log:\n{}", tail(log)))
+}
+
+/// The last 15 lines of a log file (empty when it cannot be read).
+pub fn tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}

@@ -11,7 +11,7 @@
 //! [`Lab`] is dropped, also while a failing test unwinds. See docs/lab.md.
 
 pub mod check;
-mod cmd;
+pub mod cmd;
 pub mod cputime;
 pub mod delayline;
 mod env;

@@ -34,6 +34,20 @@ pub const DEFAULT_MTU: u32 = 1400;
 /// Longest wait for wireguard-go's control socket after the start.
 const START_LIMIT: Duration = Duration::from_secs(5);
 
+/// For tests: true (after one line on stderr) when wireguard-go or wg is missing and the test should skip;
+/// with CI=true a missing tool is a failure instead (scripts/install-deps.sh installs them).
+pub fn skip_unless_available(test: &str) -> bool {
+    match check_available() {
+        Ok(()) => false,
+        Err(e) if crate::in_ci() => panic!("{test}: CI=true but {e}"),
+        Err(e) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIP {test}: {e}");
+            true
+        }
+    }
+}
+
 /// Ok when `wireguard-go` and `wg` can be run here.
 pub fn check_available() -> Result<()> {
     for (tool, arg) in [("wireguard-go", "--version"), ("wg", "--version")] {

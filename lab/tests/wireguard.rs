@@ -14,24 +14,10 @@ const LEFT_TUN: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 1);
 const RIGHT_TUN: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 2);
 const PORT: u16 = 51820;
 
-/// wireguard-go and wg must be installed (scripts/install-deps.sh); like the lab itself, a skip outside CI and
-/// a failure with CI=true.
-fn wireguard_missing(test: &str) -> bool {
-    match wireguard::check_available() {
-        Ok(()) => false,
-        Err(e) if holepunch_lab::in_ci() => panic!("{test}: CI=true but {e}"),
-        Err(e) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIP {test}: {e}");
-            true
-        }
-    }
-}
-
 #[test]
 fn wireguard_go_pair_carries_pings_both_ways_and_tcp() {
     require_lab!();
-    if wireguard_missing("wireguard_go_pair_carries_pings_both_ways_and_tcp") {
+    if wireguard::skip_unless_available("wireguard_go_pair_carries_pings_both_ways_and_tcp") {
         return;
     }
     let lab = Lab::builder().public_host("left").public_host("right").build().unwrap();

@@ -20,19 +20,6 @@ const WG_TUN: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 2);
 const PUNCHD_PORT: u16 = 6666;
 const WG_PORT: u16 = 51820;
 
-/// wireguard-go and wg must be installed (scripts/install-deps.sh): a skip outside CI, a failure with CI=true.
-fn wireguard_missing(test: &str) -> bool {
-    match wireguard::check_available() {
-        Ok(()) => false,
-        Err(e) if holepunch_lab::in_ci() => panic!("{test}: CI=true but {e}"),
-        Err(e) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIP {test}: {e}");
-            true
-        }
-    }
-}
-
 /// punchd on `pd` and wireguard-go on `wg`, both configured; nothing sent yet (no keepalive anywhere).
 struct Pair {
     // Dropped in this order: the daemons before the world's lab.
@@ -96,7 +83,7 @@ impl Pair {
 #[test]
 fn wireguard_go_starts_the_handshake_and_pings_cross_both_ways() {
     holepunch_lab::require_lab!();
-    if wireguard_missing("wireguard_go_starts_the_handshake_and_pings_cross_both_ways") {
+    if wireguard::skip_unless_available("wireguard_go_starts_the_handshake_and_pings_cross_both_ways") {
         return;
     }
     let mut p = pair("wg-interop-wg");
@@ -134,7 +121,7 @@ fn wireguard_go_starts_the_handshake_and_pings_cross_both_ways() {
 #[test]
 fn punchd_starts_the_handshake_and_pings_cross_both_ways() {
     holepunch_lab::require_lab!();
-    if wireguard_missing("punchd_starts_the_handshake_and_pings_cross_both_ways") {
+    if wireguard::skip_unless_available("punchd_starts_the_handshake_and_pings_cross_both_ways") {
         return;
     }
     let mut p = pair("wg-interop-pd");

@@ -14,7 +14,7 @@
 //!
 //! The binaries are run, not linked: the lab stays independent of the library it measures.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -177,7 +177,9 @@ fn start_stund(lab: &Lab, stund: &Path, scratch: &Scratch, secret: &Path) -> Res
         .args(["--no-tcp", "--log-level", "info"])
         .stderr(File::create(&log)?);
     let p = lab.server().spawn_command(cmd)?;
-    wait_for_log(&log, "ready", Duration::from_secs(10)).context("stund did not start")?;
+    holepunch_lab::cmd::wait_for_log(&log, "ready", Duration::from_secs(10))
+        .map_err(|e| anyhow!(e))
+        .context("stund did not start")?;
     Ok(p)
 }
 
@@ -220,7 +222,10 @@ fn punchd_run(
     let mut alice = start(0, "a1")?;
     for (name, p) in [("bob", &mut bob), ("alice", &mut alice)] {
         p.wait_for_line(REGISTER_LIMIT, |l| l.starts_with("registered with the server")).with_context(|| {
-            format!("{name} did not register; its log:\n{}", tail(&scratch.path(&format!("{name}.log"))))
+            format!(
+                "{name} did not register; its log:\n{}",
+                holepunch_lab::cmd::tail(&scratch.path(&format!("{name}.log")))
+            )
         })?;
     }
     let control = scratch.path("alice.sock");
@@ -305,14 +310,19 @@ fn ice_run(lab: &Lab, python: &Path, script: &Path, server: &str, scratch: &Scra
     let mut alice = IceSide::start(lab.host("a1"), python, script, server, true, log("alice")?)?;
     let mut bob = IceSide::start(lab.host("b1"), python, script, server, false, log("bob")?)?;
     let limit = ICE_LIMIT + Duration::from_secs(5);
-    let offer = alice.line(limit).with_context(|| format!("alice: {}", tail(&scratch.path("ice-alice.log"))))?;
-    let answer = bob.line(limit).with_context(|| format!("bob: {}", tail(&scratch.path("ice-bob.log"))))?;
+    let offer = alice
+        .line(limit)
+        .with_context(|| format!("alice: {}", holepunch_lab::cmd::tail(&scratch.path("ice-alice.log"))))?;
+    let answer =
+        bob.line(limit).with_context(|| format!("bob: {}", holepunch_lab::cmd::tail(&scratch.path("ice-bob.log"))))?;
     for (side, text) in [(&mut alice, &answer), (&mut bob, &offer)] {
         let stdin = side.stdin.as_mut().ok_or_else(|| anyhow!("no stdin"))?;
         stdin.write_all(format!("{text}\n").as_bytes())?;
         stdin.flush()?;
     }
-    let result = alice.line(limit).with_context(|| format!("alice: {}", tail(&scratch.path("ice-alice.log"))))?;
+    let result = alice
+        .line(limit)
+        .with_context(|| format!("alice: {}", holepunch_lab::cmd::tail(&scratch.path("ice-alice.log"))))?;
     // Bob's end is not timed, but waited for so that it does not outlive the run.
     let _ = bob.line(limit);
     let v: serde_json::Value = serde_json::from_str(&result).with_context(|| format!("ICE result `{result}`"))?;
@@ -433,23 +443,4 @@ fn report(rows: &[Row]) {
             println!("  - {g}");
         }
     }
-}
-
-/// Waits (bounded) until `log` holds a line containing `word`.
-fn wait_for_log(log: &Path, word: &str, limit: Duration) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if fs::read_to_string(log).is_ok_and(|s| s.contains(word)) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(anyhow!("no `{word}` within {limit:?}; its log:\n{}", tail(log)))
-}
-
-/// The last lines of a log file.
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }

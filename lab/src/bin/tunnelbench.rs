@@ -22,7 +22,7 @@ use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
@@ -257,7 +257,9 @@ fn punchd_pair(lab: &Lab, punchd: &Path, stund: &Path, mtu: u32, round: usize) -
         .args(["--no-tcp", "--log-level", "info"])
         .stderr(File::create(&log)?);
     let stund_p = lab.server().spawn_command(cmd)?;
-    wait_for_log(&log, "ready", Duration::from_secs(10)).context("stund did not start")?;
+    holepunch_lab::cmd::wait_for_log(&log, "ready", Duration::from_secs(10))
+        .map_err(|e| anyhow!(e))
+        .context("stund did not start")?;
     let server = format!("{primary}:3478");
     let names = ["left", "right"];
     // The same tunnel addresses as the wireguard-go pair, configured on both sides (docs/tunnel.md, "Addresses").
@@ -282,11 +284,13 @@ fn punchd_pair(lab: &Lab, punchd: &Path, stund: &Path, mtu: u32, round: usize) -
         Ok(node.spawn_command(cmd)?)
     };
     let mut r = start(1, right, false)?;
-    r.wait_for_line(PUNCHD_LIMIT, |l| l.starts_with("registered with the server"))
-        .with_context(|| format!("right did not register; its log:\n{}", tail(&dir.path("right.log"))))?;
+    r.wait_for_line(PUNCHD_LIMIT, |l| l.starts_with("registered with the server")).with_context(|| {
+        format!("right did not register; its log:\n{}", holepunch_lab::cmd::tail(&dir.path("right.log")))
+    })?;
     let mut l = start(0, left, true)?;
-    l.wait_for_line(PUNCHD_LIMIT, |l| l.starts_with("path to right opened"))
-        .with_context(|| format!("left opened no path; its log:\n{}", tail(&dir.path("left.log"))))?;
+    l.wait_for_line(PUNCHD_LIMIT, |l| l.starts_with("path to right opened")).with_context(|| {
+        format!("left opened no path; its log:\n{}", holepunch_lab::cmd::tail(&dir.path("left.log")))
+    })?;
     // punchd's default device name (docs/tunnel.md, "Flags and config"); each peer is in its own namespace.
     let ifmtu = link_mtu(left, "punchd0");
     let pids = vec![l.id(), r.id()];
@@ -444,23 +448,4 @@ fn report(outcomes: &[(Kind, Outcome)], args: &Args) {
     if let (Some(p), Some(r)) = (get(Kind::Punchd), get(Kind::Raw)) {
         println!("punchd / raw path: throughput {:.2}x", p.gbps / r.gbps);
     }
-}
-
-/// Waits (bounded) until `log` holds a line containing `word`.
-fn wait_for_log(log: &Path, word: &str, limit: Duration) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if fs::read_to_string(log).is_ok_and(|s| s.contains(word)) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(anyhow!("no `{word}` within {limit:?}; its log:\n{}", tail(log)))
-}
-
-/// The last lines of a log file.
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }
