@@ -76,6 +76,8 @@ pub struct Status {
     pub received: AtomicU64,
     /// Messages from Redis that did not decode.
     pub malformed: AtomicU64,
+    /// Other instances' registrations loaded from Redis at (re)connects.
+    pub loaded: AtomicU64,
 }
 
 impl Status {
@@ -374,6 +376,7 @@ fn subscribe_and_listen(link: &Link, rendezvous: &Rendezvous, stop: &AtomicBool)
     pubsub.subscribe(instance_channel(&link.instance))?;
     pubsub.set_read_timeout(Some(WAKE))?;
     let loaded = resync(link, rendezvous)?;
+    link.status.loaded.fetch_add(loaded as u64, Ordering::Relaxed);
     log::debug!(target: LOG, "loaded {loaded} registration(s) of other instances from Redis");
     link.set_up(&link.status.subscriber_up, true, None);
     while !stop.load(Ordering::Relaxed) {

@@ -55,7 +55,14 @@ pub fn rendezvous_bytes(r: &crate::config::Rendezvous) -> u64 {
     let table = slots * MEMORY_SLOT_BYTES as u64;
     let candidates = cap * (MAX_CANDIDATES * MEMORY_CANDIDATE_BYTES) as u64;
     let pushes = 2 * (cap / 10).max(64) * PUSH_BYTES;
-    table + candidates + pushes + r.rate_limit.memory_bytes() as u64
+    table + candidates + pushes + r.rate_limit.memory_bytes() as u64 + redis_queue_bytes(r)
+}
+
+/// With `--registry`, the writes waiting for Redis at their bound: one encoded registration (at most about
+/// 400 bytes with every candidate) and its map slot per queued name.
+fn redis_queue_bytes(r: &crate::config::Rendezvous) -> u64 {
+    const QUEUED_REGISTRATION_BYTES: u64 = 512;
+    r.registry.as_ref().map_or(0, |_| crate::cluster::MAX_QUEUED_REGISTRATIONS as u64 * QUEUED_REGISTRATION_BYTES)
 }
 
 impl Plan {

@@ -270,6 +270,12 @@ impl Stats {
             &[("", load(&status.received))],
         );
         family(
+            "stund_rendezvous_redis_loaded_total",
+            "counter",
+            "Other instances' registrations loaded from Redis when (re)connecting.",
+            &[("", load(&status.loaded))],
+        );
+        family(
             "stund_rendezvous_remote_registrations_total",
             "counter",
             "Registrations of other instances applied to this one's replica.",

@@ -230,6 +230,22 @@ fn peers_registered_at_two_instances_are_introduced_each_by_its_own() {
 }
 
 #[test]
+fn an_instance_started_later_loads_the_registrations_from_redis() {
+    let Some(redis) = Redis::start(None) else { return };
+    let secret = secret_file("load");
+    let a = instance(&secret, &redis.url(), "stund-a");
+    let (alice_ready, _alice_go, _alice) = spawn_peer("alice", 1, a.addr);
+    registered(&alice_ready);
+    a.wait("stund_rendezvous_redis_queued_writes", |v| v == 0);
+    let b = instance(&secret, &redis.url(), "stund-b");
+    b.wait("stund_rendezvous_redis_loaded_total", |v| v == 1);
+    b.wait("stund_rendezvous_peers", |v| v == 1);
+    // A loads nothing of its own back.
+    assert_eq!(a.metric("stund_rendezvous_redis_loaded_total"), 0);
+    let _ = std::fs::remove_dir_all(secret.parent().unwrap());
+}
+
+#[test]
 fn a_name_is_pinned_to_its_key_across_instances() {
     let Some(redis) = Redis::start(None) else { return };
     let secret = secret_file("pin");
