@@ -257,6 +257,38 @@ mod tests {
         assert_eq!(ClusterMessage::decode(&i.encode(&this)).unwrap(), i, "a remote owner is kept");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = ClusterMessage::decode(&bytes);
+            let mut framed = vec![VERSION, KIND_REGISTRATION];
+            framed.extend_from_slice(&bytes);
+            let _ = ClusterMessage::decode(&framed);
+            framed[1] = KIND_INTRODUCTION;
+            let _ = ClusterMessage::decode(&framed);
+        }
+
+        #[test]
+        fn any_registration_round_trips(
+            ms in 0u32..=u32::MAX,
+            port in proptest::prelude::any::<u16>(),
+            v6 in proptest::prelude::any::<bool>(),
+            n in 0usize..=MAX_CANDIDATES,
+            session in proptest::prelude::any::<u64>(),
+        ) {
+            let mut r = reg(Some("stund-b"));
+            r.endpoint = if v6 { SocketAddr::new("2001:db8::7".parse().unwrap(), port) } else { SocketAddr::new([198, 51, 100, 7].into(), port) };
+            r.candidates = (0..n)
+                .map(|i| Candidate { kind: CandidateKind::Predicted, addr: SocketAddr::new([10, 0, 0, i as u8].into(), port) })
+                .collect();
+            let this = InstanceId::new("stund-a").unwrap();
+            let m = ClusterMessage::Registration { registration: r.clone(), lifetime: Duration::from_millis(u64::from(ms)) };
+            proptest::prop_assert_eq!(ClusterMessage::decode(&m.encode(&this)).unwrap(), m);
+            let i = ClusterMessage::Introduction { to: PeerName::new("bob").unwrap(), about: r, session };
+            proptest::prop_assert_eq!(ClusterMessage::decode(&i.encode(&this)).unwrap(), i);
+        }
+    }
+
     #[test]
     fn bad_bytes_are_errors_never_panics() {
         let this = InstanceId::new("a").unwrap();
