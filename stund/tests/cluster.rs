@@ -31,14 +31,20 @@ struct Redis {
     path: String,
     port: u16,
     password: Option<&'static str>,
+    /// TLS only, with the certificate and key in this directory (`srv.pem`, `srv.key`).
+    tls: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl Redis {
     /// Starts redis-server on a free loopback port, or None (skip) when it is not installed.
     fn start(password: Option<&'static str>) -> Option<Redis> {
+        Self::start_with(password, None)
+    }
+
+    fn start_with(password: Option<&'static str>, tls: Option<PathBuf>) -> Option<Redis> {
         let path = common::tool("redis-server", "redis-server")?;
-        let mut r = Redis { path, port: free_tcp_port(), password, child: None };
+        let mut r = Redis { path, port: free_tcp_port(), password, tls, child: None };
         r.restart();
         Some(r)
     }
@@ -46,9 +52,19 @@ impl Redis {
     /// (Re)starts it on the same port and waits until it accepts connections.
     fn restart(&mut self) {
         let port = self.port.to_string();
-        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let mut args: Vec<String> =
+            ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from).into();
+        match &self.tls {
+            None => args.extend(["--port".into(), port]),
+            Some(dir) => {
+                let file = |f: &str| dir.join(f).to_str().unwrap().to_string();
+                args.extend(["--port".into(), "0".into(), "--tls-port".into(), port]);
+                args.extend(["--tls-cert-file".into(), file("srv.pem"), "--tls-key-file".into(), file("srv.key")]);
+                args.extend(["--tls-ca-cert-file".into(), file("ca.pem"), "--tls-auth-clients".into(), "no".into()]);
+            }
+        }
         if let Some(p) = self.password {
-            args.extend(["--requirepass", p]);
+            args.extend(["--requirepass".into(), p.into()]);
         }
         let child = Command::new(&self.path)
             .args(&args)
@@ -73,9 +89,10 @@ impl Redis {
     }
 
     fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
         match self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(p) => format!("{scheme}://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/", self.port),
         }
     }
 }
@@ -104,23 +121,31 @@ struct Instance {
 }
 
 fn instance(secret: &std::path::Path, registry: &str, id: &str) -> Instance {
+    instance_with(secret, registry, id, &[])
+}
+
+/// An instance with extra environment variables.
+fn instance_with(secret: &std::path::Path, registry: &str, id: &str, env: &[(&str, &str)]) -> Instance {
     let mport = free_tcp_port();
     let metrics = format!("127.0.0.1:{mport}");
-    let server = Server::start(&[
-        "--primary",
-        "127.0.0.1",
-        "--threads",
-        "2",
-        "--no-tcp",
-        "--secret-file",
-        secret.to_str().unwrap(),
-        "--registry",
-        registry,
-        "--instance-id",
-        id,
-        "--metrics",
-        &metrics,
-    ]);
+    let server = Server::start_with_env(
+        env,
+        &[
+            "--primary",
+            "127.0.0.1",
+            "--threads",
+            "2",
+            "--no-tcp",
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--registry",
+            registry,
+            "--instance-id",
+            id,
+            "--metrics",
+            &metrics,
+        ],
+    );
     let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
     Instance { server, addr, metrics: metrics.parse().unwrap() }
 }
@@ -342,4 +367,66 @@ fn auth_with_the_right_password_works_and_a_wrong_one_says_so() {
     let log = none.server.log();
     assert!(log.contains("authentication refused"), "{log}");
     let _ = std::fs::remove_dir_all(secret.parent().unwrap());
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in a fresh directory; None (skip)
+/// when openssl is missing.
+fn certificates(tag: &str) -> Option<PathBuf> {
+    let openssl = common::tool("openssl", "openssl")?;
+    let dir = std::env::temp_dir().join(format!("stund-cluster-tls-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let steps: [Vec<&str>; 3] = [
+        [&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA"]]
+            .concat(),
+        [&["req"][..], &ec, &["-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new(&openssl).args(&args).current_dir(&dir).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Some(dir)
+}
+
+#[test]
+fn tls_to_a_trusted_redis_works_and_an_unknown_issuer_says_so() {
+    let Some(certs) = certificates("tls") else { return };
+    let Some(redis) = Redis::start_with(Some("tls-pass"), Some(certs.clone())) else { return };
+    let secret = secret_file("tls");
+    // The CA is trusted through SSL_CERT_FILE (read with the system's roots).
+    let ca = certs.join("ca.pem");
+    let a = instance_with(&secret, &redis.url(), "stund-a", &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let b = instance_with(&secret, &redis.url(), "stund-b", &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    a.wait("stund_rendezvous_degraded", |v| v == 0);
+    b.wait("stund_rendezvous_degraded", |v| v == 0);
+    let (ready, _go, _alice) = spawn_peer("alice", 1, a.addr);
+    registered(&ready);
+    b.wait("stund_rendezvous_peers", |v| v == 1);
+
+    // With the system's roots only, the certificate is refused, and the log says why.
+    let untrusted = instance(&secret, &redis.url(), "stund-c");
+    untrusted.wait("stund_rendezvous_redis_errors_total", |v| v >= 1);
+    let log = untrusted.server.log();
+    assert!(log.contains("rendezvous degraded") && log.contains("certificate"), "{log}");
+    let _ = std::fs::remove_dir_all(secret.parent().unwrap());
+    let _ = std::fs::remove_dir_all(&certs);
 }
