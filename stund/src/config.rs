@@ -464,6 +464,10 @@ fn registry_settings(cli: &Cli, file: &FileConfig) -> Result<Option<SharedRegist
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         bail!("--registry {}: expected redis://HOST:PORT/ or rediss://HOST:PORT/", crate::cluster::redacted(&url));
     }
+    // Parsed only (no connection): a malformed URL is a usage error before anything starts.
+    if let Err(e) = redis::Client::open(url.as_str()) {
+        bail!("--registry {}: {e}", crate::cluster::redacted(&url));
+    }
     let instance_id = match instance {
         Some(id) => InstanceId::new(&id).map_err(|e| anyhow!("--instance-id {id:?}: {e}"))?,
         None => default_instance_id(),
@@ -668,6 +672,7 @@ mod tests {
             (&["--registry", "redis://127.0.0.1/"], "--registry needs --secret-file"),
             (&["--secret-file", "s", "--registry", "http://:pw@x/"], "--registry http://***@x/: expected redis://"),
             (&["--secret-file", "s", "--instance-id", "a"], "--instance-id needs --registry"),
+            (&["--secret-file", "s", "--registry", "redis://:pw@h:port/"], "--registry redis://***@h:port/: "),
             (&["--secret-file", "s", "--registry", "redis://h/", "--instance-id", "a b"], "--instance-id \"a b\""),
         ] {
             let args: Vec<&str> = ["--primary", "127.0.0.1"].into_iter().chain(args.iter().copied()).collect();
