@@ -215,6 +215,9 @@ mod tests {
         assert_eq!(on.rendezvous, want);
         assert_eq!(on.total(), off.total() + want);
         assert!(on.describe().contains("rendezvous (--rendezvous-capacity)"), "{}", on.describe());
+        let shared =
+            Plan::of(&settings(&["--threads", "1", "--no-tcp", "--secret-file", "s", "--registry", "redis://h/"]));
+        assert_eq!(shared.rendezvous, want + 65_536 * 512, "with --registry, the Redis queue at its bound");
         let huge = Plan::of(&settings(&["--secret-file", "s", "--rendezvous-capacity", "16777216"]));
         let e = huge.check(1 << 30).unwrap_err().to_string();
         assert!(e.contains("--rendezvous-capacity"), "{e}");
