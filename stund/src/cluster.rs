@@ -39,6 +39,8 @@ const INTRODUCTION_MAX_AGE: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a blocked thread looks at the stop flag.
 const WAKE: Duration = Duration::from_millis(200);
+/// An idle writer PINGs this often, so a Redis that went away is noticed without waiting for a write.
+const IDLE_PING: Duration = Duration::from_secs(1);
 /// Reconnection backoff: doubles from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Keys read per SCAN step, and most steps of one resync (bounded even if Redis holds junk).
@@ -298,6 +300,7 @@ fn run_writer(link: &Link, stop: &AtomicBool) {
 
 /// Sends what is queued as it comes; returns on stop (Ok) or on the first failed call.
 fn write_until_error(link: &Link, con: &mut Connection, stop: &AtomicBool) -> Result<(), RedisError> {
+    let mut last_call = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let (registrations, introductions) = {
             let mut o = link.lock();
@@ -309,10 +312,15 @@ fn write_until_error(link: &Link, con: &mut Connection, stop: &AtomicBool) -> Re
             }
             (std::mem::take(&mut o.registrations), std::mem::take(&mut o.introductions))
         };
+        let now = Instant::now();
         if registrations.is_empty() && introductions.is_empty() {
+            if now.saturating_duration_since(last_call) >= IDLE_PING {
+                redis::cmd("PING").query::<()>(con)?;
+                last_call = now;
+            }
             continue;
         }
-        let now = Instant::now();
+        last_call = now;
         let mut pipe = redis::pipe();
         let mut forwarded = 0;
         for i in &introductions {
