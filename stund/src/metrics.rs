@@ -380,8 +380,15 @@ impl Stats {
         match &self.rendezvous.server {
             Some(server) => {
                 let snap = server.snapshot();
+                let shared = match &server.cluster {
+                    Some(link) if link.status.degraded() => {
+                        format!(", Redis unavailable ({} writes queued)", link.queued())
+                    }
+                    Some(link) => format!(", shared through Redis (instance {})", link.instance),
+                    None => String::new(),
+                };
                 format!(
-                    "; rendezvous: {} peers, {} registrations, {} introductions, {} pushes failed",
+                    "; rendezvous: {} peers, {} registrations, {} introductions, {} pushes failed{shared}",
                     snap.peers, snap.stats.registrations, snap.stats.introductions, snap.stats.pushes_failed
                 )
             }
