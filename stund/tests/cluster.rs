@@ -330,6 +330,29 @@ fn redis_down_degrades_the_rendezvous_and_its_return_heals_it() {
 }
 
 #[test]
+fn a_stalled_redis_degrades_the_rendezvous_without_slowing_binding() {
+    let Some(redis) = Redis::start(None) else { return };
+    let secret = secret_file("stall");
+    let a = instance(&secret, &redis.url(), "stund-a");
+    a.wait("stund_rendezvous_degraded", |v| v == 0);
+    let pid = redis.child.as_ref().expect("running").id() as i32;
+    // SAFETY: kill(2) on our own child's pid. Redis stops answering but keeps its connections open.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let (alice_ready, _go, _alice) = spawn_peer("alice", 1, a.addr);
+    registered(&alice_ready);
+    let sock = common::client(false);
+    let req = common::binding_request(9, None, None);
+    let (resp, _) = common::transact(&sock, a.addr, &req).expect("Binding answered while Redis is stalled");
+    common::expect_success(&resp, &req);
+    a.wait("stund_rendezvous_degraded", |v| v == 1);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    a.wait("stund_rendezvous_degraded", |v| v == 0);
+    a.wait("stund_rendezvous_redis_queued_writes", |v| v == 0);
+    let _ = std::fs::remove_dir_all(secret.parent().unwrap());
+}
+
+#[test]
 fn unreachable_redis_at_start_is_degraded_not_fatal() {
     let Some(_tool) = common::tool("redis-server", "redis-server") else { return };
     let secret = secret_file("absent");
