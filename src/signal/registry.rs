@@ -60,6 +60,8 @@ pub trait Registry {
     ) -> Result<RegisterOutcome, RegistryError>;
     /// The live registration of `name`.
     fn lookup(&self, now: Instant, name: &PeerName) -> Option<Registration>;
+    /// How long the live registration of `name` has left.
+    fn remaining(&self, now: Instant, name: &PeerName) -> Option<Duration>;
     /// Remove every registration whose lifetime is over, telling `expired` each name and whether it was
     /// registered at this server (`owner` `None`).
     fn expire(&mut self, now: Instant, expired: &mut dyn FnMut(PeerName, bool));
@@ -272,6 +274,12 @@ impl Registry for MemoryRegistry {
         let key = NameKey::of(name);
         let e = self.map.get(&key)?;
         (e.expires_ms > self.ms(now)).then(|| self.unpack(&key, e))
+    }
+
+    fn remaining(&self, now: Instant, name: &PeerName) -> Option<Duration> {
+        let e = self.map.get(&NameKey::of(name))?;
+        let left = e.expires_ms.checked_sub(self.ms(now)).filter(|&ms| ms > 0)?;
+        Some(Duration::from_millis(u64::from(left)))
     }
 
     fn expire(&mut self, now: Instant, expired: &mut dyn FnMut(PeerName, bool)) {

@@ -341,8 +341,13 @@ impl<R: Registry> Server<R> {
     }
 
     /// A registration another instance announced (`reg.owner` is that instance), alive for `lifetime` from
-    /// `now`. It replaces whatever this replica held for the name unless that is live with another key: the
-    /// name stays pinned to its key across the cluster.
+    /// `now`. It replaces whatever this replica held for the name, except:
+    /// - a live registration with another key: the name stays pinned to its key across the cluster
+    ///   ([`RegistryError::KeyMismatch`]);
+    /// - a registration made here and refreshed within the last third of its lifetime: the peer is registered
+    ///   at both instances (it still talks to this one), and pushing it from here is as good and needs no
+    ///   hop. Kept (`Ok(Refreshed)`), so a peer registered everywhere does not flip between owners at every
+    ///   keepalive; a peer that moved away stops refreshing here, and the next announcement takes over.
     pub fn apply_remote(
         &mut self,
         now: Instant,
@@ -350,6 +355,12 @@ impl<R: Registry> Server<R> {
         lifetime: Duration,
     ) -> Result<RegisterOutcome, RegistryError> {
         debug_assert!(reg.owner.is_some(), "a remote registration names its owner");
+        let fresh_here = self.config.lifetime - self.config.lifetime / 3;
+        if let Some(ours) = self.registry.lookup(now, &reg.name).filter(|r| r.owner.is_none() && r.key == reg.key) {
+            if self.registry.remaining(now, &ours.name).is_some_and(|left| left > fresh_here) {
+                return Ok(RegisterOutcome::Refreshed);
+            }
+        }
         let mut result = self.registry.register(now, lifetime, reg);
         if result == Err(RegistryError::Full) {
             self.sweep_registry(now);

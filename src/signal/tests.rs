@@ -1016,6 +1016,13 @@ mod cluster {
         let config = ClientConfig::new(local, addr(B), name("alice"), PublicKey([1; 32]), &secret);
         net.peers[alice].0 = Client::new(config, [99; 32], net.now);
         net.run(secs(1));
+        assert_eq!(
+            net.instances[0].server.registry().lookup(net.now, &name("alice")).unwrap().owner,
+            None,
+            "A keeps her while its registration is fresh (she may be registered at both)"
+        );
+        // Her registration at A ages past a third of its lifetime; B's next announcement (each refresh) wins.
+        net.run(secs(6));
         let at_a = net.instances[0].server.registry().lookup(net.now, &name("alice")).unwrap();
         assert_eq!(at_a.owner.unwrap().as_str(), "stund-b");
         net.wire.clear();
@@ -1024,6 +1031,27 @@ mod cluster {
         net.deliver();
         assert_eq!(net.pushes_to(alice), [addr(B)]);
         assert_eq!(net.pushes_to(1), [addr(A)]);
+    }
+
+    #[test]
+    fn a_peer_registered_at_both_instances_stays_local_at_each_until_it_stops_refreshing() {
+        let mut net = ClusterNet::new();
+        net.peer("alice", 1, A);
+        net.run(secs(1));
+        let mut at_b = net.instances[0].server.registry().lookup(net.now, &name("alice")).unwrap();
+        at_b.owner = Some(InstanceId::new("stund-b").unwrap());
+        at_b.local = addr(B);
+        // alice also registered at B (same key), and B says so: A keeps her as its own while she refreshes.
+        let a = &mut net.instances[0].server;
+        assert_eq!(a.apply_remote(net.now, &at_b, secs(15)), Ok(RegisterOutcome::Refreshed));
+        assert_eq!(a.registry().lookup(net.now, &name("alice")).unwrap().owner, None);
+        // She stops refreshing at A (moved to B): after a third of her lifetime B's next announcement wins.
+        net.peers.clear();
+        net.run(secs(6));
+        let a = &mut net.instances[0].server;
+        assert!(a.apply_remote(net.now, &at_b, secs(15)).is_ok());
+        assert_eq!(a.registry().lookup(net.now, &name("alice")).unwrap().owner.unwrap().as_str(), "stund-b");
+        assert_eq!(a.registry().lookup(net.now, &name("alice")).unwrap().local, addr(B));
     }
 
     #[test]
