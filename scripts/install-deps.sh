@@ -6,6 +6,7 @@ PKGS=(
   build-essential pkg-config ca-certificates curl
   iproute2 nftables conntrack iputils-ping iperf3 tcpdump procps psmisc util-linux
   coturn stun-client stun-server miniupnpd-nftables
+  redis-server openssl  # stund --registry tests (stund/tests/cluster.rs: own Redis on a free port, TLS certificates)
   wireguard-go wireguard-tools
   wine64 gcc-mingw-w64-x86-64
 )

@@ -7,9 +7,11 @@
 //! - [`auth`]: per-peer keys from the network secret, stateless nonces.
 //! - [`registry`]: the [`Registry`] trait and the in-memory backend.
 //! - [`server`]: the server engine; [`client`]: the peer's engine.
+//! - [`cluster`]: what the servers of a cluster sharing registrations tell each other.
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod codes;
 pub mod registry;
 pub mod server;
@@ -21,7 +23,8 @@ mod tests;
 
 pub use auth::{NetworkSecret, NonceMint, PeerAuthKey};
 pub use client::{Client, ClientConfig, ConnectFailure, Event as ClientEvent, RefuseReason};
+pub use cluster::{ClusterMessage, ClusterWireError};
 pub use registry::{MemoryRegistry, RegisterOutcome, Registration, Registry, RegistryError};
-pub use server::{Event as ServerEvent, Refusal, Server, ServerConfig, Stats, TurnGrant};
-pub use types::{Candidate, CandidateKind, Introduction, NameError, NatProfile, PeerName, MAX_CANDIDATES};
+pub use server::{ClusterOut, Event as ServerEvent, Refusal, Server, ServerConfig, Stats, TurnGrant};
+pub use types::{Candidate, CandidateKind, InstanceId, Introduction, NameError, NatProfile, PeerName, MAX_CANDIDATES};
 pub use wire::is_signal_message;

@@ -2,7 +2,7 @@
 //! (several stund instances behind one name) can replace the in-memory one without touching the protocol,
 //! and [`MemoryRegistry`], the default: bounded capacity, compact entries, expiry by lifetime.
 
-use super::types::{Candidate, CandidateKind, NatProfile, PeerName};
+use super::types::{Candidate, CandidateKind, InstanceId, NatProfile, PeerName};
 use super::wire::{decode_profile, encode_profile};
 use crate::identity::PublicKey;
 use std::collections::HashMap;
@@ -21,6 +21,9 @@ pub struct Registration {
     pub local: SocketAddr,
     pub candidates: Vec<Candidate>,
     pub profile: NatProfile,
+    /// The cluster instance the peer registered at (docs/signal.md, "Cluster"); `None`: this server. `local`
+    /// is then that instance's socket, and only that instance can push to the peer.
+    pub owner: Option<InstanceId>,
 }
 
 /// What a successful [`Registry::register`] changed.
@@ -57,8 +60,11 @@ pub trait Registry {
     ) -> Result<RegisterOutcome, RegistryError>;
     /// The live registration of `name`.
     fn lookup(&self, now: Instant, name: &PeerName) -> Option<Registration>;
-    /// Remove every registration whose lifetime is over, telling `expired` each name.
-    fn expire(&mut self, now: Instant, expired: &mut dyn FnMut(PeerName));
+    /// How long the live registration of `name` has left.
+    fn remaining(&self, now: Instant, name: &PeerName) -> Option<Duration>;
+    /// Remove every registration whose lifetime is over, telling `expired` each name and whether it was
+    /// registered at this server (`owner` `None`).
+    fn expire(&mut self, now: Instant, expired: &mut dyn FnMut(PeerName, bool));
     /// Registrations held (expired ones not yet removed included).
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -141,14 +147,15 @@ fn kind_from(c: u8) -> CandidateKind {
     }
 }
 
-/// One registration: 32-byte key, packed endpoint, interned local socket, packed profile, expiry in
+/// One registration: 32-byte key, packed endpoint, interned origin (owner and local socket), packed profile, expiry in
 /// milliseconds since the registry's epoch, candidates in one boxed slice (no allocation when there are none).
 struct Entry {
     key: [u8; 32],
     endpoint: PackedAddr,
     /// The endpoint arrived as an IPv4-mapped IPv6 address (a dual-stack server socket).
     endpoint_mapped: bool,
-    local: u8,
+    /// Index into [`MemoryRegistry::origins`].
+    origin: u8,
     profile: [u8; 4],
     delta: i32,
     expires_ms: u32,
@@ -164,19 +171,20 @@ pub const MEMORY_CANDIDATE_BYTES: usize = std::mem::size_of::<PackedCandidate>()
 pub struct MemoryRegistry {
     map: HashMap<NameKey, Entry>,
     capacity: usize,
-    /// The server sockets registrations arrived on (a handful: stund listens on at most four).
-    locals: Vec<SocketAddr>,
+    /// The (owner, server socket) pairs registrations arrived on: a handful (stund listens on at most four
+    /// sockets, a cluster has a few instances), interned so an entry holds one byte for both.
+    origins: Vec<(Option<InstanceId>, SocketAddr)>,
     epoch: Instant,
     candidate_count: usize,
 }
 
 impl MemoryRegistry {
-    /// Most sockets a registry records registrations from (the local index is a byte).
-    pub const MAX_LOCALS: usize = 256;
+    /// Most (owner, socket) pairs a registry records registrations from (the origin index is a byte).
+    pub const MAX_ORIGINS: usize = 256;
 
     /// A registry for at most `capacity` peers whose clock starts at `now`.
     pub fn new(capacity: usize, now: Instant) -> MemoryRegistry {
-        MemoryRegistry { map: HashMap::new(), capacity, locals: Vec::new(), epoch: now, candidate_count: 0 }
+        MemoryRegistry { map: HashMap::new(), capacity, origins: Vec::new(), epoch: now, candidate_count: 0 }
     }
 
     pub fn capacity(&self) -> usize {
@@ -187,15 +195,15 @@ impl MemoryRegistry {
         u32::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u32::MAX)
     }
 
-    fn local_index(&mut self, local: SocketAddr) -> Option<u8> {
-        if let Some(i) = self.locals.iter().position(|l| *l == local) {
+    fn origin_index(&mut self, owner: &Option<InstanceId>, local: SocketAddr) -> Option<u8> {
+        if let Some(i) = self.origins.iter().position(|(o, l)| o == owner && *l == local) {
             return u8::try_from(i).ok();
         }
-        if self.locals.len() >= Self::MAX_LOCALS {
+        if self.origins.len() >= Self::MAX_ORIGINS {
             return None;
         }
-        self.locals.push(local);
-        u8::try_from(self.locals.len() - 1).ok()
+        self.origins.push((owner.clone(), local));
+        u8::try_from(self.origins.len() - 1).ok()
     }
 
     fn unpack(&self, name: &NameKey, e: &Entry) -> Registration {
@@ -203,13 +211,14 @@ impl MemoryRegistry {
             name: name.name(),
             key: PublicKey(e.key),
             endpoint: e.endpoint.addr_as(e.endpoint_mapped),
-            local: self.locals[usize::from(e.local)],
+            local: self.origins[usize::from(e.origin)].1,
             candidates: e
                 .candidates
                 .iter()
                 .map(|c| Candidate { kind: kind_from(c.kind), addr: c.addr.addr() })
                 .collect(),
             profile: decode_profile(e.profile, Some(e.delta)),
+            owner: self.origins[usize::from(e.origin)].0.clone(),
         }
     }
 }
@@ -225,6 +234,10 @@ impl Registry for MemoryRegistry {
         let now_ms = self.ms(now);
         let outcome = match self.map.get(&name) {
             Some(e) if e.expires_ms > now_ms && e.key != reg.key.0 => return Err(RegistryError::KeyMismatch),
+            // Registered at another instance of the cluster until now: new here.
+            Some(e) if e.expires_ms > now_ms && self.origins[usize::from(e.origin)].0 != reg.owner => {
+                RegisterOutcome::New
+            }
             Some(e) if e.expires_ms > now_ms && e.endpoint != PackedAddr::of(reg.endpoint) => {
                 RegisterOutcome::Moved { from: e.endpoint.addr_as(e.endpoint_mapped) }
             }
@@ -233,7 +246,7 @@ impl Registry for MemoryRegistry {
             None if self.map.len() >= self.capacity => return Err(RegistryError::Full),
             None => RegisterOutcome::New,
         };
-        let local = self.local_index(reg.local).ok_or(RegistryError::Full)?;
+        let origin = self.origin_index(&reg.owner, reg.local).ok_or(RegistryError::Full)?;
         let (profile, delta) = encode_profile(&reg.profile);
         let candidates: Box<[PackedCandidate]> = reg
             .candidates
@@ -244,7 +257,7 @@ impl Registry for MemoryRegistry {
             key: reg.key.0,
             endpoint: PackedAddr::of(reg.endpoint),
             endpoint_mapped: reg.endpoint.is_ipv6(),
-            local,
+            origin,
             profile,
             delta: delta.unwrap_or(0),
             expires_ms: self.ms(now + lifetime),
@@ -263,14 +276,21 @@ impl Registry for MemoryRegistry {
         (e.expires_ms > self.ms(now)).then(|| self.unpack(&key, e))
     }
 
-    fn expire(&mut self, now: Instant, expired: &mut dyn FnMut(PeerName)) {
+    fn remaining(&self, now: Instant, name: &PeerName) -> Option<Duration> {
+        let e = self.map.get(&NameKey::of(name))?;
+        let left = e.expires_ms.checked_sub(self.ms(now)).filter(|&ms| ms > 0)?;
+        Some(Duration::from_millis(u64::from(left)))
+    }
+
+    fn expire(&mut self, now: Instant, expired: &mut dyn FnMut(PeerName, bool)) {
         let now_ms = self.ms(now);
         let mut dropped = 0;
+        let origins = &self.origins;
         self.map.retain(|name, e| {
             let keep = e.expires_ms > now_ms;
             if !keep {
                 dropped += e.candidates.len();
-                expired(name.name());
+                expired(name.name(), origins[usize::from(e.origin)].0.is_none());
             }
             keep
         });
@@ -313,6 +333,7 @@ mod tests {
                 port_mapping: true,
                 no_nat: false,
             },
+            owner: None,
         }
     }
 
@@ -333,10 +354,10 @@ mod tests {
         );
         assert_eq!(r.lookup(t0 + Duration::from_secs(4), &a.name).unwrap().endpoint, moved.endpoint);
         let mut gone = Vec::new();
-        r.expire(t0 + Duration::from_secs(18), &mut |n| gone.push(n));
+        r.expire(t0 + Duration::from_secs(18), &mut |n, _| gone.push(n));
         assert!(gone.is_empty());
         assert!(r.lookup(t0 + Duration::from_secs(19), &a.name).is_none(), "past its lifetime");
-        r.expire(t0 + Duration::from_secs(19), &mut |n| gone.push(n));
+        r.expire(t0 + Duration::from_secs(19), &mut |n, _| gone.push(n));
         assert_eq!(gone, std::slice::from_ref(&a.name));
         assert!(r.is_empty());
         assert_eq!(r.memory_bytes() % MEMORY_SLOT_BYTES, 0, "candidates freed with their entry");
@@ -373,7 +394,7 @@ mod tests {
         }
         assert_eq!(r.register(t0, LIFE, &reg("d", 9, "203.0.113.1:1")), Err(RegistryError::Full));
         assert_eq!(r.register(t0, LIFE, &reg("a", 0, "203.0.113.1:1")), Ok(RegisterOutcome::Refreshed));
-        r.expire(t0 + LIFE, &mut |_| {});
+        r.expire(t0 + LIFE, &mut |_, _| {});
         assert_eq!(r.register(t0 + LIFE, LIFE, &reg("d", 9, "203.0.113.1:1")), Ok(RegisterOutcome::New));
     }
 

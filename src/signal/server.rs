@@ -6,9 +6,10 @@
 //! to `crate::server::Responder`, and stund's dispatcher offers each datagram to both.
 
 use super::auth::{NetworkSecret, NonceMint, PeerAuthKey};
+use super::cluster::ClusterMessage;
 use super::codes;
 use super::registry::{RegisterOutcome, Registration, Registry, RegistryError};
-use super::types::{Candidate, PeerName, MAX_CANDIDATES};
+use super::types::{Candidate, InstanceId, PeerName, MAX_CANDIDATES};
 use super::wire::{self, is_signal_message, WriteSignal, CONNECT, PUSH, REGISTER};
 use crate::net::{Engine, Received, Retransmit, Rng, Seed, Transmit, Transport, DEFAULT_MIN_RTO};
 use crate::server::{RateLimitConfig, RateLimitError, RateLimiter};
@@ -51,6 +52,9 @@ pub struct ServerConfig {
     /// When this server also relays (TURN with a REST shared secret): registered peers get time-limited TURN
     /// credentials in every REGISTER answer (docs/relay.md, "Credentials from the rendezvous").
     pub turn_grant: Option<TurnGrant>,
+    /// This server is one instance of a cluster sharing its registrations (docs/signal.md, "Cluster"): every
+    /// accepted REGISTER and every push owed by another instance comes out of [`Server::poll_cluster`].
+    pub cluster: bool,
 }
 
 /// Time-limited TURN credentials for registered peers (the TURN REST scheme), the user part the peer's name.
@@ -121,6 +125,7 @@ impl ServerConfig {
             rate_limit: RateLimitConfig { rate_per_sec: 20, burst: 40, slots: 16384 },
             sweep_interval: Duration::from_secs(1),
             turn_grant: None,
+            cluster: false,
         }
     }
 
@@ -172,6 +177,33 @@ pub enum Event {
     Refused { source: SocketAddr, name: Option<PeerName>, reason: Refusal },
     /// A PUSH went unanswered (or was refused) by its peer.
     PushFailed { to: PeerName, session: u64, reason: FailReason },
+    /// Another instance of the cluster asked this one to push `to` (registered here) the introduction of
+    /// `about` ([`Server::introduce_remote`]).
+    IntroducedRemotely { to: PeerName, about: PeerName, session: u64 },
+}
+
+/// What a cluster instance owes the others ([`Server::poll_cluster`]); the driver carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterOut {
+    /// A peer registered or refreshed here (`owner` `None`): store it for `lifetime` and tell every instance.
+    Registered { registration: Registration, lifetime: Duration },
+    /// Ask `owner`, where `to` registered, to push it `about`'s introduction: the push must leave from the
+    /// socket `to` registered on, and its owner retransmits it and receives the answer.
+    Introduce { owner: InstanceId, to: PeerName, about: Registration, session: u64 },
+}
+
+impl ClusterOut {
+    /// The message the owner (or every instance) receives.
+    pub fn message(&self) -> ClusterMessage {
+        match self {
+            ClusterOut::Registered { registration, lifetime } => {
+                ClusterMessage::Registration { registration: registration.clone(), lifetime: *lifetime }
+            }
+            ClusterOut::Introduce { to, about, session, .. } => {
+                ClusterMessage::Introduction { to: to.clone(), about: about.clone(), session: *session }
+            }
+        }
+    }
 }
 
 /// Counters for metrics.
@@ -193,8 +225,14 @@ pub struct Stats {
     pub introductions: u64,
     pub pushes_acked: u64,
     pub pushes_failed: u64,
-    /// Answers or events dropped because the driver did not drain them.
+    /// Answers, events or cluster messages dropped because the driver did not drain them.
     pub overflow: u64,
+    /// Registrations learned from other cluster instances.
+    pub remote_registrations: u64,
+    /// Pushes owed by this instance that were asked for by another one.
+    pub remote_introductions: u64,
+    /// Such requests dropped: the peer is not (or no longer) registered here.
+    pub remote_introductions_lost: u64,
 }
 
 struct PushMeta {
@@ -241,6 +279,7 @@ pub struct Server<R: Registry> {
     sessions: HashMap<(PeerName, PeerName), Session>,
     out: VecDeque<Queued>,
     events: VecDeque<Event>,
+    cluster_out: VecDeque<ClusterOut>,
     next_sweep: Instant,
     stats: Stats,
 }
@@ -265,6 +304,7 @@ impl<R: Registry> Server<R> {
             sessions: HashMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            cluster_out: VecDeque::new(),
             stats: Stats::default(),
         })
     }
@@ -280,6 +320,90 @@ impl<R: Registry> Server<R> {
     /// Introductions remembered for the idempotency window, and pushes in flight.
     pub fn introductions(&self) -> (usize, usize) {
         (self.sessions.len(), self.push_meta.len())
+    }
+
+    /// The next message for the other cluster instances (only with [`ServerConfig::cluster`]). Drain it
+    /// before `poll_transmit` after a CONNECT: the owner's push then starts as close as possible to this
+    /// server's own.
+    pub fn poll_cluster(&mut self) -> Option<ClusterOut> {
+        self.cluster_out.pop_front()
+    }
+
+    fn cluster(&mut self, c: ClusterOut) {
+        if !self.config.cluster {
+            return;
+        }
+        if self.cluster_out.len() < MAX_QUEUED {
+            self.cluster_out.push_back(c);
+        } else {
+            self.stats.overflow += 1;
+        }
+    }
+
+    /// A registration another instance announced (`reg.owner` is that instance), alive for `lifetime` from
+    /// `now`. It replaces whatever this replica held for the name, except:
+    /// - a live registration with another key: the name stays pinned to its key across the cluster
+    ///   ([`RegistryError::KeyMismatch`]);
+    /// - a registration made here and refreshed within the last third of its lifetime: the peer is registered
+    ///   at both instances (it still talks to this one), and pushing it from here is as good and needs no
+    ///   hop. Kept (`Ok(Refreshed)`), so a peer registered everywhere does not flip between owners at every
+    ///   keepalive; a peer that moved away stops refreshing here, and the next announcement takes over.
+    pub fn apply_remote(
+        &mut self,
+        now: Instant,
+        reg: &Registration,
+        lifetime: Duration,
+    ) -> Result<RegisterOutcome, RegistryError> {
+        debug_assert!(reg.owner.is_some(), "a remote registration names its owner");
+        let fresh_here = self.config.lifetime - self.config.lifetime / 3;
+        if let Some(ours) = self.registry.lookup(now, &reg.name).filter(|r| r.owner.is_none() && r.key == reg.key) {
+            if self.registry.remaining(now, &ours.name).is_some_and(|left| left > fresh_here) {
+                return Ok(RegisterOutcome::Refreshed);
+            }
+        }
+        let mut result = self.registry.register(now, lifetime, reg);
+        if result == Err(RegistryError::Full) {
+            self.sweep_registry(now);
+            result = self.registry.register(now, lifetime, reg);
+        }
+        if result.is_ok() {
+            self.stats.remote_registrations += 1;
+        }
+        result
+    }
+
+    /// Another instance asks this one to push `to` the introduction of `about` (its CONNECT went there).
+    /// Starts the PUSH as a local CONNECT would, from the socket `to` registered on; false when `to` is not
+    /// registered here. A repeat of a push still under way is ignored.
+    pub fn introduce_remote(&mut self, now: Instant, to: &PeerName, about: &Registration, session: u64) -> bool {
+        let Some(target) = self.registry.lookup(now, to).filter(|r| r.owner.is_none()) else {
+            self.stats.remote_introductions_lost += 1;
+            debug!(target: LOG, "asked to push {to} about {}, not registered here", about.name);
+            return false;
+        };
+        if !self.push_meta.values().any(|p| p.session == session && p.to == *to) {
+            self.push(now, &target, about, session);
+            self.pushes.handle_timeout(now);
+            self.drain_pushes();
+        }
+        self.stats.remote_introductions += 1;
+        info!(target: LOG, "pushing {to} the introduction of {} (session {session:016x}, asked by {})",
+            about.name, about.owner.as_ref().map_or("this instance", |o| o.as_str()));
+        self.event(Event::IntroducedRemotely { to: to.clone(), about: about.name.clone(), session });
+        true
+    }
+
+    /// Push `to` the introduction of `about`: from here when `to` registered here, else through its owner.
+    fn deliver(&mut self, now: Instant, to: &Registration, about: &Registration, session: u64) {
+        match &to.owner {
+            None => self.push(now, to, about, session),
+            Some(owner) => self.cluster(ClusterOut::Introduce {
+                owner: owner.clone(),
+                to: to.name.clone(),
+                about: about.clone(),
+                session,
+            }),
+        }
     }
 
     fn event(&mut self, e: Event) {
@@ -411,8 +535,15 @@ impl<R: Registry> Server<R> {
         let Ok((key, candidates, profile)) = parsed else {
             return self.refuse(input, m, &name, &k, codes::BAD_REQUEST, Refusal::Malformed);
         };
-        let reg =
-            Registration { name: name.clone(), key, endpoint: input.source, local: input.local, candidates, profile };
+        let reg = Registration {
+            name: name.clone(),
+            key,
+            endpoint: input.source,
+            local: input.local,
+            candidates,
+            profile,
+            owner: None,
+        };
         let mut result = self.registry.register(now, self.config.lifetime, &reg);
         if result == Err(RegistryError::Full) {
             // Expired entries may still hold the room: sweep now rather than at the next tick.
@@ -425,6 +556,7 @@ impl<R: Registry> Server<R> {
             Ok(outcome) => {
                 let lifetime = self.config.lifetime.as_secs().min(u64::from(u32::MAX)) as u32;
                 let turn = self.config.turn_grant.as_ref().map(|g| g.credentials(now, name.as_str()));
+                self.cluster(ClusterOut::Registered { registration: reg, lifetime: self.config.lifetime });
                 self.answer(input, m, Class::Success, Some(&k), None, |w| {
                     w.add(&Attribute::XorMappedAddress(input.source))?;
                     w.add(&Attribute::Lifetime(lifetime))?;
@@ -483,8 +615,8 @@ impl<R: Registry> Server<R> {
                 // The pushes ended (acked or given up). Push the same session again: a peer that saw it ignores
                 // it (clients report a session once), a peer that restarted since learns it.
                 debug!(target: LOG, "{name} -> {target}: session {id:016x} pushed again");
-                self.push(now, &me, &other, id);
-                self.push(now, &other, &me, id);
+                self.deliver(now, &me, &other, id);
+                self.deliver(now, &other, &me, id);
                 self.pushes.handle_timeout(now);
                 self.drain_pushes();
             }
@@ -498,8 +630,8 @@ impl<R: Registry> Server<R> {
                 return self.refuse(input, m, &name, &k, codes::INSUFFICIENT_CAPACITY, Refusal::Full);
             }
             let id = self.rng.next_u64();
-            self.push(now, &me, &other, id);
-            self.push(now, &other, &me, id);
+            self.deliver(now, &me, &other, id);
+            self.deliver(now, &other, &me, id);
             self.pushes.handle_timeout(now);
             self.drain_pushes();
             self.sessions.insert(pair, Session { id, created: now, endpoints, offers });
@@ -565,7 +697,12 @@ impl<R: Registry> Server<R> {
 
     fn sweep_registry(&mut self, now: Instant) {
         let mut gone = Vec::new();
-        self.registry.expire(now, &mut |name| gone.push(name));
+        // Other instances' registrations expire in this replica as they do at their owner, without an event.
+        self.registry.expire(now, &mut |name, local| {
+            if local {
+                gone.push(name)
+            }
+        });
         for name in gone {
             debug!(target: LOG, "{name} expired");
             self.event(Event::Expired { name });

@@ -814,3 +814,287 @@ mod prop {
         }
     }
 }
+
+/// Two servers of one cluster (docs/signal.md, "Cluster"), each with its own peers, the cluster messages
+/// carried between them as their encoded bytes (what stund puts through Redis), at zero delay.
+mod cluster {
+    use super::*;
+    use crate::signal::{ClusterMessage, ClusterOut, InstanceId};
+
+    const A: &str = "192.0.2.1:3478";
+    const B: &str = "192.0.2.2:3478";
+
+    struct Instance {
+        id: InstanceId,
+        addr: SocketAddr,
+        server: Server<MemoryRegistry>,
+    }
+
+    struct ClusterNet {
+        now: Instant,
+        instances: [Instance; 2],
+        /// Each peer: its client, its address (no NAT here) and its events.
+        peers: Vec<(Client, Vec<CEvent>)>,
+        /// (from, to, bytes) of every datagram.
+        wire: Wire,
+    }
+
+    fn instance(id: &str, at: &str, cluster: bool, now: Instant) -> Instance {
+        let config = ServerConfig { cluster, ..server_config() };
+        let server = Server::new(config, MemoryRegistry::new(100, now), [id.len() as u8; 32], now).unwrap();
+        Instance { id: InstanceId::new(id).unwrap(), addr: addr(at), server }
+    }
+
+    impl ClusterNet {
+        fn new() -> ClusterNet {
+            let now = Instant::now();
+            let instances = [instance("stund-a", A, true, now), instance("stund-b", B, true, now)];
+            ClusterNet { now, instances, peers: Vec::new(), wire: Vec::new() }
+        }
+
+        /// A peer named `n` with key [`key`; 32] registering at `server`.
+        fn peer(&mut self, n: &str, key: u8, server: &str) -> usize {
+            let i = self.peers.len();
+            let local = SocketAddr::new([203, 0, 113, i as u8 + 1].into(), 40000);
+            let secret = NetworkSecret::new(SECRET.to_vec());
+            let config = ClientConfig::new(local, addr(server), name(n), PublicKey([key; 32]), &secret);
+            self.peers.push((Client::new(config, [i as u8 + 50; 32], self.now), Vec::new()));
+            i
+        }
+
+        /// Carries what each side has until quiet: cluster messages first (as stund does).
+        fn deliver(&mut self) {
+            let mut buf = [0u8; 1500];
+            for _ in 0..1000 {
+                let mut moved = false;
+                for s in 0..2 {
+                    while let Some(out) = self.instances[s].server.poll_cluster() {
+                        moved = true;
+                        let bytes = out.message().encode(&self.instances[s].id);
+                        let targets: Vec<usize> = match &out {
+                            ClusterOut::Registered { .. } => vec![1 - s],
+                            ClusterOut::Introduce { owner, .. } => {
+                                (0..2).filter(|&o| self.instances[o].id == *owner).collect()
+                            }
+                        };
+                        for o in targets {
+                            let now = self.now;
+                            let server = &mut self.instances[o].server;
+                            match ClusterMessage::decode(&bytes).unwrap() {
+                                ClusterMessage::Registration { registration, lifetime } => {
+                                    let _ = server.apply_remote(now, &registration, lifetime);
+                                }
+                                ClusterMessage::Introduction { to, about, session } => {
+                                    server.introduce_remote(now, &to, &about, session);
+                                }
+                            }
+                        }
+                    }
+                    while let Some(t) = self.instances[s].server.poll_transmit(&mut buf) {
+                        moved = true;
+                        assert_eq!(t.local, self.instances[s].addr, "sent from the socket it serves on");
+                        self.wire.push((t.local, t.dst, buf[..t.len].to_vec()));
+                        if let Some((c, _)) = self.peers.iter_mut().find(|(c, _)| c.config().local == t.dst) {
+                            assert!(c.handle_input(self.now, Received::udp(t.dst, t.local), &buf[..t.len]));
+                        }
+                    }
+                }
+                for (c, events) in &mut self.peers {
+                    while let Some(t) = c.poll_transmit(&mut buf) {
+                        moved = true;
+                        self.wire.push((t.local, t.dst, buf[..t.len].to_vec()));
+                        if let Some(s) = self.instances.iter_mut().find(|s| s.addr == t.dst) {
+                            s.server.handle_input(self.now, Received::udp(t.dst, t.local), &buf[..t.len]);
+                        }
+                    }
+                    while let Some(e) = c.poll_event() {
+                        events.push(e);
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+            panic!("the cluster never went quiet");
+        }
+
+        /// Advances time by `d` in 100 ms steps, running every timer.
+        fn run(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                self.now += Duration::from_millis(100);
+                let now = self.now;
+                for s in &mut self.instances {
+                    s.server.handle_timeout(now);
+                }
+                for (c, _) in &mut self.peers {
+                    c.handle_timeout(now);
+                }
+                self.deliver();
+            }
+        }
+
+        fn pushes_to(&self, peer: usize) -> Vec<SocketAddr> {
+            let local = self.peers[peer].0.config().local;
+            self.wire
+                .iter()
+                .filter(|(_, d, b)| {
+                    *d == local
+                        && Message::parse(b).is_ok_and(|m| m.method() == wire::PUSH && m.class() == Class::Request)
+                })
+                .map(|(from, _, _)| *from)
+                .collect()
+        }
+
+        fn introductions(&self, peer: usize) -> Vec<Introduction> {
+            self.peers[peer]
+                .1
+                .iter()
+                .filter_map(|e| match e {
+                    CEvent::Introduced(i) => Some(i.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn peers_registered_at_two_instances_are_introduced_each_by_its_own() {
+        let mut net = ClusterNet::new();
+        let alice = net.peer("alice", 1, A);
+        let bob = net.peer("bob", 2, B);
+        net.run(secs(1));
+        let (a, b) = (&net.instances[0].server, &net.instances[1].server);
+        let bob_at_a = a.registry().lookup(net.now, &name("bob")).expect("A's replica knows bob");
+        assert_eq!(bob_at_a.owner, Some(InstanceId::new("stund-b").unwrap()));
+        assert_eq!(bob_at_a.local, addr(B), "registered on B's socket");
+        assert_eq!(b.registry().lookup(net.now, &name("alice")).unwrap().owner.unwrap().as_str(), "stund-a");
+        assert_eq!(a.registry().lookup(net.now, &name("alice")).unwrap().owner, None, "alice is A's own");
+
+        let now = net.now;
+        net.peers[alice].0.connect(now, &name("bob"));
+        net.deliver();
+        assert_eq!(net.pushes_to(alice), [addr(A)], "alice's push leaves A, where she registered");
+        assert_eq!(net.pushes_to(bob), [addr(B)], "bob's push leaves B, where he registered");
+        let (to_alice, to_bob) = (net.introductions(alice), net.introductions(bob));
+        assert_eq!((to_alice.len(), to_bob.len()), (1, 1), "both introduced in the same instant");
+        assert_eq!(to_alice[0].peer, name("bob"));
+        assert_eq!(to_alice[0].key, PublicKey([2; 32]));
+        assert_eq!(to_bob[0].peer, name("alice"));
+        assert_eq!(to_bob[0].session, to_alice[0].session, "one session");
+        let (a, b) = (net.instances[0].server.stats(), net.instances[1].server.stats());
+        assert_eq!((a.pushes_acked, b.pushes_acked), (1, 1), "each owner got its peer's answer");
+        assert_eq!((a.introductions, b.remote_introductions), (1, 1));
+
+        // A repeated CONNECT within the window is the same introduction; bob's push is not restarted.
+        let now = net.now;
+        net.peers[alice].0.connect(now, &name("bob"));
+        net.run(secs(1));
+        assert!(net.introductions(bob).iter().all(|i| i.session == to_bob[0].session));
+    }
+
+    #[test]
+    fn a_name_is_pinned_to_its_key_across_instances() {
+        let mut net = ClusterNet::new();
+        net.peer("alice", 1, A);
+        net.run(secs(1));
+        let thief = net.peer("alice", 9, B);
+        net.run(secs(1));
+        assert_eq!(net.peers[thief].1, [CEvent::Refused(RefuseReason::NameTaken)]);
+        assert_eq!(net.instances[1].server.registry().lookup(net.now, &name("alice")).unwrap().key, PublicKey([1; 32]));
+    }
+
+    #[test]
+    fn a_peer_that_moves_to_another_instance_is_pushed_from_there() {
+        let mut net = ClusterNet::new();
+        let alice = net.peer("alice", 1, A);
+        net.peer("bob", 2, A);
+        net.run(secs(1));
+        // alice's daemon fails over to B (same key, same endpoint).
+        let local = net.peers[alice].0.config().local;
+        let secret = NetworkSecret::new(SECRET.to_vec());
+        let config = ClientConfig::new(local, addr(B), name("alice"), PublicKey([1; 32]), &secret);
+        net.peers[alice].0 = Client::new(config, [99; 32], net.now);
+        net.run(secs(1));
+        assert_eq!(
+            net.instances[0].server.registry().lookup(net.now, &name("alice")).unwrap().owner,
+            None,
+            "A keeps her while its registration is fresh (she may be registered at both)"
+        );
+        // Her registration at A ages past a third of its lifetime; B's next announcement (each refresh) wins.
+        net.run(secs(6));
+        let at_a = net.instances[0].server.registry().lookup(net.now, &name("alice")).unwrap();
+        assert_eq!(at_a.owner.unwrap().as_str(), "stund-b");
+        net.wire.clear();
+        let now = net.now;
+        net.peers[1].0.connect(now, &name("alice"));
+        net.deliver();
+        assert_eq!(net.pushes_to(alice), [addr(B)]);
+        assert_eq!(net.pushes_to(1), [addr(A)]);
+    }
+
+    #[test]
+    fn a_peer_registered_at_both_instances_stays_local_at_each_until_it_stops_refreshing() {
+        let mut net = ClusterNet::new();
+        net.peer("alice", 1, A);
+        net.run(secs(1));
+        let mut at_b = net.instances[0].server.registry().lookup(net.now, &name("alice")).unwrap();
+        at_b.owner = Some(InstanceId::new("stund-b").unwrap());
+        at_b.local = addr(B);
+        // alice also registered at B (same key), and B says so: A keeps her as its own while she refreshes.
+        let a = &mut net.instances[0].server;
+        assert_eq!(a.apply_remote(net.now, &at_b, secs(15)), Ok(RegisterOutcome::Refreshed));
+        assert_eq!(a.registry().lookup(net.now, &name("alice")).unwrap().owner, None);
+        // She stops refreshing at A (moved to B): after a third of her lifetime B's next announcement wins.
+        net.peers.clear();
+        net.run(secs(6));
+        let a = &mut net.instances[0].server;
+        assert!(a.apply_remote(net.now, &at_b, secs(15)).is_ok());
+        assert_eq!(a.registry().lookup(net.now, &name("alice")).unwrap().owner.unwrap().as_str(), "stund-b");
+        assert_eq!(a.registry().lookup(net.now, &name("alice")).unwrap().local, addr(B));
+    }
+
+    #[test]
+    fn remote_entries_expire_with_their_lifetime_and_lost_introductions_send_nothing() {
+        let mut net = ClusterNet::new();
+        net.peer("alice", 1, A);
+        net.run(secs(1));
+        assert_eq!(net.instances[1].server.registry().len(), 1);
+        // A goes silent (its peers are gone): B's replica forgets alice once her lifetime is over.
+        net.peers.clear();
+        net.run(secs(16));
+        assert!(net.instances[1].server.registry().is_empty());
+        let b = &mut net.instances[1].server;
+        let stranger = b.registry().lookup(net.now, &name("alice"));
+        assert!(stranger.is_none());
+        let about = Registration {
+            name: name("carol"),
+            key: PublicKey([3; 32]),
+            endpoint: addr("203.0.113.9:1"),
+            local: addr(A),
+            candidates: Vec::new(),
+            profile: NatProfile::UNKNOWN,
+            owner: Some(InstanceId::new("stund-a").unwrap()),
+        };
+        assert!(!b.introduce_remote(net.now, &name("alice"), &about, 7));
+        let mut buf = [0u8; 1500];
+        assert!(b.poll_transmit(&mut buf).is_none(), "nothing to push to");
+        assert_eq!(b.stats().remote_introductions_lost, 1);
+        assert!(
+            !b.poll_event().is_some_and(|e| matches!(e, SEvent::Expired { .. })),
+            "a remote registration's expiry is not this server's event"
+        );
+    }
+
+    #[test]
+    fn a_server_outside_a_cluster_owes_nothing_to_others() {
+        let now = Instant::now();
+        let mut net = ClusterNet::new();
+        net.instances[0] = instance("stund-a", A, false, now);
+        net.now = now;
+        net.peer("alice", 1, A);
+        net.run(secs(1));
+        assert!(net.instances[0].server.poll_cluster().is_none());
+        assert!(net.instances[1].server.registry().is_empty());
+    }
+}

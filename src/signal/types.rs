@@ -60,6 +60,27 @@ impl std::str::FromStr for PeerName {
     }
 }
 
+/// The name of one rendezvous server of a cluster sharing its registrations (stund `--instance-id`,
+/// docs/signal.md "Cluster"): the same alphabet and length as a [`PeerName`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    pub fn new(id: &str) -> Result<InstanceId, NameError> {
+        PeerName::new(id).map(|p| InstanceId(p.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Where a candidate address comes from, in the order paths are preferred (docs/architecture.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CandidateKind {

@@ -7,6 +7,7 @@ use holepunch::relay::IpRange;
 use holepunch::server::{
     ConfigError, Field, RateLimitConfig, RateLimitError, ServerConfig, MAX_BURST, MAX_RATE, MAX_SLOTS, MAX_SOFTWARE_LEN,
 };
+use holepunch::signal::InstanceId;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -152,6 +153,15 @@ pub struct Cli {
     /// [default: 20].
     #[arg(long, value_name = "N")]
     pub rendezvous_rate_limit: Option<u32>,
+    /// Share the rendezvous registrations with other stund instances through the Redis at URL
+    /// (redis://HOST:PORT/, rediss:// for TLS, redis://:PASSWORD@HOST/ or redis://USER:PASSWORD@HOST/ for
+    /// AUTH; docs/deploy.md). Without it the registrations stay in this process.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// This instance's name in a cluster sharing a --registry (logs, Redis channel): letters, digits, '.',
+    /// '_', '-', at most 32 [default: the host name and the process id].
+    #[arg(long, value_name = "NAME")]
+    pub instance_id: Option<String>,
     /// TURN relay (RFC 8656): a long-term credential user NAME:PASS (repeat for more users). TURN is on when
     /// a user or a shared secret is given, off otherwise.
     #[arg(long, value_name = "NAME:PASS")]
@@ -221,6 +231,8 @@ pub struct FileConfig {
     pub rendezvous_lifetime: Option<u64>,
     pub rendezvous_capacity: Option<usize>,
     pub rendezvous_rate_limit: Option<u32>,
+    pub registry: Option<String>,
+    pub instance_id: Option<String>,
     pub user: Option<Vec<String>>,
     pub auth_secret: Option<String>,
     pub auth_secret_file: Option<PathBuf>,
@@ -289,6 +301,16 @@ pub struct Rendezvous {
     pub lifetime: Duration,
     pub capacity: usize,
     pub rate_limit: RateLimitConfig,
+    /// Registrations shared through Redis (`--registry`); `None`: in memory only.
+    pub registry: Option<SharedRegistry>,
+}
+
+/// `--registry` and `--instance-id`.
+#[derive(Debug, Clone)]
+pub struct SharedRegistry {
+    /// The Redis URL; it may hold a password: never log it (`cluster::redacted`).
+    pub url: String,
+    pub instance_id: InstanceId,
 }
 
 impl Settings {
@@ -396,6 +418,8 @@ fn rendezvous_settings(cli: &Cli, file: &FileConfig) -> Result<Option<Rendezvous
             (cli.rendezvous_lifetime.is_some(), "--rendezvous-lifetime"),
             (cli.rendezvous_capacity.is_some(), "--rendezvous-capacity"),
             (cli.rendezvous_rate_limit.is_some(), "--rendezvous-rate-limit"),
+            (cli.registry.is_some() || file.registry.is_some(), "--registry"),
+            (cli.instance_id.is_some() || file.instance_id.is_some(), "--instance-id"),
         ] {
             if given {
                 bail!("{flag} needs --secret-file (the rendezvous is off without a network secret)");
@@ -425,7 +449,50 @@ fn rendezvous_settings(cli: &Cli, file: &FileConfig) -> Result<Option<Rendezvous
             slots: RENDEZVOUS_RATE_SLOTS,
         }
     };
-    Ok(Some(Rendezvous { secret_file, lifetime: Duration::from_secs(lifetime), capacity, rate_limit }))
+    let registry = registry_settings(cli, file)?;
+    Ok(Some(Rendezvous { secret_file, lifetime: Duration::from_secs(lifetime), capacity, rate_limit, registry }))
+}
+
+fn registry_settings(cli: &Cli, file: &FileConfig) -> Result<Option<SharedRegistry>> {
+    let instance = cli.instance_id.clone().or_else(|| file.instance_id.clone());
+    let Some(url) = cli.registry.clone().or_else(|| file.registry.clone()) else {
+        if instance.is_some() {
+            bail!("--instance-id needs --registry (a single stund is not a cluster)");
+        }
+        return Ok(None);
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        bail!("--registry {}: expected redis://HOST:PORT/ or rediss://HOST:PORT/", crate::cluster::redacted(&url));
+    }
+    // Parsed only (no connection): a malformed URL is a usage error before anything starts.
+    if let Err(e) = redis::Client::open(url.as_str()) {
+        bail!("--registry {}: {e}", crate::cluster::redacted(&url));
+    }
+    let instance_id = match instance {
+        Some(id) => InstanceId::new(&id).map_err(|e| anyhow!("--instance-id {id:?}: {e}"))?,
+        None => default_instance_id(),
+    };
+    Ok(Some(SharedRegistry { url, instance_id }))
+}
+
+/// The host name (its valid characters, at most 20) and the process id: unique on one host, and a restarted
+/// stund is a new instance (its predecessor's entries in Redis are not its own).
+fn default_instance_id() -> InstanceId {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into a valid local buffer.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        buf[..end]
+            .iter()
+            .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            .take(20)
+            .map(|&b| char::from(b))
+            .collect::<String>()
+    } else {
+        String::new()
+    };
+    let host = if host.is_empty() { "stund".to_string() } else { host };
+    InstanceId::new(&format!("{host}-{}", std::process::id())).expect("built from valid characters, <= 32 bytes")
 }
 
 fn turn_settings(cli: &Cli, file: &FileConfig, primary: IpAddr) -> Result<Option<Turn>> {
@@ -602,6 +669,11 @@ mod tests {
             (&["--secret-file", "s", "--rendezvous-capacity", "16777217"], "--rendezvous-capacity 16777217"),
             (&["--secret-file", "s", "--rendezvous-rate-limit", "4000001"], "--rendezvous-rate-limit 4000001"),
             (&["--rendezvous-capacity", "10"], "--rendezvous-capacity needs --secret-file"),
+            (&["--registry", "redis://127.0.0.1/"], "--registry needs --secret-file"),
+            (&["--secret-file", "s", "--registry", "http://:pw@x/"], "--registry http://***@x/: expected redis://"),
+            (&["--secret-file", "s", "--instance-id", "a"], "--instance-id needs --registry"),
+            (&["--secret-file", "s", "--registry", "redis://:pw@h:port/"], "--registry redis://***@h:port/: "),
+            (&["--secret-file", "s", "--registry", "redis://h/", "--instance-id", "a b"], "--instance-id \"a b\""),
         ] {
             let args: Vec<&str> = ["--primary", "127.0.0.1"].into_iter().chain(args.iter().copied()).collect();
             let e = parse(&args).unwrap_err().to_string();
@@ -619,6 +691,11 @@ mod tests {
         assert!(parse(&["--primary", "127.0.0.1"]).unwrap().rendezvous.is_none(), "rendezvous is opt-in");
         let r = parse(&["--primary", "127.0.0.1", "--secret-file", "s"]).unwrap().rendezvous.unwrap();
         assert_eq!((r.lifetime, r.capacity, r.rate_limit.rate_per_sec), (Duration::from_secs(15), 100_000, 20));
+        assert!(r.registry.is_none(), "registrations in memory by default");
+        let args = ["--primary", "127.0.0.1", "--secret-file", "s", "--registry", "rediss://:pw@h:6380/"];
+        let shared = parse(&args).unwrap().rendezvous.unwrap().registry.unwrap();
+        assert_eq!(shared.url, "rediss://:pw@h:6380/");
+        assert!(shared.instance_id.as_str().ends_with(&format!("-{}", std::process::id())));
     }
 
     /// The example config parses, also with every commented-out setting switched on (catches stale keys).

@@ -1,6 +1,7 @@
 //! `stund`: the STUN server binary. Flags, logging, sockets and threads live here; every protocol decision
 //! is in `holepunch::server` (see docs/stund.md).
 
+mod cluster;
 mod config;
 mod memory;
 mod metrics;
@@ -133,6 +134,14 @@ fn run(s: Settings) -> Result<()> {
                 r.capacity,
                 r.rate_limit.rate_per_sec
             );
+            match &r.registry {
+                Some(shared) => log::info!(
+                    "rendezvous registrations shared through Redis at {} as instance {} (docs/deploy.md)",
+                    cluster::redacted(&shared.url),
+                    shared.instance_id
+                ),
+                None => log::info!("rendezvous registrations in memory (no --registry)"),
+            }
             Some(file)
         }
         None => {
@@ -185,6 +194,10 @@ fn run(s: Settings) -> Result<()> {
     let rendezvous_counters = Arc::new(rendezvous::Counters::default());
     let rendezvous = match (&s.rendezvous, secret) {
         (Some(r), Some(secret)) => {
+            let link = match &r.registry {
+                Some(shared) => Some(Arc::new(cluster::Link::new(&shared.url, shared.instance_id.clone())?)),
+                None => None,
+            };
             // The first worker group's sockets send what the timers produce: with SO_REUSEPORT every socket on
             // an address sends from that address.
             let rv = rendezvous::Rendezvous::new(
@@ -196,8 +209,14 @@ fn run(s: Settings) -> Result<()> {
                 keys.bytes(),
                 start,
                 turn_secret.clone(),
+                link.clone(),
             )?;
             let rv = Arc::new(rv);
+            if let Some(link) = link {
+                // Redis unreachable at start is not fatal: stund serves its own peers, degraded, and says so.
+                handles
+                    .extend(cluster::spawn(link, rv.clone(), stop.clone()).context("cannot start the Redis threads")?);
+            }
             let (timer, stop) = (rv.clone(), stop.clone());
             let h = std::thread::Builder::new()
                 .name("stund-rendezvous".into())

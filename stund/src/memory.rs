@@ -55,7 +55,14 @@ pub fn rendezvous_bytes(r: &crate::config::Rendezvous) -> u64 {
     let table = slots * MEMORY_SLOT_BYTES as u64;
     let candidates = cap * (MAX_CANDIDATES * MEMORY_CANDIDATE_BYTES) as u64;
     let pushes = 2 * (cap / 10).max(64) * PUSH_BYTES;
-    table + candidates + pushes + r.rate_limit.memory_bytes() as u64
+    table + candidates + pushes + r.rate_limit.memory_bytes() as u64 + redis_queue_bytes(r)
+}
+
+/// With `--registry`, the writes waiting for Redis at their bound: one encoded registration (at most about
+/// 400 bytes with every candidate) and its map slot per queued name.
+fn redis_queue_bytes(r: &crate::config::Rendezvous) -> u64 {
+    const QUEUED_REGISTRATION_BYTES: u64 = 512;
+    r.registry.as_ref().map_or(0, |_| crate::cluster::MAX_QUEUED_REGISTRATIONS as u64 * QUEUED_REGISTRATION_BYTES)
 }
 
 impl Plan {
@@ -208,6 +215,9 @@ mod tests {
         assert_eq!(on.rendezvous, want);
         assert_eq!(on.total(), off.total() + want);
         assert!(on.describe().contains("rendezvous (--rendezvous-capacity)"), "{}", on.describe());
+        let shared =
+            Plan::of(&settings(&["--threads", "1", "--no-tcp", "--secret-file", "s", "--registry", "redis://h/"]));
+        assert_eq!(shared.rendezvous, want + 65_536 * 512, "with --registry, the Redis queue at its bound");
         let huge = Plan::of(&settings(&["--secret-file", "s", "--rendezvous-capacity", "16777216"]));
         let e = huge.check(1 << 30).unwrap_err().to_string();
         assert!(e.contains("--rendezvous-capacity"), "{e}");

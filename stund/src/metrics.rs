@@ -158,7 +158,12 @@ impl Stats {
             "Registrations by kind (new: a name registered or moved to a new endpoint; refresh: a keepalive).",
             &[("{kind=\"new\"}", st.registrations), ("{kind=\"refresh\"}", st.refreshes)],
         );
-        family("stund_rendezvous_peers", "gauge", "Peers registered now.", &[("", snap.peers as u64)]);
+        family(
+            "stund_rendezvous_peers",
+            "gauge",
+            "Peers registered now (with --registry: in the whole cluster, as this instance's replica knows them).",
+            &[("", snap.peers as u64)],
+        );
         family(
             "stund_rendezvous_registry_bytes",
             "gauge",
@@ -213,6 +218,79 @@ impl Stats {
             "counter",
             "Rendezvous datagrams the kernel refused to send.",
             &[("", load(&rc.send_errors))],
+        );
+        self.render_cluster(server, &st, family);
+    }
+
+    /// The registrations shared through Redis (`--registry`, docs/deploy.md).
+    fn render_cluster(
+        &self,
+        server: &Rendezvous,
+        st: &holepunch::signal::Stats,
+        family: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]),
+    ) {
+        let link = server.cluster.as_ref();
+        family(
+            "stund_rendezvous_shared",
+            "gauge",
+            "1 when the registrations are shared with other instances through Redis (--registry), else 0.",
+            &[("", u64::from(link.is_some()))],
+        );
+        let Some(link) = link else { return };
+        let status = &link.status;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        family(
+            "stund_rendezvous_degraded",
+            "gauge",
+            "1 while Redis is unreachable or not yet synced: only peers registered here can be introduced.",
+            &[("", u64::from(status.degraded()))],
+        );
+        family(
+            "stund_rendezvous_redis_errors_total",
+            "counter",
+            "Failed Redis connects and calls.",
+            &[("", load(&status.errors))],
+        );
+        family(
+            "stund_rendezvous_redis_queued_writes",
+            "gauge",
+            "Registrations and introductions waiting for Redis (at most one per name).",
+            &[("", link.queued() as u64)],
+        );
+        family(
+            "stund_rendezvous_redis_dropped_total",
+            "counter",
+            "Writes for Redis dropped: queue full, or an introduction too old by the time Redis was back.",
+            &[("", load(&status.dropped))],
+        );
+        family(
+            "stund_rendezvous_redis_received_total",
+            "counter",
+            "Messages received from the other instances (registrations announced, introductions asked for).",
+            &[("", load(&status.received))],
+        );
+        family(
+            "stund_rendezvous_redis_loaded_total",
+            "counter",
+            "Other instances' registrations loaded from Redis when (re)connecting.",
+            &[("", load(&status.loaded))],
+        );
+        family(
+            "stund_rendezvous_remote_registrations_total",
+            "counter",
+            "Registrations of other instances applied to this one's replica.",
+            &[("", st.remote_registrations)],
+        );
+        family(
+            "stund_rendezvous_remote_introductions_total",
+            "counter",
+            "Introductions across instances, by direction (sent: pushes asked of the peer's owner; served: \
+             pushes made here for another instance; lost: asked for a peer no longer registered here).",
+            &[
+                ("{direction=\"sent\"}", load(&status.forwarded)),
+                ("{direction=\"served\"}", st.remote_introductions),
+                ("{direction=\"lost\"}", st.remote_introductions_lost),
+            ],
         );
     }
 
@@ -302,8 +380,15 @@ impl Stats {
         match &self.rendezvous.server {
             Some(server) => {
                 let snap = server.snapshot();
+                let shared = match &server.cluster {
+                    Some(link) if link.status.degraded() => {
+                        format!(", Redis unavailable ({} writes queued)", link.queued())
+                    }
+                    Some(link) => format!(", shared through Redis (instance {})", link.instance),
+                    None => String::new(),
+                };
                 format!(
-                    "; rendezvous: {} peers, {} registrations, {} introductions, {} pushes failed",
+                    "; rendezvous: {} peers, {} registrations, {} introductions, {} pushes failed{shared}",
                     snap.peers, snap.stats.registrations, snap.stats.introductions, snap.stats.pushes_failed
                 )
             }

@@ -11,11 +11,12 @@
 //!
 //! UDP only: the punching socket that registers is a UDP socket; TCP connections get no rendezvous.
 
+use crate::cluster::Link;
 use holepunch::net::{Engine, Received, Seed};
 use holepunch::server::{LocalSocket, ServerConfig};
 use holepunch::signal::{
-    MemoryRegistry, NetworkSecret, Refusal, Registry, Server, ServerConfig as SignalConfig, ServerEvent, Stats,
-    TurnGrant,
+    MemoryRegistry, NetworkSecret, PeerName, Refusal, Registration, Registry, Server, ServerConfig as SignalConfig,
+    ServerEvent, Stats, TurnGrant,
 };
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -83,6 +84,8 @@ pub struct Rendezvous {
     sockets: Arc<[Option<UdpSocket>; 4]>,
     config: ServerConfig,
     pub counters: Arc<Counters>,
+    /// The Redis link when the registrations are shared (`--registry`).
+    pub cluster: Option<Arc<Link>>,
 }
 
 impl Rendezvous {
@@ -96,6 +99,7 @@ impl Rendezvous {
         seed: Seed,
         now: Instant,
         turn_secret: Option<Vec<u8>>,
+        cluster: Option<Arc<Link>>,
     ) -> anyhow::Result<Rendezvous> {
         let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let turn_grant = turn_secret.map(|secret| TurnGrant {
@@ -109,12 +113,13 @@ impl Rendezvous {
             capacity: r.capacity,
             rate_limit: r.rate_limit,
             turn_grant,
+            cluster: cluster.is_some(),
             ..SignalConfig::new(secret)
         };
         let registry = MemoryRegistry::new(r.capacity, now);
         let server =
             Server::new(sc, registry, seed, now).map_err(|e| anyhow::anyhow!("--rendezvous-rate-limit: {e}"))?;
-        Ok(Rendezvous { server: Mutex::new(server), wake: Condvar::new(), sockets, config, counters })
+        Ok(Rendezvous { server: Mutex::new(server), wake: Condvar::new(), sockets, config, counters, cluster })
     }
 
     fn lock(&self) -> MutexGuard<'_, Server<MemoryRegistry>> {
@@ -131,8 +136,32 @@ impl Rendezvous {
         self.wake.notify_one();
     }
 
-    /// Sends what the server has and logs and counts its events.
+    /// A registration another instance announced (or Redis held at a resync); true when applied.
+    pub fn apply_remote(&self, reg: &Registration, lifetime: Duration) -> bool {
+        let mut server = self.lock();
+        let applied = server.apply_remote(Instant::now(), reg, lifetime).is_ok();
+        self.flush(&mut server);
+        applied
+    }
+
+    /// Another instance asks for a push to `to`, registered here.
+    pub fn introduce_remote(&self, to: &PeerName, about: &Registration, session: u64) {
+        let mut server = self.lock();
+        server.introduce_remote(Instant::now(), to, about, session);
+        self.flush(&mut server);
+        drop(server);
+        self.wake.notify_one();
+    }
+
+    /// Sends what the server has and logs and counts its events. What other instances owe goes to the Redis
+    /// link first (a queue, never a wait), so their pushes start as close as possible to ours.
     fn flush(&self, server: &mut Server<MemoryRegistry>) {
+        if let Some(link) = &self.cluster {
+            let now = Instant::now();
+            while let Some(out) = server.poll_cluster() {
+                link.enqueue(now, out);
+            }
+        }
         let mut buf = [0u8; SEND_BUF];
         while let Some(t) = server.poll_transmit(&mut buf) {
             let sock = self.config.local_socket(t.local).and_then(|l: LocalSocket| self.sockets[l.index()].as_ref());
@@ -161,7 +190,10 @@ impl Rendezvous {
                     log::debug!(target: LOG, "{source}{who}: refused: {reason}");
                 }
             }
-            ServerEvent::Registered { .. } | ServerEvent::Introduced { .. } | ServerEvent::PushFailed { .. } => {}
+            ServerEvent::Registered { .. }
+            | ServerEvent::Introduced { .. }
+            | ServerEvent::IntroducedRemotely { .. }
+            | ServerEvent::PushFailed { .. } => {}
         }
     }
 

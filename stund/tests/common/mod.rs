@@ -35,11 +35,16 @@ impl Server {
     /// Starts stund with `args` plus `--port`/`--alt-port` it picks, `--stats-interval 0`, a fixed SOFTWARE,
     /// and waits for its "ready" line. Retries on a port clash.
     pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(&[], args)
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> Server {
         let mut last = String::new();
         for _ in 0..8 {
             let port = next_port_pair();
             let alt = port + 1;
-            match Self::try_start(args, port, alt) {
+            match Self::try_start(env, args, port, alt) {
                 Ok(s) => return s,
                 Err(log) if log.contains("already in use") => last = log,
                 Err(log) => panic!("stund did not start with {args:?}:\n{log}"),
@@ -48,9 +53,10 @@ impl Server {
         panic!("no free port pair for stund: {last}");
     }
 
-    fn try_start(args: &[&str], port: u16, alt_port: u16) -> Result<Server, String> {
+    fn try_start(env: &[(&str, &str)], args: &[&str], port: u16, alt_port: u16) -> Result<Server, String> {
         let mut cmd = Command::new(BIN);
-        cmd.args(args)
+        cmd.envs(env.iter().copied())
+            .args(args)
             .args(["--port", &port.to_string(), "--alt-port", &alt_port.to_string()])
             .args(["--stats-interval", "0", "--software", SOFTWARE])
             .env("RUST_LOG", "info")
