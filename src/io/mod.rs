@@ -10,6 +10,8 @@
 //!   sockets, sharing [`Notice`] and [`Exit`].
 //! - [`icmp`]: ICMP errors of unconnected UDP sockets (Linux IP_RECVERR).
 //! - `batch` (Linux): recvmmsg/sendmmsg batches without allocation per datagram.
+//! - [`coalesce`]: one buffer of several equal-size datagrams per system call (Windows USO/URO), with the
+//!   fallback to one datagram per call where the system refuses it.
 //! - [`os_seed`]: the OS randomness engines are seeded from.
 //! - [`host_candidates`]: the interface addresses a punching socket reports as host candidates.
 //! - [`keyfile`]: reading a peer's secret key and the network secret, refusing files others can access.
@@ -17,6 +19,7 @@
 #[cfg(target_os = "linux")]
 pub mod batch;
 pub mod blocking;
+pub mod coalesce;
 mod driver;
 pub mod icmp;
 mod interfaces;

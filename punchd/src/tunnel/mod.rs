@@ -22,6 +22,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tun_rs::SyncDevice;
 
+#[cfg(windows)]
+mod coalesce;
 #[cfg(target_os = "linux")]
 mod offload;
 
@@ -142,6 +144,9 @@ pub struct Counters {
     /// TCP segments dropped while the receive queue stood (offload.rs; Linux only).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub aqm_drops: AtomicU64,
+    /// Segmented sends of several datagrams (coalesce.rs; Windows only).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub coalesced_sends: AtomicU64,
 }
 
 /// The device, the tunnel and the sockets, shared by the data-path threads.
@@ -149,8 +154,8 @@ pub struct DataPath {
     pub tunnel: Arc<Tunnel>,
     device: Arc<SyncDevice>,
     /// The device was opened with offloads (Linux IFF_VNET_HDR): every read and write goes through the
-    /// batched path (offload.rs).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// batched path (offload.rs). On Windows: the TUN reader batches and segments its sends (coalesce.rs).
+    #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
     offload: bool,
     #[cfg(target_os = "linux")]
     rx: std::sync::Mutex<offload::RxBatch>,
@@ -203,6 +208,10 @@ impl DataPath {
         #[cfg(target_os = "linux")]
         if self.offload {
             return self.read_device_batched(stop);
+        }
+        #[cfg(windows)]
+        if self.offload {
+            return self.read_device_coalesced(stop);
         }
         let (mut packet, mut out) = ([0u8; BUF], [0u8; BUF + packet::DATA_OVERHEAD]);
         while !stop.load(Ordering::Relaxed) {
@@ -360,8 +369,9 @@ pub struct Device {
 }
 
 /// Creates the TUN device with our address, the overlay's route and the MTU; on Linux with offloads when the
-/// kernel has them (`PUNCHD_NO_OFFLOAD=1` turns them off, to compare). Without CAP_NET_ADMIN, a one-line
-/// error that says so.
+/// kernel has them, on Windows with the socket's segmentation and receive coalescing where the system has
+/// them (`PUNCHD_NO_OFFLOAD=1` turns either off, to compare). Without CAP_NET_ADMIN, a one-line error that
+/// says so.
 pub fn open_device(settings: &TunSettings) -> Result<Device> {
     let build = |offload: bool| {
         let builder = tun_rs::DeviceBuilder::new().name(&settings.name).mtu(settings.mtu);
@@ -384,7 +394,16 @@ pub fn open_device(settings: &TunSettings) -> Result<Device> {
         }
     }
     let device = build(false).map_err(|e| device_error(&settings.name, e))?;
-    Ok(Device { device, offload: false })
+    // Wintun has no offloads; the socket's stand in (coalesce.rs, holepunch::io::coalesce).
+    #[cfg(windows)]
+    let offload = std::env::var_os("PUNCHD_NO_OFFLOAD").is_none();
+    #[cfg(not(windows))]
+    let offload = false;
+    #[cfg(windows)]
+    if !offload {
+        holepunch::io::coalesce::disable_receive_coalescing();
+    }
+    Ok(Device { device, offload })
 }
 
 /// The punching socket's send buffer with the tunnel on: room for a whole batch of encrypted segments.
