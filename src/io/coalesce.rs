@@ -185,6 +185,7 @@ pub fn send_batch(batch: &SegmentBatch, socket: &impl SegmentSocket, offload: &O
                 Ok(()) => {
                     sent.sent += run.count;
                     sent.coalesced += 1;
+                    COALESCED_SENDS.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 Err(e) => {
@@ -233,9 +234,15 @@ pub fn coalescing_broken(len: usize, stride: usize, largest: usize) -> bool {
     len > largest && (stride == 0 || stride >= len)
 }
 
-/// Process-wide switch and counters of the receive side (the driver's receiver threads).
+/// Process-wide switch of the receive side (the driver's receiver threads), and counters for the status.
 static RECEIVE_COALESCING_OFF: AtomicBool = AtomicBool::new(false);
 static COALESCED_RECEIVES: AtomicU64 = AtomicU64::new(0);
+static COALESCED_SENDS: AtomicU64 = AtomicU64::new(0);
+
+/// Segmented sends of several datagrams ([`send_batch`]), since the start of the process.
+pub fn coalesced_sends() -> u64 {
+    COALESCED_SENDS.load(Ordering::Relaxed)
+}
 
 /// Turns receive coalescing off for sockets the driver starts receiving on from now on, and for those
 /// already receiving at their next receive (for comparisons, or after [`coalescing_broken`]).
@@ -360,7 +367,9 @@ mod tests {
     fn runs_leave_with_one_call_each() {
         let b = batch(&[(1, 100), (1, 100), (1, 80), (2, 100)]);
         let (fake, offload) = (Fake::default(), Offload::new());
+        let before = coalesced_sends();
         assert_eq!(send_batch(&b, &fake, &offload, 64), Sent { sent: 4, failed: 0, coalesced: 1 });
+        assert!(coalesced_sends() > before);
         assert_eq!(*fake.calls.borrow(), vec![(1, 280, Some(100)), (2, 100, None)]);
     }
 

@@ -41,7 +41,6 @@ impl DataPath {
                 let sent = coalesce::send_batch(&batch, &*self.sockets.main.1, &offload, max_segments);
                 self.counters.sent.fetch_add(sent.sent as u64, Ordering::Relaxed);
                 self.counters.send_errors.fetch_add(sent.failed as u64, Ordering::Relaxed);
-                self.counters.coalesced_sends.fetch_add(sent.coalesced as u64, Ordering::Relaxed);
                 batch.clear();
             }
         }
