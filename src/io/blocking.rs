@@ -648,7 +648,7 @@ fn receive_coalesced(
             windows::disable_receive_coalescing(sock);
             enabled = false;
         }
-        match windows::recv(sock, &mut buf) {
+        match windows::recv(sock, &mut buf, RECV_WAKE) {
             Ok((n, stride, from)) => {
                 if coalesce::coalescing_broken(n, stride, RECV_BUF) {
                     if enabled {

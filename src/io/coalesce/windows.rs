@@ -5,7 +5,9 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::windows::io::AsRawSocket;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 
@@ -56,10 +58,28 @@ pub fn disable_receive_coalescing(socket: &UdpSocket) {
 }
 
 /// One receive into `buf`: (bytes, segment size, source). The segment size equals the length for a receive
-/// of one datagram. Blocks as `recv_from` would (the socket's read timeout applies).
-pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, usize, SocketAddr)> {
+/// of one datagram. Waits at most `wait` for a datagram (then `TimedOut`), whatever the socket's own read
+/// timeout does to `WSARecvMsg`.
+pub fn recv(socket: &UdpSocket, buf: &mut [u8], wait: Duration) -> io::Result<(usize, usize, SocketAddr)> {
     let state = state().ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+    if !readable(socket, wait)? {
+        return Err(io::Error::from(io::ErrorKind::TimedOut));
+    }
     let mut meta = [RecvMeta::default()];
     state.recv(socket.into(), &mut [IoSliceMut::new(buf)], &mut meta)?;
     Ok((meta[0].len, meta[0].stride, meta[0].addr))
+}
+
+/// Whether `socket` has a datagram (or an error) to receive within `wait`.
+fn readable(socket: &UdpSocket, wait: Duration) -> io::Result<bool> {
+    use windows_sys::Win32::Networking::WinSock::{WSAGetLastError, WSAPoll, POLLRDNORM, WSAPOLLFD};
+    let mut fd = WSAPOLLFD { fd: socket.as_raw_socket() as usize, events: POLLRDNORM, revents: 0 };
+    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid WSAPOLLFD, alive for the call.
+    let n = unsafe { WSAPoll(&mut fd, 1, ms) };
+    if n < 0 {
+        // SAFETY: no arguments; reads this thread's last Winsock error.
+        return Err(io::Error::from_raw_os_error(unsafe { WSAGetLastError() }));
+    }
+    Ok(n > 0)
 }
