@@ -393,13 +393,15 @@ pub fn open_device(settings: &TunSettings) -> Result<Device> {
     let device = build(false).map_err(|e| device_error(&settings.name, e))?;
     // Wintun has no offloads; the socket's stand in (coalesce.rs, holepunch::io::coalesce).
     #[cfg(windows)]
-    let offload = std::env::var_os("PUNCHD_NO_OFFLOAD").is_none();
+    let offload = {
+        let on = std::env::var_os("PUNCHD_NO_OFFLOAD").is_none();
+        if !on {
+            holepunch::io::coalesce::disable_receive_coalescing();
+        }
+        on
+    };
     #[cfg(not(windows))]
     let offload = false;
-    #[cfg(windows)]
-    if !offload {
-        holepunch::io::coalesce::disable_receive_coalescing();
-    }
     Ok(Device { device, offload })
 }
 
