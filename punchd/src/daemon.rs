@@ -394,8 +394,13 @@ fn run_peer(settings: Settings) -> Result<i32> {
             let names: Vec<(String, IpAddr)> =
                 id.peers.iter().zip(&tun.peer_addresses).map(|(p, ip)| (p.name.to_string(), *ip)).collect();
             log::info!("{}", crate::tunnel::describe(tun, &names));
-            snapshot.lock().unwrap_or_else(|p| p.into_inner()).tunnel =
-                Some(TunnelStatus { device: tun.name.clone(), address: tun.address.to_string(), mtu: tun.mtu });
+            snapshot.lock().unwrap_or_else(|p| p.into_inner()).tunnel = Some(TunnelStatus {
+                device: tun.name.clone(),
+                address: tun.address.to_string(),
+                mtu: tun.mtu,
+                coalesced_sends: 0,
+                coalesced_receives: 0,
+            });
             Some(DataPath::new(tunnel, device, Arc::clone(&sockets)))
         }
         _ => None,

@@ -103,6 +103,10 @@ impl Controllable for PeerEngine {
     fn fill_status(&self, now: Instant, status: &mut Status) {
         self.node.fill_status(now, status);
         status.relayed = self.node.relayed();
+        if let Some(device) = status.tunnel.as_mut() {
+            device.coalesced_sends = holepunch::io::coalesce::coalesced_sends();
+            device.coalesced_receives = holepunch::io::coalesce::coalesced_receives();
+        }
         let Some(tunnel) = &self.tunnel else { return };
         for t in tunnel.status() {
             let Some(s) = status.peers.iter_mut().find(|s| s.key == t.key.to_base64()) else { continue };

@@ -55,6 +55,12 @@ pub struct TunnelStatus {
     /// Our tunnel address with the overlay's prefix length.
     pub address: String,
     pub mtu: u16,
+    /// Sends that carried several datagrams in one segmented call, and receives that brought several
+    /// (Windows USO/URO, docs/windows.md, "Tunnel data path"); 0 elsewhere.
+    #[serde(default)]
+    pub coalesced_sends: u64,
+    #[serde(default)]
+    pub coalesced_receives: u64,
 }
 
 /// One peer's side of the tunnel.
@@ -194,7 +200,11 @@ impl Status {
             let _ = writeln!(out, "port-mapped {m} (router port mapping)");
         }
         if let Some(t) = &self.tunnel {
-            let _ = writeln!(out, "tunnel {} {} mtu {}", t.device, t.address, t.mtu);
+            let _ = write!(out, "tunnel {} {} mtu {}", t.device, t.address, t.mtu);
+            if t.coalesced_sends > 0 || t.coalesced_receives > 0 {
+                let _ = write!(out, "  coalesced sends {} receives {}", t.coalesced_sends, t.coalesced_receives);
+            }
+            let _ = writeln!(out);
         }
         if let Some(server) = self.relay_server {
             let _ = writeln!(out, "relay {server}  relayed {}", opt(&self.relayed));
@@ -266,5 +276,30 @@ mod tests {
         let back: Status = serde_json::from_value(v).unwrap();
         assert_eq!(back.peers[0].path, PathKind::Lan);
         assert!(s.render().contains("bob"));
+    }
+
+    #[test]
+    fn coalesced_counts_show_where_there_are_any() {
+        let tunnel = TunnelStatus {
+            device: "punchd0".into(),
+            address: "100.64.0.1/10".into(),
+            mtu: 1400,
+            coalesced_sends: 0,
+            coalesced_receives: 0,
+        };
+        let mut s = Status { tunnel: Some(tunnel), ..Status::default() }.at(Instant::now());
+        assert!(s.render().contains("tunnel punchd0 100.64.0.1/10 mtu 1400\n"), "{}", s.render());
+        let t = s.tunnel.as_mut().unwrap();
+        (t.coalesced_sends, t.coalesced_receives) = (7, 3);
+        assert!(s.render().contains("mtu 1400  coalesced sends 7 receives 3\n"), "{}", s.render());
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            (v["tunnel"]["coalesced_sends"].as_u64(), v["tunnel"]["coalesced_receives"].as_u64()),
+            (Some(7), Some(3))
+        );
+        let mut old = v.clone();
+        old["tunnel"].as_object_mut().unwrap().retain(|k, _| k != "coalesced_sends" && k != "coalesced_receives");
+        let back: Status = serde_json::from_value(old).unwrap();
+        assert_eq!(back.tunnel.unwrap().coalesced_sends, 0, "a status without them still parses");
     }
 }

@@ -495,6 +495,12 @@ fn receive(
     if let Some(x) = intercept {
         return receive_batched(i, sock, peer, tx, pool, stop, x);
     }
+    #[cfg(windows)]
+    if let Some(x) = intercept {
+        if start_receive_coalescing(sock) {
+            return receive_coalesced(i, sock, peer, tx, pool, stop, x);
+        }
+    }
     let mut unreachable = Vec::new();
     let local = sock.local_addr().ok();
     let mut data = Vec::new();
@@ -586,6 +592,86 @@ fn receive_batched(
                     data.clear();
                     data.extend_from_slice(d.data);
                     if tx.send(Input::Datagram { socket: i, from, data }).is_err() {
+                        return;
+                    }
+                }
+                intercept.flush();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e) => {
+                if !receive_error(i, sock, peer, &e, tx, &mut unreachable) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Most bytes one coalesced receive returns (UDP_RECV_MAX_COALESCED_SIZE is set to 64 KiB less one).
+#[cfg(windows)]
+const COALESCED_BUF: usize = 1 << 16;
+
+/// Turns on receive coalescing (URO) for the socket of a data path, unless it is off for the process; false
+/// when the system refuses it (before Windows 11, Wine): the plain receive loop then.
+#[cfg(windows)]
+fn start_receive_coalescing(sock: &UdpSocket) -> bool {
+    use super::coalesce::{receive_coalescing_disabled, windows};
+    if receive_coalescing_disabled() {
+        return false;
+    }
+    match windows::enable_receive_coalescing(sock) {
+        Ok(()) => true,
+        Err(e) => {
+            log::debug!(target: "holepunch::io", "UDP receive coalescing not available ({e}): one datagram per receive");
+            false
+        }
+    }
+}
+
+/// [`receive`] with an intercept, on Windows with receive coalescing: one receive may carry several datagrams
+/// of one source, split by the segment size the system reports; the intercept is flushed after each receive.
+/// A receive coalesced without its segment size (a driver bug on some machines) turns coalescing off for the
+/// process and is dropped, as the plain loop would truncate it.
+#[cfg(windows)]
+fn receive_coalesced(
+    i: usize,
+    sock: &UdpSocket,
+    peer: Option<SocketAddr>,
+    tx: &mpsc::Sender<Input>,
+    pool: &mpsc::Receiver<Vec<u8>>,
+    stop: &AtomicBool,
+    intercept: &dyn Intercept,
+) {
+    use super::coalesce::{self, windows};
+    let Ok(local) = sock.local_addr() else { return };
+    let mut buf = vec![0u8; COALESCED_BUF];
+    let mut unreachable = Vec::new();
+    let mut enabled = true;
+    while !stop.load(Ordering::Relaxed) {
+        if enabled && coalesce::receive_coalescing_disabled() {
+            windows::disable_receive_coalescing(sock);
+            enabled = false;
+        }
+        match windows::recv(sock, &mut buf, RECV_WAKE) {
+            Ok((n, stride, from)) => {
+                if coalesce::coalescing_broken(n, stride, RECV_BUF) {
+                    if enabled {
+                        log::warn!(target: "holepunch::io", "socket {i}: the system coalesced {n} bytes without their datagram size: receive coalescing off");
+                        coalesce::disable_receive_coalescing();
+                    }
+                    continue;
+                }
+                if stride < n {
+                    coalesce::count_coalesced_receive();
+                }
+                for data in coalesce::segments(&buf[..n], stride) {
+                    if intercept.intercept(sock, local, from, data) {
+                        continue;
+                    }
+                    let mut owned = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(RECV_BUF));
+                    owned.clear();
+                    owned.extend_from_slice(data);
+                    if tx.send(Input::Datagram { socket: i, from, data: owned }).is_err() {
                         return;
                     }
                 }

@@ -11,6 +11,8 @@
 //! - [`icmp`]: ICMP errors of unconnected UDP sockets (Linux IP_RECVERR).
 //! - `batch` (Linux): recvmmsg/sendmmsg batches without allocation per datagram.
 //! - [`send_with_ttl`]: one datagram with its own IP TTL (a punching primer).
+//! - [`coalesce`]: one buffer of several equal-size datagrams per system call (Windows USO/URO), with the
+//!   fallback to one datagram per call where the system refuses it.
 //! - [`os_seed`]: the OS randomness engines are seeded from.
 //! - [`host_candidates`]: the interface addresses a punching socket reports as host candidates.
 //! - [`keyfile`]: reading a peer's secret key and the network secret, refusing files others can access.
@@ -18,6 +20,7 @@
 #[cfg(target_os = "linux")]
 pub mod batch;
 pub mod blocking;
+pub mod coalesce;
 mod driver;
 pub mod icmp;
 mod interfaces;

@@ -22,6 +22,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tun_rs::SyncDevice;
 
+#[cfg(windows)]
+mod coalesce;
 #[cfg(target_os = "linux")]
 mod offload;
 
@@ -149,8 +151,8 @@ pub struct DataPath {
     pub tunnel: Arc<Tunnel>,
     device: Arc<SyncDevice>,
     /// The device was opened with offloads (Linux IFF_VNET_HDR): every read and write goes through the
-    /// batched path (offload.rs).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// batched path (offload.rs). On Windows: the TUN reader batches and segments its sends (coalesce.rs).
+    #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
     offload: bool,
     #[cfg(target_os = "linux")]
     rx: std::sync::Mutex<offload::RxBatch>,
@@ -203,6 +205,10 @@ impl DataPath {
         #[cfg(target_os = "linux")]
         if self.offload {
             return self.read_device_batched(stop);
+        }
+        #[cfg(windows)]
+        if self.offload {
+            return self.read_device_coalesced(stop);
         }
         let (mut packet, mut out) = ([0u8; BUF], [0u8; BUF + packet::DATA_OVERHEAD]);
         while !stop.load(Ordering::Relaxed) {
@@ -360,8 +366,9 @@ pub struct Device {
 }
 
 /// Creates the TUN device with our address, the overlay's route and the MTU; on Linux with offloads when the
-/// kernel has them (`PUNCHD_NO_OFFLOAD=1` turns them off, to compare). Without CAP_NET_ADMIN, a one-line
-/// error that says so.
+/// kernel has them, on Windows with the socket's segmentation and receive coalescing where the system has
+/// them (`PUNCHD_NO_OFFLOAD=1` turns either off, to compare). Without CAP_NET_ADMIN, a one-line error that
+/// says so.
 pub fn open_device(settings: &TunSettings) -> Result<Device> {
     let build = |offload: bool| {
         let builder = tun_rs::DeviceBuilder::new().name(&settings.name).mtu(settings.mtu);
@@ -384,7 +391,18 @@ pub fn open_device(settings: &TunSettings) -> Result<Device> {
         }
     }
     let device = build(false).map_err(|e| device_error(&settings.name, e))?;
-    Ok(Device { device, offload: false })
+    // Wintun has no offloads; the socket's stand in (coalesce.rs, holepunch::io::coalesce).
+    #[cfg(windows)]
+    let offload = {
+        let on = std::env::var_os("PUNCHD_NO_OFFLOAD").is_none();
+        if !on {
+            holepunch::io::coalesce::disable_receive_coalescing();
+        }
+        on
+    };
+    #[cfg(not(windows))]
+    let offload = false;
+    Ok(Device { device, offload })
 }
 
 /// The punching socket's send buffer with the tunnel on: room for a whole batch of encrypted segments.
@@ -485,4 +503,107 @@ pub fn describe(settings: &TunSettings, peers: &[(String, IpAddr)]) -> String {
 /// The host prefix of a peer's tunnel address: its allowed IPs.
 pub fn allowed(ip: IpAddr) -> Vec<IpPrefix> {
     vec![IpPrefix::host(ip)]
+}
+
+/// The Windows data path's socket side on the system it runs on: under Wine (scripts/wine-unit-tests.sh)
+/// segmentation and receive coalescing are refused and these prove the fallback; on Linux they run the
+/// platform-neutral code.
+#[cfg(test)]
+mod tests {
+    use holepunch::io::blocking::{Driver, Intercept};
+    use holepunch::io::coalesce::{self, Offload, SegmentBatch};
+    use holepunch::net::{Engine, Received, Transmit};
+    use std::net::{SocketAddr, UdpSocket};
+    use std::ops::ControlFlow;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    const SIZES: [usize; 5] = [300, 300, 300, 120, 300];
+
+    fn batch_to(dst: SocketAddr) -> SegmentBatch {
+        let mut batch = SegmentBatch::new(8, 400);
+        for (i, &len) in SIZES.iter().enumerate() {
+            batch.next_slot().unwrap()[..len].fill(i as u8 + 1);
+            batch.push(len, dst);
+        }
+        batch
+    }
+
+    #[test]
+    fn a_batch_arrives_as_separate_datagrams_segmented_or_not() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let batch = batch_to(rx.local_addr().unwrap());
+        let offload = Offload::new();
+        for _ in 0..2 {
+            let sent = coalesce::send_batch(&batch, &tx, &offload, coalesce::max_segments());
+            assert_eq!((sent.sent, sent.failed), (SIZES.len(), 0));
+            let mut buf = [0u8; 2048];
+            for (i, &len) in SIZES.iter().enumerate() {
+                let (n, _) = rx.recv_from(&mut buf).unwrap();
+                assert_eq!((n, buf[0], buf[n - 1]), (len, i as u8 + 1, i as u8 + 1), "datagram {i}");
+            }
+        }
+    }
+
+    /// Records the datagrams offered to it and stops the driver once it has `want`.
+    struct Collect {
+        seen: Mutex<Vec<Vec<u8>>>,
+        want: usize,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Intercept for Collect {
+        fn intercept(&self, _: &UdpSocket, _: SocketAddr, _: SocketAddr, data: &[u8]) -> bool {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(data.to_vec());
+            if seen.len() >= self.want {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            true
+        }
+    }
+
+    struct Idle;
+
+    impl Engine for Idle {
+        type Event = ();
+        fn handle_input(&mut self, _: Instant, _: Received, _: &[u8]) -> bool {
+            false
+        }
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self, _: &mut [u8]) -> Option<Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn poll_event(&mut self) -> Option<()> {
+            None
+        }
+    }
+
+    #[test]
+    fn the_data_path_receiver_sees_each_datagram_on_its_own() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let collect = Arc::new(Collect { seen: Mutex::default(), want: SIZES.len(), stop: Arc::clone(&stop) });
+        let driver = Driver::new(vec![socket])
+            .unwrap()
+            .intercept(Arc::clone(&collect) as Arc<dyn Intercept>)
+            .stop_flag(Arc::clone(&stop))
+            .deadline(Instant::now() + Duration::from_secs(5));
+        // Queued in the socket before its receiver thread starts.
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent = coalesce::send_batch(&batch_to(dst), &tx, &Offload::new(), coalesce::max_segments());
+        assert_eq!(sent.sent, SIZES.len());
+        let _ = driver.run(&mut Idle, |_| ControlFlow::<()>::Continue(()));
+        let seen = collect.seen.lock().unwrap();
+        let shape: Vec<(usize, u8)> = seen.iter().map(|d| (d.len(), d[0])).collect();
+        let want: Vec<(usize, u8)> = SIZES.iter().enumerate().map(|(i, &len)| (len, i as u8 + 1)).collect();
+        assert_eq!(shape, want);
+    }
 }
