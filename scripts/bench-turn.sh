@@ -62,20 +62,33 @@ start_server() {
 
 stop_server() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=""; }
 
-declare -A RESULTS
-echo "| round | server | relayed messages/s | payload Mbit/s | stalls |"
-echo "|---|---|---|---|---|"
+# CPU time (user + system, clock ticks) of process $1 and all its threads.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICKS=$(getconf CLK_TCK)
+
+declare -A RESULTS EFFICIENCY
+echo "| round | server | relayed messages/s | payload Mbit/s | stalls | server CPU (cores) | messages per server CPU-second |"
+echo "|---|---|---|---|---|---|---|"
 for r in $(seq 1 "$ROUNDS"); do
     for s in coturn ours; do
         start_server "$s"
+        before=$(cpu_ticks "$PID")
+        t0=$(date +%s.%N)
         out=$(taskset -c 1 target/release/turnload --server "127.0.0.1:$PORT" --pairs "$PAIRS" --window "$WINDOW" \
             --size "$SIZE" --warmup "$WARMUP" --duration "$DURATION" --json)
+        after=$(cpu_ticks "$PID")
+        t1=$(date +%s.%N)
         stop_server
         msgs=$(echo "$out" | sed -E 's/.*"relayed_messages_per_s":([0-9]+).*/\1/')
         mbit=$(echo "$out" | sed -E 's/.*"payload_mbit_per_s":([0-9.]+).*/\1/')
         stalls=$(echo "$out" | sed -E 's/.*"stalls":([0-9]+).*/\1/')
-        echo "| $r | $s | $msgs | $mbit | $stalls |"
+        # The server's CPU over the whole load run (warm-up and set-up included, as the wall time is).
+        cores=$(awk -v a="$after" -v b="$before" -v hz="$TICKS" -v t0="$t0" -v t1="$t1" \
+            'BEGIN {printf "%.2f", (a - b) / hz / (t1 - t0)}')
+        eff=$(awk -v m="$msgs" -v c="$cores" 'BEGIN {if (c > 0) printf "%.0f", m / c; else print 0}')
+        echo "| $r | $s | $msgs | $mbit | $stalls | $cores | $eff |"
         RESULTS[$s]="${RESULTS[$s]:-} $msgs"
+        EFFICIENCY[$s]="${EFFICIENCY[$s]:-} $eff"
         PORT=$((PORT + 1))
     done
 done
@@ -85,3 +98,6 @@ o=$(echo "${RESULTS[ours]}" | median)
 echo
 echo "median relayed messages/s: coturn $c, ours $o ($(awk -v o="$o" -v c="$c" 'BEGIN {printf "%.2f", o / c}')x coturn);" \
     "payload ${SIZE} bytes, $PAIRS pairs x $WINDOW in flight, ${DURATION} s per run"
+ce=$(echo "${EFFICIENCY[coturn]}" | median)
+oe=$(echo "${EFFICIENCY[ours]}" | median)
+echo "median messages per server CPU-second: coturn $ce, ours $oe ($(awk -v o="$oe" -v c="$ce" 'BEGIN {printf "%.2f", o / c}')x coturn)"

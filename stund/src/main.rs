@@ -227,16 +227,13 @@ fn run(s: Settings) -> Result<()> {
         }
         _ => None,
     };
+    // Started after the workers: it runs the first worker itself (`RelayThread::adopt`).
+    let mut relay_thread = None;
     let turn = match &s.turn {
         Some(t) => {
             let relay = turn::relay_config(t, turn_secret.clone(), cfg, s.rate_limit);
             let (thread, shared) = turn::RelayThread::new(t, relay, cfg.clone(), sets[0].clone(), keys.bytes(), start)?;
-            let stop = stop.clone();
-            let h = std::thread::Builder::new()
-                .name("stund-turn".into())
-                .spawn(move || thread.run(&stop))
-                .context("cannot start the TURN relay thread")?;
-            handles.push(h);
+            relay_thread = Some(thread);
             log::info!(
                 "TURN relay on (RFC 8656, UDP): realm {:?}, {} user(s){}, relay sockets on {} ports {}-{}, \
                  at most {} allocations, {} per user, {} bytes/s each{}",
@@ -281,12 +278,26 @@ fn run(s: Settings) -> Result<()> {
                 rendezvous_counters: rendezvous_counters.clone(),
                 turn: turn.clone(),
             };
+            // The relay thread serves the first socket of the first group itself: TURN traffic there reaches
+            // its engine without a queue or a thread switch (docs/architecture.md, "Relay").
+            if let Some(thread) = relay_thread.as_mut().filter(|_| t == 0 && l == locals[0]) {
+                thread.adopt(worker).context("cannot watch the listening socket from the TURN relay thread")?;
+                continue;
+            }
             let h = std::thread::Builder::new()
                 .name(format!("stund-udp-{t}-{}", l.index()))
                 .spawn(move || worker.run())
                 .context("cannot start a worker thread")?;
             handles.push(h);
         }
+    }
+    if let Some(thread) = relay_thread {
+        let stop = stop.clone();
+        let h = std::thread::Builder::new()
+            .name("stund-turn".into())
+            .spawn(move || thread.run(&stop))
+            .context("cannot start the TURN relay thread")?;
+        handles.push(h);
     }
     log::info!(
         "UDP: {} worker thread(s) x {} socket(s), recvmmsg/sendmmsg batches of {}",

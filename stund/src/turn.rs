@@ -55,6 +55,10 @@ const PUBLISH: Duration = Duration::from_millis(250);
 const BIND_TRIES: usize = 256;
 /// The epoll token of the eventfd; relay sockets use their slot index.
 const WAKE_TOKEN: u64 = u64::MAX;
+/// The epoll token of the listening socket whose worker the relay thread runs itself ([`RelayThread::adopt`]).
+const LISTEN_TOKEN: u64 = u64::MAX - 1;
+/// Receive batches the adopted worker serves per wake before the relay sockets get their turn.
+const LISTEN_BURST: usize = 4;
 
 /// One client datagram (or TCP frame) on its way to the relay thread.
 pub struct Inbound {
@@ -191,6 +195,9 @@ pub struct RelayThread {
     next_port: u32,
     outbox: Outbox,
     peer_batch: RecvBatch,
+    /// The UDP worker of one listening socket, run by this thread: TURN datagrams arriving there reach the
+    /// engine without the queue, the wake and a switch between threads.
+    adopted: Option<(crate::udp::Worker, crate::udp::WorkerIo)>,
 }
 
 /// A socket the relay thread sends from.
@@ -281,6 +288,7 @@ impl RelayThread {
             next_port: first_port % span,
             outbox: Outbox::new(),
             peer_batch: RecvBatch::new(RECV_BURST, MAX_DATAGRAM),
+            adopted: None,
         };
         thread.watch(thread.shared.wake.as_raw_fd(), WAKE_TOKEN)?;
         Ok((thread, shared))
@@ -290,6 +298,38 @@ impl RelayThread {
         let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
         // SAFETY: a valid epoll fd and a pointer to a local event.
         cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(|_| ())
+    }
+
+    /// Serves `worker`'s listening socket from this thread (Binding, rendezvous and TURN alike) instead of a
+    /// thread of its own. Clients reaching other sockets still come through the queue.
+    pub fn adopt(&mut self, worker: crate::udp::Worker) -> io::Result<()> {
+        let fd = worker.socket().map(|s| s.as_raw_fd()).ok_or_else(|| io::Error::other("worker without socket"))?;
+        self.watch(fd, LISTEN_TOKEN)?;
+        self.adopted = Some((worker, crate::udp::WorkerIo::default()));
+        Ok(())
+    }
+
+    /// The adopted worker's socket is readable: a few batches, their TURN datagrams fed to the engine here.
+    fn serve_adopted(&mut self, out: &mut [u8]) {
+        let Some((mut worker, mut wio)) = self.adopted.take() else { return };
+        for _ in 0..LISTEN_BURST {
+            let n = match worker.serve_batch(&mut wio, Wait::Never, true) {
+                Ok(n) => n,
+                Err(e) => {
+                    log::debug!(target: LOG, "receive on the adopted socket failed: {e}");
+                    break;
+                }
+            };
+            let now = Instant::now();
+            for (from, data) in wio.turn_datagrams() {
+                self.engine.handle_input(now, Received::udp(worker.local_addr, from), data);
+                self.flush(now, out);
+            }
+            if n < crate::udp::BATCH {
+                break;
+            }
+        }
+        self.adopted = Some((worker, wio));
     }
 
     /// Runs until `stop` is set (noticed within [`WAKE`]).
@@ -313,6 +353,8 @@ impl RelayThread {
                     let mut count = 0u64;
                     // SAFETY: reading 8 bytes into a local from our non-blocking eventfd.
                     unsafe { libc::read(self.shared.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+                } else if token == LISTEN_TOKEN {
+                    self.serve_adopted(&mut out);
                 } else {
                     self.receive_from_peers(now, token as usize, &mut out);
                 }
